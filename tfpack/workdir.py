@@ -1,0 +1,91 @@
+"""The run directory contract: atomic writes, content fingerprints and the manifest written last.
+
+Every file is written under a temporary name and renamed into place with `os.replace`, so a crash never
+leaves a file that looks complete. `manifest.json` is written after everything else: its presence is the
+completion marker of a stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tfpack.errors import ConfigError, StaleArtifactError
+
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write one JSON object per line, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+
+
+def fingerprint_file(path: Path) -> str:
+    """Content fingerprint of a file: `blake2b-128:<hex>` of its bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            digest.update(block)
+    return f"blake2b-128:{digest.hexdigest()}"
+
+
+def fingerprint_bytes(data: bytes) -> str:
+    """Fingerprint of an in-memory byte string, in the same form as `fingerprint_file`."""
+    return f"blake2b-128:{hashlib.blake2b(data, digest_size=16).hexdigest()}"
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write `run_dir/manifest.json` last: the marker that the stage finished."""
+    write_json(run_dir / MANIFEST, manifest)
+
+
+def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
+    """Load a completed stage's manifest, or raise naming the command that produces it."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        state = "is incomplete (no manifest.json: the run did not finish)" if run_dir.is_dir() else "does not exist"
+        raise StaleArtifactError(f"{run_dir}: {state}; run `{rerun}`")
+    manifest: dict[str, Any] = orjson.loads(path.read_bytes())
+    if manifest.get("stage") != stage:
+        raise StaleArtifactError(
+            f"{path}: is a '{manifest.get('stage')}' output, expected '{stage}'; run `{rerun}`"
+        )
+    return manifest
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Create `out_dir`, refusing a non-empty one unless `overwrite` (then its manifest goes first)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            done = (out_dir / MANIFEST).is_file()
+            state = "holds a finished run" if done else "holds an incomplete run (no manifest.json)"
+            raise ConfigError(f"{out_dir}: output directory is not empty and {state}; pass --overwrite")
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
