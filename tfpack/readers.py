@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import gzip
 import hashlib
+import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,7 +111,8 @@ def _open_binary(path: str) -> IO[bytes]:
             import zstandard
         except ImportError as e:
             raise DependencyError(f"{path}: reading .zst needs zstandard; run `pip install zstandard`") from e
-        return zstandard.open(path, "rb")
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.BufferedReader(reader)  # type: ignore[arg-type]
     return open(path, "rb")
 
 

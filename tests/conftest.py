@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny datasets written into tmp_path, and paths to ../shared when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_DATA = SHARED / "data"
+GOLDEN = SHARED / "golden"
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+def shared_file(path: Path) -> Path:
+    """Return `path`, or skip the test when ../shared is not there."""
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+TOPICS = [
+    ("What is {a} plus {b}?", "{a} + {b} = {c}."),
+    ("Translate 'good morning number {a}' into French.", "Bonjour numéro {a}."),
+    ("Write a Python function that returns {a} times x.", "def f(x):\n    return {a} * x"),
+    ("Name a capital city, example {a}.", "Paris is the capital of France ({b})."),
+]
+
+
+def qa_rows(n: int) -> list[dict[str, str]]:
+    """`n` question/answer records over a few topics."""
+    rows = []
+    for i in range(n):
+        q, a = TOPICS[i % len(TOPICS)]
+        rows.append({"question": q.format(a=i, b=i + 1), "answer": a.format(a=i, b=i + 1, c=2 * i + 1)})
+    return rows
+
+
+@pytest.fixture
+def qa_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "qa.jsonl", qa_rows(24))

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfpack.config import EmbedConfig
+from tfpack.embed import check_embeddings, encode_texts, load_encoder, packaged_model_path, resolve_model
+from tfpack.errors import ConfigError, InputError
+
+TEXTS = ["How many apples are left?", "Write a Python function to sort a list.", "What is the capital of France?",
+         "Compute 12 times 7.", "Implement binary search in Python.", "Name the largest city in Japan."]
+
+
+def test_default_model_is_the_packaged_copy() -> None:
+    path = packaged_model_path()
+    assert path is not None and (path / "model.safetensors").is_file()
+    assert resolve_model("sentence-transformers/all-MiniLM-L6-v2") == str(path)
+    assert resolve_model("some/other-model") == "some/other-model"
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    model, resolved = load_encoder(EmbedConfig(backend="torch", device="cpu"))
+    assert resolved["precision"] == "fp32"
+    return encode_texts(model, TEXTS, 4)
+
+
+def test_torch_embeddings_are_normalised(torch_vectors: np.ndarray) -> None:
+    assert torch_vectors.shape == (6, 384) and torch_vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(torch_vectors, axis=1), 1.0, atol=1e-5)
+    sims = torch_vectors @ torch_vectors.T
+    assert sims[0, 3] > sims[0, 1] and sims[1, 4] > sims[1, 2]  # related topics are closer
+
+
+def test_onnx_int8_agrees_with_fp32(torch_vectors: np.ndarray) -> None:
+    model, resolved = load_encoder(EmbedConfig(backend="onnx-int8", device="cpu"))
+    assert resolved["precision"] == "int8"
+    vectors = encode_texts(model, TEXTS, 4)
+    assert np.min(np.sum(vectors * torch_vectors, axis=1)) > 0.95
+
+
+def test_unknown_model_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"--model {tmp_path}/nope: cannot load"):
+        load_encoder(EmbedConfig(model=str(tmp_path / "nope"), backend="torch", device="cpu"))
+
+
+def test_check_embeddings_names_the_sample() -> None:
+    vectors = np.eye(3, dtype=np.float32)
+    vectors[1] = 0
+    with pytest.raises(InputError, match="embedding of sample_id 11 has zero norm"):
+        check_embeddings(vectors, [10, 11, 12], "run/samples.parquet")
+    vectors[1, 0] = np.nan
+    with pytest.raises(InputError, match="sample_id 11 is not finite"):
+        check_embeddings(vectors, [10, 11, 12], "run/samples.parquet")
+
+
+def test_config_checks() -> None:
+    with pytest.raises(ConfigError, match="--embed-on: expected one of prompt, full"):
+        EmbedConfig(embed_on="all")
+    with pytest.raises(ConfigError, match="--backend"):
+        EmbedConfig(backend="tensorrt")
