@@ -182,3 +182,68 @@ def embed(
             return run_embed(inputs, out, cfg, formats, on_error, overwrite, progress)
 
     _emit(_run(action), as_json, quiet, "tfpack embed")
+
+
+ThresholdOpt = Annotated[
+    str | None,
+    typer.Option(help="Cosine-similarity ceiling in [-1, 1]: a candidate more similar than this to any of the last "
+                 "--window path samples is skipped. 'auto' = the paper's rule (L2 distance at --quantile of all "
+                 "pairs; cosine = 1 - t²/2 on unit vectors); 'none' = plain greedy path. [default: auto]"),
+]
+DistanceOpt = Annotated[
+    float | None,
+    typer.Option(help="The paper's L2 distance threshold t instead of --threshold (compared in float32 like the "
+                 "authors' script)."),
+]
+QuantileOpt = Annotated[float | None, typer.Option(help="Pairwise-distance quantile for --threshold auto. [default: 0.02]")]
+WindowOpt = Annotated[int | None, typer.Option(help="How many recent path samples the threshold is checked against. [default: 4]")]
+KOpt = Annotated[int | None, typer.Option("--k", help="Neighbours per sample in the kNN graph. [default: 64]")]
+KnnOpt = Annotated[str | None, typer.Option(help="kNN index: auto (exact up to 200k samples, IVF beyond), exact or ivf. [default: auto]")]
+NprobeOpt = Annotated[int | None, typer.Option(help="IVF lists searched per query. [default: 32]")]
+ExactOpt = Annotated[
+    bool | None,
+    typer.Option("--exact/--no-exact", help="Exact walk: when a kNN list runs out, scan all unvisited samples for the true "
+                 "nearest valid one (equals the paper's dense algorithm; slower at scale). [default: no-exact]"),
+]
+StartOpt = Annotated[int | None, typer.Option(help="Sample the path starts at (the paper starts at 0). [default: 0]")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed for sampled thresholds, fallbacks and random baselines. [default: 0]")]
+
+
+def _order_flags(**flags: Any) -> dict[str, Any]:
+    return flags
+
+
+@app.command()
+def order(
+    embeddings: Annotated[Path, typer.Argument(help="A run directory from `tfpack embed`, or an [N, d] float16/float32 .npy.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the int64 permutation (.npy).")],
+    threshold: ThresholdOpt = None,
+    distance_threshold: DistanceOpt = None,
+    quantile: QuantileOpt = None,
+    window: WindowOpt = None,
+    k: KOpt = None,
+    knn: KnnOpt = None,
+    nprobe: NprobeOpt = None,
+    exact: ExactOpt = None,
+    start: StartOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Walk the threshold-filtered nearest-neighbour path over EMBEDDINGS and write it as a permutation."""
+    from tfpack.config import OrderConfig, build, load_yaml
+    from tfpack.order import run_order
+
+    def action() -> dict[str, Any]:
+        cfg = build(OrderConfig, load_yaml(config).get("order"),
+                    _order_flags(threshold=threshold, distance_threshold=distance_threshold, quantile=quantile,
+                                 window=window, k=k, knn=knn, nprobe=nprobe, exact=exact, start=start, seed=seed),
+                    str(config))
+        with _progress(quiet) as progress:
+            return run_order(embeddings, out, cfg, progress)
+
+    summary = _run(action)
+    if not as_json:
+        summary.pop("config")
+    _emit(summary, as_json, quiet, "tfpack order")

@@ -49,6 +49,47 @@ class EmbedConfig:
             raise ConfigError(f"--max-seq-length: must be >= 8, got {self.max_seq_length}")
 
 
+@dataclass(frozen=True)
+class OrderConfig:
+    """How the TFP path is walked (see threshold.py, knn.py and walk.py).
+
+    `threshold`: a cosine-similarity ceiling in [-1, 1], 'auto' (the paper's pairwise-distance `quantile`) or
+    'none' (plain greedy TSP); `distance_threshold` gives the paper's L2 threshold directly instead.
+    """
+
+    threshold: str = "auto"
+    distance_threshold: float | None = None
+    quantile: float = 0.02
+    window: int = 4
+    k: int = 64
+    knn: str = "auto"
+    nprobe: int = 32
+    exact: bool = False
+    start: int = 0
+    seed: int = 0
+    n_random: int = 256
+    hops: int = 8
+    sample_pairs: int = 4_000_000
+
+    def __post_init__(self) -> None:
+        from tfpack.threshold import parse_threshold
+
+        parse_threshold(str(self.threshold))
+        if self.distance_threshold is not None and self.threshold not in ("auto",):
+            raise ConfigError("--distance-threshold and --threshold are exclusive; give one")
+        if not 0.0 < self.quantile < 1.0:
+            raise ConfigError(f"--quantile: must be in (0, 1), got {self.quantile}")
+        if self.window < 1:
+            raise ConfigError(f"--window: must be >= 1, got {self.window}")
+        if self.k < 1:
+            raise ConfigError(f"--k: must be >= 1, got {self.k}")
+        _choice("--knn", self.knn, ("auto", "exact", "ivf"))
+        if self.nprobe < 1 or self.n_random < 1 or self.hops < 0 or self.sample_pairs < 1000:
+            raise ConfigError("nprobe and n_random must be >= 1, hops >= 0, sample_pairs >= 1000")
+        if self.start < 0:
+            raise ConfigError(f"--start: must be >= 0, got {self.start}")
+
+
 C = TypeVar("C")
 
 
@@ -87,4 +128,4 @@ def build(cls: type[C], yaml_section: dict[str, Any] | None, flags: dict[str, An
         raise ConfigError(f"{source}: {e}") from e
 
 
-SECTIONS: dict[str, type] = {"embed": EmbedConfig}
+SECTIONS: dict[str, type] = {"embed": EmbedConfig, "order": OrderConfig}

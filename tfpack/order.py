@@ -1,0 +1,168 @@
+"""Order stage: embeddings → threshold → kNN graph → TFP walk → an int64 permutation, with quality metrics.
+
+Input is a run directory from `tfpack embed` (its kNN graph is cached in `RUN_DIR/knn/`, keyed by the embeddings'
+fingerprint, k, method and nprobe) or any `.npy` of `[N, d]` float16/float32 embeddings (memory-mapped).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tfpack.config import OrderConfig
+from tfpack.errors import ConfigError, InputError
+from tfpack.knn import build_knn, cached_knn
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.threshold import Threshold, parse_threshold, resolve_threshold
+from tfpack.walk import walk
+from tfpack.workdir import MANIFEST, atomic_path, fingerprint_file, read_manifest
+
+EMBEDDINGS_FILE = "embeddings.npy"
+_CHUNK = 65_536
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """The path and what is reported about it."""
+
+    path: NDArray[np.int64]
+    threshold: Threshold
+    summary: dict[str, Any]
+
+
+def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
+    """Memory-map embeddings from a run directory or `.npy`; returns (array, file, run dir or None)."""
+    run_dir = source if source.is_dir() else None
+    if run_dir is not None:
+        read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+        source = run_dir / EMBEDDINGS_FILE
+    if not source.is_file():
+        raise InputError(f"{source}: no such embeddings file")
+    try:
+        emb = np.load(source, mmap_mode="r")
+    except ValueError as e:
+        raise InputError(f"{source}: not a .npy array: {e}") from e
+    if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32) or len(emb) < 2:
+        raise InputError(f"{source}: expected float16/float32 [N >= 2, d] embeddings, got {emb.dtype} {emb.shape}")
+    return emb, source, run_dir
+
+
+def to_float32(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> NDArray[np.float32]:
+    """A float32 in-memory copy, converted chunk by chunk; rejects NaN/inf and zero rows."""
+    out = np.empty(emb.shape, dtype=np.float32)
+    with progress.task("loading embeddings", total=len(emb)) as task:
+        for start in range(0, len(emb), _CHUNK):
+            block = np.asarray(emb[start : start + _CHUNK], dtype=np.float32)
+            norms = np.linalg.norm(block, axis=1)
+            bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
+            if bad.size:
+                row = start + int(bad[0])
+                kind = "is not finite" if not np.isfinite(norms[bad[0]]) else "has zero norm"
+                raise InputError(f"embeddings row {row} {kind}; re-embed the inputs (`tfpack embed`)")
+            out[start : start + len(block)] = block
+            task.advance(len(block))
+    return out
+
+
+def window_metrics(emb: NDArray[np.float32], path: NDArray[np.int64], window: int, reject_d2: float,
+                   seed: int) -> dict[str, Any]:
+    """Mean cosine of adjacent path samples vs a random order, and the steps that break the window rule."""
+    n = len(path)
+    norms = np.sqrt(np.einsum("ij,ij->i", emb, emb, dtype=np.float64))
+
+    def adjacent_mean(order: NDArray[np.int64]) -> float:
+        total = 0.0
+        for s in range(0, n - 1, _CHUNK):
+            a, b = order[s : s + _CHUNK], order[s + 1 : s + 1 + _CHUNK]
+            a = a[: len(b)]
+            dots = np.einsum("ij,ij->i", emb[a], emb[b], dtype=np.float64)
+            total += float((dots / (norms[a] * norms[b])).sum())
+        return total / (n - 1)
+
+    violations = np.zeros(n, dtype=bool)
+    norms2 = norms * norms
+    for lag in range(1, window + 1):
+        for s in range(lag, n, _CHUNK):
+            cur, prev = path[s : s + _CHUNK], path[s - lag : s - lag + _CHUNK]
+            prev = prev[: len(cur)]
+            d2 = norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev], dtype=np.float64)
+            violations[s : s + len(cur)] |= d2 < reject_d2
+    rng = np.random.default_rng(seed)
+    return {
+        "mean_adjacent_similarity": round(adjacent_mean(path), 6),
+        "random_adjacent_similarity": round(adjacent_mean(rng.permutation(n)), 6),
+        "threshold_violations": int(violations.sum()),
+    }
+
+
+def order_embeddings(
+    emb: NDArray[Any],
+    cfg: OrderConfig,
+    cache_dir: Path | None = None,
+    fingerprint: str | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> OrderResult:
+    """Threshold, kNN graph and walk over `emb`; the engine shared by `tfpack order` and `tfpack pack`."""
+    started = time.perf_counter()
+    if cfg.start >= len(emb):
+        raise ConfigError(f"--start: must be in [0, {len(emb) - 1}], got {cfg.start}")
+    vectors = to_float32(emb, progress)
+    t0 = time.perf_counter()
+    threshold = resolve_threshold(vectors, parse_threshold(str(cfg.threshold)), cfg.distance_threshold,
+                                  cfg.quantile, cfg.sample_pairs, cfg.seed)
+    t1 = time.perf_counter()
+    k = min(cfg.k, len(vectors) - 1)
+    method = "exact" if cfg.exact else cfg.knn
+    if cache_dir is not None and fingerprint is not None:
+        nbr_ids, nbr_sims, used, hit = cached_knn(cache_dir, fingerprint, vectors, k, method, cfg.nprobe, cfg.seed,
+                                                  progress)
+    else:
+        (nbr_ids, nbr_sims, used), hit = build_knn(vectors, k, method, cfg.nprobe, cfg.seed, progress), False
+    t2 = time.perf_counter()
+    with progress.task("walking", total=None):
+        result = walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg.window, cfg.start, cfg.exact,
+                      cfg.n_random, cfg.seed, cfg.hops)
+    t3 = time.perf_counter()
+    metrics = window_metrics(vectors, result.path, cfg.window, threshold.reject_d2, cfg.seed)
+    summary = {
+        "n": len(vectors),
+        "dim": int(vectors.shape[1]),
+        "threshold": threshold.cosine,
+        "distance_threshold": threshold.distance,
+        "threshold_mode": threshold.mode,
+        "threshold_estimate_error": threshold.estimate_error,
+        "quantile": threshold.quantile,
+        "window": cfg.window,
+        "k": k,
+        "knn": used,
+        "knn_cached": hit,
+        "exact": cfg.exact,
+        "start": cfg.start,
+        "fallbacks": result.fallbacks,
+        "forced_steps": result.forced,
+        **metrics,
+        "threshold_seconds": round(t1 - t0, 3),
+        "knn_seconds": round(t2 - t1, 3),
+        "walk_seconds": round(t3 - t2, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return OrderResult(result.path, threshold, summary)
+
+
+def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """`tfpack order`: write the permutation to `out` (atomically) and return the summary."""
+    emb, emb_file, run_dir = load_embeddings(source)
+    cache_dir = run_dir / "knn" if run_dir is not None else None
+    fingerprint = fingerprint_file(emb_file) if cache_dir is not None else None
+    result = order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
+    if out.name == MANIFEST:
+        raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, result.path.astype(np.int64))
+    return {"order": str(out), **result.summary, "config": asdict(cfg)}

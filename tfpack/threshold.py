@@ -1,0 +1,169 @@
+"""The threshold of threshold filtering: fixed (cosine or L2), derived from the data as the paper does, or none.
+
+The walk rejects a candidate whose squared L2 distance to any of the last `window` path samples is below
+`reject_d2`. On unit vectors a cosine-similarity ceiling S and the paper's L2 threshold t are the same rule:
+`t² = 2 − 2S`, i.e. `S = 1 − t²/2` (the paper's 2% quantile on GSM8K, t ≈ 0.90, is S ≈ 0.596).
+
+`auto` is the paper's rule: t = the `quantile` of pairwise L2 distances over all ordered off-diagonal pairs with
+zero distances excluded, interpolated linearly as `torch.quantile` does. Distances are computed in float64 and
+rounded to float32, the precision the reference compares in; like the reference, a pair *equal* to t in float32 is
+allowed, so the rejection bound is the float64 midpoint just below t (boundary pairs decide: see
+`../shared/golden/README.md`). Up to `EXACT_MAX_N` samples the quantile is exact; beyond, it is estimated from
+`sample_pairs` random pairs and the estimate's error (a 95% rank interval mapped to distances) is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tfpack.errors import ConfigError
+
+EXACT_MAX_N = 8192
+_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A resolved threshold: the walk uses `reject_d2`; the rest is reported."""
+
+    mode: str  # none | cosine | distance | auto-exact | auto-sampled
+    reject_d2: float
+    cosine: float | None = None
+    distance: float | None = None
+    quantile: float | None = None
+    estimate_error: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_threshold(value: str) -> str | float:
+    """`--threshold`: 'auto', 'none', or a cosine similarity in [-1, 1]."""
+    if value in ("auto", "none"):
+        return value
+    try:
+        cosine = float(value)
+    except ValueError:
+        raise ConfigError(f"--threshold: expected a cosine similarity in [-1, 1], 'auto' or 'none', got '{value}'") from None
+    if not -1.0 <= cosine <= 1.0 or math.isnan(cosine):
+        raise ConfigError(f"--threshold: {cosine} is outside [-1, 1] (it is a cosine similarity ceiling)")
+    return cosine
+
+
+def float32_bound(distance: float) -> float:
+    """Squared float64 bound below which a distance rounds to a float32 value strictly less than `distance`."""
+    t32 = np.float32(distance)
+    below = np.nextafter(t32, np.float32(0))
+    midpoint = (float(t32) + float(below)) / 2
+    return midpoint * midpoint
+
+
+def from_cosine(cosine: float) -> Threshold:
+    distance = math.sqrt(max(0.0, 2 - 2 * cosine))
+    return Threshold("cosine", reject_d2=2 - 2 * cosine, cosine=cosine, distance=distance)
+
+
+def from_distance(distance: float, mode: str = "distance", **extra: Any) -> Threshold:
+    """A paper-style L2 threshold, compared in float32 like the reference."""
+    if distance < 0 or math.isnan(distance):
+        raise ConfigError(f"--distance-threshold: must be a non-negative L2 distance, got {distance}")
+    t32 = float(np.float32(distance))
+    return Threshold(mode, reject_d2=float32_bound(t32), cosine=1 - t32 * t32 / 2, distance=t32, **extra)
+
+
+NO_THRESHOLD = Threshold("none", reject_d2=-1.0)
+
+
+def pair_distances(a: NDArray[np.floating[Any]], b: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+    """L2 distances between rows of `a` and `b`, `[len(a), len(b)]`, computed in float64, rounded to float32."""
+    a64 = np.asarray(a, dtype=np.float64)
+    b64 = np.asarray(b, dtype=np.float64)
+    d2 = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2 * (a64 @ b64.T)
+    return np.sqrt(np.maximum(d2, 0)).astype(np.float32)
+
+
+def torch_quantile(sorted_values: NDArray[np.float32], q: float, count: int, duplicated: bool) -> np.float32:
+    """`torch.quantile` (linear) of a float32 sample of `count` values; `duplicated` = each value stands twice."""
+    pos = q * (count - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, count - 1)
+    step = 2 if duplicated else 1
+    v_lo, v_hi = sorted_values[lo // step], sorted_values[hi // step]
+    weight = np.float32(pos - lo)
+    if weight < 0.5:
+        return np.float32(v_lo + weight * (v_hi - v_lo))
+    return np.float32(v_hi - (v_hi - v_lo) * (np.float32(1) - weight))
+
+
+def exact_quantile_distance(emb: NDArray[np.floating[Any]], q: float) -> float:
+    """The paper's threshold over all ordered off-diagonal pairs with zero distances excluded (small N)."""
+    n = len(emb)
+    chunks = []
+    for start in range(0, n, _BLOCK):
+        block = pair_distances(emb[start : start + _BLOCK], emb[start:])
+        rows, cols = np.triu_indices(block.shape[0], 1, block.shape[1])
+        values = block[rows, cols]
+        chunks.append(values[values > 0])
+    unordered = np.concatenate(chunks)
+    if unordered.size == 0:
+        raise ConfigError("--threshold auto: every pairwise distance is zero (all embeddings identical)")
+    unordered.sort()
+    return float(torch_quantile(unordered, q, 2 * unordered.size, duplicated=True))
+
+
+def sampled_quantile_distance(
+    emb: NDArray[np.floating[Any]], q: float, n_pairs: int, seed: int
+) -> tuple[float, float]:
+    """Estimate the threshold from random off-diagonal pairs; return (estimate, error half-width at 95%)."""
+    n = len(emb)
+    rng = np.random.default_rng(seed)
+    values = []
+    remaining = n_pairs
+    while remaining > 0:
+        m = min(remaining, 1 << 18)
+        i = rng.integers(0, n, m)
+        j = rng.integers(0, n - 1, m)
+        j += j >= i  # off-diagonal
+        order = np.argsort(i, kind="stable")
+        i, j = i[order], j[order]
+        a = np.asarray(emb[i], dtype=np.float64)
+        b = np.asarray(emb[j], dtype=np.float64)
+        d = np.sqrt(np.maximum((a * a).sum(1) + (b * b).sum(1) - 2 * (a * b).sum(1), 0)).astype(np.float32)
+        values.append(d[d > 0])
+        remaining -= m
+    sample = np.sort(np.concatenate(values))
+    estimate = float(torch_quantile(sample, q, sample.size, duplicated=False))
+    spread = 1.96 * math.sqrt(q * (1 - q) / sample.size)
+    lo = float(torch_quantile(sample, max(q - spread, 0.0), sample.size, duplicated=False))
+    hi = float(torch_quantile(sample, min(q + spread, 1.0), sample.size, duplicated=False))
+    return estimate, max(estimate - lo, hi - estimate)
+
+
+def resolve_threshold(
+    emb: NDArray[np.floating[Any]],
+    threshold: str | float,
+    distance: float | None = None,
+    quantile: float = 0.02,
+    sample_pairs: int = 4_000_000,
+    seed: int = 0,
+) -> Threshold:
+    """Turn the user's choice into a `Threshold` (computing the data quantile for 'auto')."""
+    if distance is not None:
+        return from_distance(distance)
+    if threshold == "none":
+        return NO_THRESHOLD
+    if isinstance(threshold, float):
+        return from_cosine(threshold)
+    if not 0.0 < quantile < 1.0:
+        raise ConfigError(f"--quantile: must be in (0, 1), got {quantile}")
+    if len(emb) < 2:
+        raise ConfigError("--threshold auto: needs at least 2 samples")
+    if len(emb) <= EXACT_MAX_N:
+        return from_distance(exact_quantile_distance(emb, quantile), mode="auto-exact", quantile=quantile)
+    estimate, error = sampled_quantile_distance(emb, quantile, sample_pairs, seed)
+    return from_distance(estimate, mode="auto-sampled", quantile=quantile, estimate_error=error)
