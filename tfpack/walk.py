@@ -74,6 +74,7 @@ def walk_kernel(emb: Any, norms2: Any, nbr_ids: Any, nbr_sims: Any, start: int, 
                 exact: bool, n_random: int, seed: int, hops: int) -> tuple[Any, int, int]:
     """The walk; returns (path int64 [N], fallbacks, forced steps). `nbr_sims` is used only when not exact."""
     n, k = nbr_ids.shape
+    hops = min(hops, k)
     np.random.seed(seed)
     path = np.empty(n, np.int64)
     visited = np.zeros(n, np.bool_)
@@ -183,8 +184,8 @@ def walk(
         raise ConfigError(f"--start: must be in [0, {n - 1}], got {start}")
     if window < 1:
         raise ConfigError(f"--window: must be >= 1, got {window}")
-    if n_random < 1:
-        raise ConfigError(f"n_random: must be >= 1, got {n_random}")
+    if n_random < 1 or hops < 0:
+        raise ConfigError(f"n_random must be >= 1 and hops >= 0, got {n_random} and {hops}")
     emb = np.ascontiguousarray(emb)
     norms2 = np.einsum("ij,ij->i", emb, emb, dtype=np.float64)
     ids = np.ascontiguousarray(nbr_ids, dtype=np.int64)

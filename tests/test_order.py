@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import GOLDEN, shared_file
+from tfpack.cli import app
+from tfpack.config import OrderConfig
+from tfpack.errors import StaleArtifactError
+from tfpack.order import order_embeddings, run_order
+
+runner = CliRunner()
+# The L2 thresholds the authors' script computed (../shared/golden/README.md).
+REFERENCE_THRESHOLDS = {2000: 0.8991214036941528, 4096: 0.9011306762695312}
+
+
+def clustered(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8, d))[rng.integers(0, 8, n)] + 0.6 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("n", [2000, 4096])
+def test_reproduces_the_reference_path(tmp_path: Path, n: int) -> None:
+    emb = shared_file(GOLDEN / f"emb_{n}.npy")
+    ref = np.load(shared_file(GOLDEN / f"ref_path_{n}.npy"))
+    result = runner.invoke(app, ["order", str(emb), "-o", str(tmp_path / "o.npy"), "--distance-threshold",
+                                 str(REFERENCE_THRESHOLDS[n]), "--window", "4", "--start", "0", "--exact", "--json"])
+    assert result.exit_code == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), ref)
+
+
+@pytest.mark.shared_data
+def test_golden_4096_boundary_pair_decides() -> None:
+    """Step 286 of the reference path joins samples 3381 and 1844, whose distance is within one float32 step of the
+    threshold: allowed at the reference threshold, rejected just above it, so the path departs exactly there."""
+    x = np.load(shared_file(GOLDEN / "emb_4096.npy"))
+    ref = np.load(shared_file(GOLDEN / "ref_path_4096.npy"))
+    from tfpack.knn import build_knn
+    from tfpack.threshold import from_distance, pair_distances
+    from tfpack.walk import walk
+
+    t = np.float32(REFERENCE_THRESHOLDS[4096])
+    assert (ref[285], ref[286]) == (3381, 1844)
+    assert abs(pair_distances(x[[3381]], x[[1844]])[0, 0] - t) <= np.spacing(t)
+    ids, sims, _ = build_knn(x, 64, "exact")
+    at = walk(x, ids, sims, from_distance(float(t)).reject_d2, exact=True)
+    np.testing.assert_array_equal(at.path, ref)
+    raised = np.nextafter(np.nextafter(t, np.float32(2)), np.float32(2))
+    above = walk(x, ids, sims, from_distance(float(raised)).reject_d2, exact=True)
+    assert np.flatnonzero(above.path != ref)[0] == 286
+
+
+@pytest.mark.shared_data
+def test_auto_threshold_on_golden_inputs() -> None:
+    x = np.load(shared_file(GOLDEN / "emb_2000.npy"))
+    result = order_embeddings(x, OrderConfig(threshold="auto", exact=True))
+    # Exact quantile over off-diagonal pairs; the reference's own value is lower because torch's float32 cdist
+    # leaves ~870 of its diagonal entries non-zero and counts them (see README, "Fidelity").
+    assert result.threshold.distance == pytest.approx(0.89965236, abs=1e-7)
+    assert sorted(result.path.tolist()) == list(range(2000))
+
+
+def test_run_dir_caches_the_graph(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    np.save(run / "embeddings.npy", clustered(300).astype(np.float16))
+    (run / "manifest.json").write_bytes(orjson.dumps({"stage": "embed"}))
+    first = run_order(run, tmp_path / "a.npy", OrderConfig(k=16))
+    second = run_order(run, tmp_path / "b.npy", OrderConfig(k=16))
+    assert (first["knn_cached"], second["knn_cached"]) == (False, True)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    assert first["mean_adjacent_similarity"] > first["random_adjacent_similarity"] + 0.1
+
+
+def test_cli_order_json(tmp_path: Path) -> None:
+    np.save(tmp_path / "e.npy", clustered(200))
+    result = runner.invoke(app, ["order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy"), "--threshold",
+                                 "0.7", "--json"])
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    for key in ("n", "threshold", "window", "k", "fallbacks", "mean_adjacent_similarity",
+                "random_adjacent_similarity", "threshold_violations", "seconds"):
+        assert key in summary
+    assert summary["threshold"] == pytest.approx(0.7)
+    order = np.load(tmp_path / "o.npy")
+    assert order.dtype == np.int64 and sorted(order.tolist()) == list(range(200))
+
+
+def test_cli_order_rejects_bad_threshold_and_nan(tmp_path: Path) -> None:
+    x = clustered(50)
+    np.save(tmp_path / "e.npy", x)
+    result = runner.invoke(app, ["order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy"), "--threshold", "2"])
+    assert result.exit_code == 2 and "--threshold: 2.0 is outside [-1, 1]" in result.stderr
+    x[7] = np.nan
+    np.save(tmp_path / "e.npy", x)
+    result = runner.invoke(app, ["order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy")])
+    assert result.exit_code == 1 and "embeddings row 7 is not finite" in result.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_stale_run_dir_names_the_command(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    with pytest.raises(StaleArtifactError, match="run `tfpack embed INPUT... -o"):
+        run_order(tmp_path / "run", tmp_path / "o.npy", OrderConfig())
