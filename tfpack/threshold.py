@@ -25,6 +25,8 @@ from tfpack.errors import ConfigError
 
 EXACT_MAX_N = 8192
 _BLOCK = 1024
+_BAND = 2e-4  # bound on the float32 pre-pass error of a distance
+_ZERO_BAND = 2e-2  # approximate distances below this are checked for exact zeros
 
 
 @dataclass(frozen=True)
@@ -87,33 +89,77 @@ def pair_distances(a: NDArray[np.floating[Any]], b: NDArray[np.floating[Any]]) -
     return np.sqrt(np.maximum(d2, 0)).astype(np.float32)
 
 
-def torch_quantile(sorted_values: NDArray[np.float32], q: float, count: int, duplicated: bool) -> np.float32:
-    """`torch.quantile` (linear) of a float32 sample of `count` values; `duplicated` = each value stands twice."""
-    pos = q * (count - 1)
+def torch_lerp(v_lo: np.float32, v_hi: np.float32, weight: float) -> np.float32:
+    """Linear interpolation in float32 the way `torch.lerp` (and so `torch.quantile`) computes it."""
+    w = np.float32(weight)
+    if w < 0.5:
+        return np.float32(v_lo + w * (v_hi - v_lo))
+    return np.float32(v_hi - (v_hi - v_lo) * (np.float32(1) - w))
+
+
+def torch_quantile(values: NDArray[np.float32], q: float) -> np.float32:
+    """`torch.quantile(values, q)` (linear interpolation), finding only the two order statistics needed."""
+    pos = q * (values.size - 1)
     lo = math.floor(pos)
-    hi = min(lo + 1, count - 1)
-    step = 2 if duplicated else 1
-    v_lo, v_hi = sorted_values[lo // step], sorted_values[hi // step]
-    weight = np.float32(pos - lo)
-    if weight < 0.5:
-        return np.float32(v_lo + weight * (v_hi - v_lo))
-    return np.float32(v_hi - (v_hi - v_lo) * (np.float32(1) - weight))
+    hi = min(lo + 1, values.size - 1)
+    picked = np.partition(values, sorted({lo, hi}))
+    return torch_lerp(picked[lo], picked[hi], pos - lo)
+
+
+def _upper_blocks(x32: NDArray[np.float32], norms2: NDArray[np.float32]) -> Any:
+    """Yield (row offset, approximate float32 distances of the block's upper-triangle pairs, mask) per row block."""
+    n = len(x32)
+    for start in range(0, n, _BLOCK):
+        rows = x32[start : start + _BLOCK]
+        d2 = norms2[start : start + len(rows), None] + norms2[None, start:] - 2 * (rows @ x32[start:].T)
+        upper = np.arange(n - start)[None, :] > np.arange(len(rows))[:, None]
+        yield start, np.sqrt(np.maximum(d2, 0)), upper
 
 
 def exact_quantile_distance(emb: NDArray[np.floating[Any]], q: float) -> float:
-    """The paper's threshold over all ordered off-diagonal pairs with zero distances excluded (small N)."""
-    n = len(emb)
-    chunks = []
-    for start in range(0, n, _BLOCK):
-        block = pair_distances(emb[start : start + _BLOCK], emb[start:])
-        rows, cols = np.triu_indices(block.shape[0], 1, block.shape[1])
-        values = block[rows, cols]
-        chunks.append(values[values > 0])
-    unordered = np.concatenate(chunks)
-    if unordered.size == 0:
+    """The paper's threshold over all ordered off-diagonal pairs with zero distances excluded (small N).
+
+    Two passes keep it fast and exact: float32 BLAS distances locate the needed order statistics to within a
+    band; only the pairs inside the band (and near zero) are recomputed in float64 and rounded to float32.
+    """
+    x32 = np.ascontiguousarray(emb, dtype=np.float32)
+    norms2 = np.einsum("ij,ij->i", x32, x32, dtype=np.float64).astype(np.float32)
+    blocks = list(_upper_blocks(x32, norms2))
+    approx = np.concatenate([d[upper] for _, d, upper in blocks])
+    n_zero = 0
+    if (approx <= _ZERO_BAND).any():
+        n_zero = int((_exact_pairs(x32, blocks, 0.0, _ZERO_BAND) == 0).sum())
+    count = 2 * (approx.size - n_zero)  # ordered pairs: each unordered distance stands twice
+    if count == 0:
         raise ConfigError("--threshold auto: every pairwise distance is zero (all embeddings identical)")
-    unordered.sort()
-    return float(torch_quantile(unordered, q, 2 * unordered.size, duplicated=True))
+    pos = q * (count - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, count - 1)
+    ranks = sorted({lo // 2 + n_zero, hi // 2 + n_zero})  # ranks among the unordered distances, zeros first
+    centre = float(np.partition(approx, ranks)[ranks[0]])
+    below = int((approx < centre - _BAND).sum())
+    band = np.sort(_exact_pairs(x32, blocks, centre - _BAND, centre + _BAND))
+    if below > ranks[0] or ranks[-1] - below >= band.size:
+        raise ConfigError("--threshold auto: float32 pre-pass out of its error band; report this input")
+    v_lo, v_hi = band[lo // 2 + n_zero - below], band[hi // 2 + n_zero - below]
+    return float(torch_lerp(v_lo, v_hi, pos - lo))
+
+
+def _exact_pairs(x32: NDArray[np.float32], blocks: list[Any], low: float, high: float) -> NDArray[np.float32]:
+    """Float64-exact distances (rounded to float32) of the upper-triangle pairs whose approximation is in [low, high]."""
+    out = []
+    for start, d, upper in blocks:
+        rows, cols = np.nonzero(upper & (d >= low) & (d <= high))
+        out.append(exact_distances(x32, rows + start, cols + start))
+    return np.concatenate(out)
+
+
+def exact_distances(x: NDArray[Any], i: NDArray[np.int64], j: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Row-pair distances `|x[i] - x[j]|` computed in float64 like `pair_distances`, rounded to float32."""
+    a = np.asarray(x[i], dtype=np.float64)
+    b = np.asarray(x[j], dtype=np.float64)
+    d2 = (a * a).sum(1) + (b * b).sum(1) - 2 * (a * b).sum(1)
+    return np.sqrt(np.maximum(d2, 0)).astype(np.float32)
 
 
 def sampled_quantile_distance(
@@ -136,11 +182,11 @@ def sampled_quantile_distance(
         d = np.sqrt(np.maximum((a * a).sum(1) + (b * b).sum(1) - 2 * (a * b).sum(1), 0)).astype(np.float32)
         values.append(d[d > 0])
         remaining -= m
-    sample = np.sort(np.concatenate(values))
-    estimate = float(torch_quantile(sample, q, sample.size, duplicated=False))
+    sample = np.concatenate(values)
+    estimate = float(torch_quantile(sample, q))
     spread = 1.96 * math.sqrt(q * (1 - q) / sample.size)
-    lo = float(torch_quantile(sample, max(q - spread, 0.0), sample.size, duplicated=False))
-    hi = float(torch_quantile(sample, min(q + spread, 1.0), sample.size, duplicated=False))
+    lo = float(torch_quantile(sample, max(q - spread, 0.0)))
+    hi = float(torch_quantile(sample, min(q + spread, 1.0)))
     return estimate, max(estimate - lo, hi - estimate)
 
 

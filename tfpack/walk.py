@@ -29,7 +29,7 @@ _FAST = {"nsz", "arcp", "contract", "reassoc"}
 _NEAR = 1e-4  # float32 similarities are trusted this far from the threshold
 
 
-@numba.njit(cache=True, fastmath=_FAST, inline="always")
+@numba.njit(cache=True, fastmath=_FAST)
 def _d2(emb: Any, norms2: Any, a: int, b: int) -> float:
     dot = 0.0
     for t in range(emb.shape[1]):

@@ -1,0 +1,180 @@
+"""Benchmark the ordering engine against the paper's algorithm, and its scale curve.
+
+    python scripts/bench_order.py anchor            # N=4096: reference algorithm vs dense greedy vs tfpack
+    python scripts/bench_order.py scale 10000 100000 1000000   # kNN/walk seconds and peak RSS per N
+    python scripts/bench_order.py quality           # GSM8K: default walk vs exact dense greedy
+
+`anchor` uses ../shared/golden/emb_4096.npy (the largest N the authors' script can run). The reference is
+re-implemented here from the paper's description (dense torch.cdist matrix, torch.quantile threshold, argmin loop);
+the dense numpy greedy is the same walk over a float64 matrix. Each scale point runs in a fresh subprocess on
+synthetic clustered float16 embeddings (d=384) with a fixed threshold, so peak RSS is that run's own.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT.parent / "shared" / "golden"
+sys.path.insert(0, str(ROOT))
+
+from tfpack.config import OrderConfig  # noqa: E402
+from tfpack.knn import build_knn  # noqa: E402
+from tfpack.order import order_embeddings  # noqa: E402
+from tfpack.threshold import from_cosine  # noqa: E402
+from tfpack.walk import walk  # noqa: E402
+
+
+def reference_algorithm(x: np.ndarray) -> list[int]:
+    """The authors' procedure: dense float32 cdist, 2% quantile of non-zero distances, window 4, start 0."""
+    import torch
+
+    emb = torch.tensor(x, dtype=torch.float32)
+    n = emb.shape[0]
+    dist = torch.cdist(emb, emb, p=2)
+    threshold = torch.quantile(dist[dist > 0], 0.02).item()
+    visited = torch.zeros(n, dtype=torch.bool)
+    path = [0]
+    visited[0] = True
+    for _ in range(1, n):
+        row = dist[path[-1]].clone()
+        row[visited] = float("inf")
+        nxt = int(torch.argmin(row))
+        for _attempt in range(10_000):
+            if all(dist[p, nxt] >= threshold for p in path[-4:]):
+                break
+            row[nxt] = float("inf")
+            nxt = int(torch.argmin(row))
+        path.append(nxt)
+        visited[nxt] = True
+    return path
+
+
+def dense_greedy(x: np.ndarray, reject_d2: float, window: int = 4) -> list[int]:
+    """The same walk over a dense float64 distance matrix, vectorised per step with numpy."""
+    x64 = x.astype(np.float64)
+    n2 = (x64 * x64).sum(1)
+    d2 = n2[:, None] + n2[None, :] - 2 * x64 @ x64.T
+    n = len(x)
+    visited = np.zeros(n, dtype=bool)
+    path = [0]
+    visited[0] = True
+    for _ in range(1, n):
+        ok = ~visited & (d2[path[-window:]] >= reject_d2).all(axis=0)
+        row = np.where(ok, d2[path[-1]], np.inf)
+        if not np.isfinite(row).any():
+            row = np.where(~visited, d2[path[-1]], np.inf)
+        nxt = int(np.argmin(row))
+        path.append(nxt)
+        visited[nxt] = True
+    return path
+
+
+def timed(fn, *args, repeat: int = 1, **kwargs):  # type: ignore[no-untyped-def]
+    """(result, best wall seconds over `repeat` runs)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def anchor() -> None:
+    x = np.load(GOLDEN / "emb_4096.npy")
+    ref_path = np.load(GOLDEN / "ref_path_4096.npy")
+    order_embeddings(x[:64], OrderConfig(exact=True))  # compile the numba kernels outside the timings
+    order_embeddings(x[:64], OrderConfig())
+    ref, t_ref = timed(reference_algorithm, x)
+    exact, t_exact = timed(order_embeddings, x, OrderConfig(threshold="auto", exact=True), repeat=3)
+    fast, t_fast = timed(order_embeddings, x, OrderConfig(threshold="auto"), repeat=3)
+    dense, t_dense = timed(dense_greedy, x, exact.threshold.reject_d2, repeat=3)
+    print("N=4096 d=384 (golden embeddings), threshold auto (2% quantile), window 4, start 0; "
+          "reference timed once, the others best of 3")
+    print(f"{'method':<34}{'seconds':>9}{'speed-up vs reference':>24}  mean adjacent sim")
+    for name, seconds, sim in (
+        ("reference algorithm (torch dense)", t_ref, None),
+        ("dense numpy greedy (float64)", t_dense, None),
+        ("tfpack order --exact", t_exact, exact.summary["mean_adjacent_similarity"]),
+        ("tfpack order (default)", t_fast, fast.summary["mean_adjacent_similarity"]),
+    ):
+        print(f"{name:<34}{seconds:>9.3f}{t_ref / seconds:>23.1f}×  {sim if sim is not None else ''}")
+    print(f"reference path == golden: {np.array_equal(ref, ref_path)}; "
+          f"tfpack --exact == dense greedy: {exact.path.tolist() == dense}")
+
+
+def synthetic(path: Path, n: int, d: int = 384, clusters: int = 2000, seed: int = 0) -> None:
+    """Clustered unit vectors, float16, written chunk by chunk."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d)).astype(np.float32)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, d))
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        x = centres[rng.integers(0, clusters, m)] + 0.9 * rng.normal(size=(m, d)).astype(np.float32)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out.flush()
+
+
+def scale_point(n: int, k: int, cosine: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "emb.npy"
+        synthetic(path, n)
+        emb = np.load(path, mmap_mode="r")
+        started = time.perf_counter()
+        result = order_embeddings(emb, OrderConfig(threshold=str(cosine), k=k))
+        total = time.perf_counter() - started
+    s = result.summary
+    return {"n": n, "k": k, "knn": s["knn"], "knn_seconds": s["knn_seconds"], "walk_seconds": s["walk_seconds"],
+            "total_seconds": round(total, 1), "fallbacks": s["fallbacks"],
+            "mean_adjacent_similarity": s["mean_adjacent_similarity"],
+            "random_adjacent_similarity": s["random_adjacent_similarity"],
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
+def walk_only(n: int, k: int) -> dict:
+    """The walk kernel alone on a random kNN graph of 1M samples (its cost is independent of kNN quality)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = rng.integers(0, n, size=(n, k), dtype=np.int64).astype(np.int32)
+    sims = np.sort(rng.uniform(0.3, 0.9, size=(n, k)).astype(np.float32), axis=1)[:, ::-1].copy()
+    walk(x[:1000], ids[:1000] % 1000, sims[:1000], from_cosine(0.6).reject_d2)
+    _, seconds = timed(walk, x, ids, sims, from_cosine(0.6).reject_d2)
+    return {"n": n, "k": k, "walk_kernel_seconds": round(seconds, 2)}
+
+
+def main() -> None:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "anchor"
+    if mode == "anchor":
+        anchor()
+    elif mode == "scale":
+        sizes = [int(a) for a in sys.argv[2:]] or [10_000, 100_000, 1_000_000]
+        print(f"{'N':>9} {'knn':>6} {'kNN s':>8} {'walk s':>8} {'total s':>8} {'fallbacks':>10} "
+              f"{'adj sim':>8} {'random':>8} {'peak RSS GiB':>13}")
+        for n in sizes:
+            proc = subprocess.run([sys.executable, __file__, "_point", str(n)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{n:>9} failed: {proc.stderr.strip().splitlines()[-1]}")
+                continue
+            r = json.loads(proc.stdout)
+            print(f"{r['n']:>9} {r['knn']:>6} {r['knn_seconds']:>8.1f} {r['walk_seconds']:>8.2f} {r['total_seconds']:>8.1f}"
+                  f" {r['fallbacks']:>10} {r['mean_adjacent_similarity']:>8.4f} {r['random_adjacent_similarity']:>8.4f}"
+                  f" {r['peak_rss_gib']:>13.2f}")
+    elif mode == "_point":
+        print(json.dumps(scale_point(int(sys.argv[2]), k=64, cosine=0.6)))
+    elif mode == "walk":
+        print(json.dumps(walk_only(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000, 64)))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
