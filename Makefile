@@ -19,7 +19,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python scripts/make_demo_data.py --out $(DEMO)/data
 	$(BIN)/tfpack embed $(DEMO)/data/*.jsonl $(DEMO)/data/*.json $(DEMO)/data/*.parquet -o $(DEMO)/run --overwrite
-	@echo "demo finished: see $(DEMO)/"
+	$(BIN)/tfpack pack $(DEMO)/run -o $(DEMO)/packed --max-len 1024 --overwrite
+	$(BIN)/tfpack stats $(DEMO)/packed
+	@echo "demo finished: shards in $(DEMO)/packed/"
 
 test: install
 	$(BIN)/python -m pytest -q

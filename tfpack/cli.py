@@ -210,6 +210,7 @@ SeedOpt = Annotated[int | None, typer.Option(help="Seed for sampled thresholds, 
 
 
 def _order_flags(**flags: Any) -> dict[str, Any]:
+    """The order flags shared by `order` and `pack`, as config overrides."""
     return flags
 
 
@@ -247,3 +248,72 @@ def order(
     if not as_json:
         summary.pop("config")
     _emit(summary, as_json, quiet, "tfpack order")
+
+
+@app.command()
+def pack(
+    sources: Annotated[
+        list[str],
+        typer.Argument(help="A run directory from `tfpack embed`, or input files/globs (embedded first, default settings)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for part-*.parquet shards and manifest.json.")],
+    max_len: Annotated[int | None, typer.Option(help="Tokens per pack at most; a sample is never split. [default: 2048]")] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="Hugging Face tokenizer name or directory. [default: the offline WordPiece tokenizer of the packaged all-MiniLM-L6-v2]"),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(help="Chat template: a name in configs/templates/ (chatml, plain) or a .jinja file. [default: the tokenizer's own, else chatml]"),
+    ] = None,
+    train_on: Annotated[str | None, typer.Option(help="Tokens with loss: assistant (every assistant turn), completion (the last one) or all. [default: assistant]")] = None,
+    attention: Annotated[str | None, typer.Option(help="segment: samples isolated, positions restart per sample; pack: the paper's mode, one segment per pack. [default: segment]")] = None,
+    long: Annotated[str | None, typer.Option(help="Samples over --max-len: truncate (keep the prompt, cut the response) or drop (listed in dropped.jsonl). [default: truncate]")] = None,
+    lookahead: Annotated[int | None, typer.Option(help="Samples further along the path tried to fill a pack's gap; 0 = next-fit. [default: 64]")] = None,
+    shard_packs: Annotated[int | None, typer.Option(help="Packs per shard file. [default: 5000]")] = None,
+    pack_seed: Annotated[int | None, typer.Option("--pack-seed", help="Seed of the pack order shuffle. [default: 0]")] = None,
+    threshold: ThresholdOpt = None,
+    distance_threshold: DistanceOpt = None,
+    quantile: QuantileOpt = None,
+    window: WindowOpt = None,
+    k: KOpt = None,
+    knn: KnnOpt = None,
+    exact: ExactOpt = None,
+    seed: SeedOpt = None,
+    on_error: Annotated[str, typer.Option(help="When embedding input files: fail at the first bad record, or skip it (errors.jsonl).")] = "fail",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
+    from tfpack.config import OrderConfig, PackConfig, build, load_yaml
+    from tfpack.pack import run_pack
+
+    def action() -> dict[str, Any]:
+        sections = load_yaml(config)
+        pack_cfg = build(PackConfig, sections.get("pack"),
+                         {"max_len": max_len, "tokenizer": tokenizer, "template": template, "train_on": train_on,
+                          "attention": attention, "long": long, "lookahead": lookahead, "shard_packs": shard_packs,
+                          "seed": pack_seed}, str(config))
+        order_cfg = build(OrderConfig, sections.get("order"),
+                          _order_flags(threshold=threshold, distance_threshold=distance_threshold, quantile=quantile,
+                                       window=window, k=k, knn=knn, exact=exact, seed=seed), str(config))
+        with _progress(quiet) as progress:
+            return run_pack(sources, out, pack_cfg, order_cfg, on_error=on_error, overwrite=overwrite,
+                            progress=progress)
+
+    _emit(_run(action), as_json, quiet, "tfpack pack")
+
+
+@app.command()
+def stats(
+    path: Annotated[Path, typer.Argument(help="An output directory of `tfpack pack`, or a run directory of `tfpack embed`.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random-pack baseline and sampled pairs.")] = 0,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts, fill rate and relatedness (TFP packs vs random packs) of a pack output; or an embed run's summary."""
+    from tfpack.stats import stats as compute
+
+    _emit(_run(lambda: compute(path, seed)), as_json, quiet, f"tfpack stats {path}")

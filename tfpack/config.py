@@ -90,6 +90,32 @@ class OrderConfig:
             raise ConfigError(f"--start: must be >= 0, got {self.start}")
 
 
+@dataclass(frozen=True)
+class PackConfig:
+    """How samples are tokenized and packed (see tokenize.py, packer.py, shards.py)."""
+
+    max_len: int = 2048
+    tokenizer: str | None = None
+    template: str | None = None
+    train_on: str = "assistant"
+    attention: str = "segment"
+    long: str = "truncate"
+    lookahead: int = 64
+    shard_packs: int = 5000
+    row_group_packs: int = 500
+    seed: int = 0
+    batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        _choice("--train-on", self.train_on, ("completion", "assistant", "all"))
+        _choice("--attention", self.attention, ("segment", "pack"))
+        _choice("--long", self.long, ("truncate", "drop"))
+        if self.max_len < 8:
+            raise ConfigError(f"--max-len: must be >= 8, got {self.max_len}")
+        if self.lookahead < 0 or self.shard_packs < 1 or self.row_group_packs < 1 or self.batch_size < 1:
+            raise ConfigError("--lookahead must be >= 0; --shard-packs, row_group_packs and batch_size >= 1")
+
+
 C = TypeVar("C")
 
 
@@ -128,4 +154,4 @@ def build(cls: type[C], yaml_section: dict[str, Any] | None, flags: dict[str, An
         raise ConfigError(f"{source}: {e}") from e
 
 
-SECTIONS: dict[str, type] = {"embed": EmbedConfig, "order": OrderConfig}
+SECTIONS: dict[str, type] = {"embed": EmbedConfig, "order": OrderConfig, "pack": PackConfig}

