@@ -73,3 +73,14 @@ def test_resolve_modes() -> None:
     assert resolve_threshold(x, "auto", distance=1.0).mode == "distance"
     with pytest.raises(ConfigError, match="--quantile"):
         resolve_threshold(x, "auto", quantile=1.5)
+
+
+@pytest.mark.parametrize(("n", "d"), [(3, 4), (12, 3), (30, 16), (200, 2)])
+def test_exact_quantile_small_and_sparse(n: int, d: int) -> None:
+    """Few pairs: neighbouring order statistics lie far apart, beyond the pre-pass band."""
+    x = rows(n, d, seed=n)
+    dist = torch.tensor(pair_distances(x, x))
+    dist.fill_diagonal_(0)
+    for q in (0.02, 0.5, 0.97):
+        expected = np.float32(torch.quantile(dist[dist > 0], q).item())
+        assert abs(exact_quantile_distance(x, q) - expected) <= np.spacing(expected)  # torch rounds its weight

@@ -58,6 +58,8 @@ def pack_path(lengths: NDArray[np.integer[Any]], max_len: int, lookahead: int) -
         raise ConfigError(f"--max-len must be >= 1 and --lookahead >= 0, got {max_len} and {lookahead}")
     if lengths.size and (lengths.max() > max_len or lengths.min() < 1):
         raise ConfigError("pack_path: every sample length must be in [1, max_len]")
+    if lengths.size == 0:
+        return []
     pack_of, n_packs = _pack_kernel(lengths, max_len, lookahead)
     order = np.argsort(pack_of, kind="stable")
     bounds = np.searchsorted(pack_of[order], np.arange(1, n_packs))

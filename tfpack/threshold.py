@@ -136,9 +136,10 @@ def exact_quantile_distance(emb: NDArray[np.floating[Any]], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, count - 1)
     ranks = sorted({lo // 2 + n_zero, hi // 2 + n_zero})  # ranks among the unordered distances, zeros first
-    centre = float(np.partition(approx, ranks)[ranks[0]])
-    below = int((approx < centre - _BAND).sum())
-    band = np.sort(_exact_pairs(x32, blocks, centre - _BAND, centre + _BAND))
+    picked = np.partition(approx, ranks)
+    low, high = float(picked[ranks[0]]) - _BAND, float(picked[ranks[-1]]) + _BAND
+    below = int((approx < low).sum())
+    band = np.sort(_exact_pairs(x32, blocks, low, high))
     if below > ranks[0] or ranks[-1] - below >= band.size:
         raise ConfigError("--threshold auto: float32 pre-pass out of its error band; report this input")
     v_lo, v_hi = band[lo // 2 + n_zero - below], band[hi // 2 + n_zero - below]

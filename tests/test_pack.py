@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_jsonl
+from tfpack.cli import app
+from tfpack.config import PackConfig
+from tfpack.pack import fit_to_max_len
+from tfpack.tokenize import IGNORE_INDEX, compile_template, load_tokenizer, tokenize_batch
+
+runner = CliRunner()
+
+
+def chat_rows(n: int) -> list[dict]:
+    topics = ["math: add {i} and {j}", "python: write a function returning {i}", "geography: capital number {i}"]
+    rows = []
+    for i in range(n):
+        prompt = topics[i % 3].format(i=i, j=i + 2) + " please explain step by step" * (i % 4)
+        rows.append({"messages": [{"role": "user", "content": prompt},
+                                  {"role": "assistant", "content": f"The answer is {i}. " * (1 + i % 5)}]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("pack")
+    data = write_jsonl(tmp / "chat.jsonl", chat_rows(60))
+    result = runner.invoke(app, ["pack", str(data), "-o", str(tmp / "out"), "--max-len", "128", "--threshold", "0.9",
+                                 "--shard-packs", "4", "--json"])
+    assert result.exit_code == 0, result.stderr
+    return tmp / "out"
+
+
+def read_rows(out: Path) -> list[dict]:
+    return pq.read_table(sorted(out.glob("part-*.parquet"))).to_pylist()
+
+
+def test_every_sample_exactly_once(packed: Path) -> None:
+    rows = read_rows(packed)
+    ids = [i for r in rows for i in r["sample_ids"]]
+    dropped = [orjson.loads(x)["sample_id"] for x in (packed / "dropped.jsonl").read_bytes().splitlines()]
+    assert sorted(ids + dropped) == list(range(60)) and len(set(ids)) == len(ids)
+    manifest = orjson.loads((packed / "manifest.json").read_bytes())
+    assert manifest["counts"]["samples"] == len(ids) and manifest["counts"]["packs"] == len(rows)
+    assert len(list(packed.glob("part-*.parquet"))) == len(manifest["shards"]) > 1
+
+
+def test_output_contract_invariants(packed: Path) -> None:
+    for r in read_rows(packed):
+        n = len(r["input_ids"])
+        assert n == r["num_tokens"] <= 128
+        assert len(r["labels"]) == len(r["loss_mask"]) == len(r["position_ids"]) == n
+        assert sum(r["seq_lengths"]) == sum(r["sample_lengths"]) == n
+        assert r["seq_start_id"] == np.concatenate([[0], np.cumsum(r["seq_lengths"])[:-1]]).tolist()
+        assert r["seq_lengths"] == r["sample_lengths"]  # segment attention: one segment per sample
+        labels = np.asarray(r["labels"])
+        starts = set(r["seq_start_id"])
+        for s, length in zip(r["seq_start_id"], r["seq_lengths"], strict=True):
+            assert r["position_ids"][s : s + length] == list(range(length))
+            assert labels[s] == IGNORE_INDEX
+            assert r["loss_mask"][s + length - 1] == 0
+        for j in range(n - 1):
+            expected = int(labels[j + 1] != IGNORE_INDEX and (j + 1) not in starts)
+            assert r["loss_mask"][j] == expected
+        assert r["num_loss_tokens"] == sum(r["loss_mask"])
+        assert len(r["path_sim"]) == len(r["sample_ids"])
+
+
+def test_eos_closes_every_sample_and_is_trained(packed: Path) -> None:
+    manifest = orjson.loads((packed / "manifest.json").read_bytes())
+    eos = manifest["special_token_ids"]["eos_token_id_used"]
+    for r in read_rows(packed):
+        for s, length in zip(r["seq_start_id"], r["seq_lengths"], strict=True):
+            assert r["input_ids"][s + length - 1] == eos
+            assert r["labels"][s + length - 1] == eos
+
+
+def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
+    run_dir = Path(orjson.loads((packed / "manifest.json").read_bytes())["run_dir"])
+    outs = []
+    for name in ("a", "b"):
+        result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), "--max-len", "128",
+                                     "--threshold", "0.9", "--shard-packs", "4", "-q"])
+        assert result.exit_code == 0, result.stderr
+        outs.append([p.read_bytes() for p in sorted((tmp_path / name).glob("part-*.parquet"))])
+    assert outs[0] == outs[1]
+
+
+def test_pack_attention_mode_and_drop(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(30))
+    result = runner.invoke(app, ["pack", str(data), "-o", str(tmp_path / "out"), "--max-len", "64",
+                                 "--attention", "pack", "--long", "drop", "--json"])
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    dropped = [orjson.loads(x) for x in (tmp_path / "out" / "dropped.jsonl").read_bytes().splitlines()]
+    assert summary["dropped"] == len(dropped) > 0
+    assert summary["samples"] + summary["dropped"] == 30 and summary["packs"] > 0
+    assert all(d["reason"].startswith("longer than max_len") for d in dropped)
+    for r in read_rows(tmp_path / "out"):
+        assert r["seq_lengths"] == [len(r["input_ids"])]
+        assert r["position_ids"] == list(range(len(r["input_ids"])))
+
+
+def test_refuses_non_empty_out_dir(packed: Path) -> None:
+    run_dir = orjson.loads((packed / "manifest.json").read_bytes())["run_dir"]
+    result = runner.invoke(app, ["pack", run_dir, "-o", str(packed)])
+    assert result.exit_code == 2 and "pass --overwrite" in result.stderr
+
+
+def test_stats_agree_with_shards(packed: Path) -> None:
+    result = runner.invoke(app, ["stats", str(packed), "--json"])
+    assert result.exit_code == 0, result.stderr
+    summary = orjson.loads(result.stdout)
+    rows = read_rows(packed)
+    assert summary["packs"] == len(rows)
+    assert summary["tokens"] == sum(len(r["input_ids"]) for r in rows)
+    assert summary["fill_rate"] == pytest.approx(summary["tokens"] / (len(rows) * 128), abs=1e-6)
+    assert summary["mean_pack_similarity"] > summary["random_pack_similarity"]
+
+
+def test_train_on_and_truncation() -> None:
+    tokenizer = load_tokenizer(None, None)
+    compiled = compile_template(tokenizer.template)
+    turns = (("user", "question one"), ("assistant", "answer one"), ("user", "question two"), ("assistant", "answer two"))
+    decode = tokenizer.hf.decode
+    for train_on, expected in (("assistant", "answer one"), ("completion", "answer two"), ("all", "question one")):
+        [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, train_on, compiled)
+        trained = decode(labels[labels != IGNORE_INDEX].tolist())
+        assert expected in trained
+    [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, "completion", compiled)
+    assert "answer one" not in decode(labels[labels != IGNORE_INDEX].tolist())
+    cut = fit_to_max_len(ids, labels, prompt_len, prompt_len + 3, "truncate", tokenizer.eos_id)
+    assert not isinstance(cut, str) and len(cut[0]) == prompt_len + 3 and cut[0][-1] == tokenizer.eos_id
+    assert isinstance(fit_to_max_len(ids, labels, prompt_len, prompt_len, "truncate", tokenizer.eos_id), str)
+
+
+def test_pack_config_checks() -> None:
+    from tfpack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--attention"):
+        PackConfig(attention="full")
