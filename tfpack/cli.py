@@ -144,7 +144,7 @@ def embed(
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. [default: auto]")] = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="auto (torch fp16 on CUDA, onnx-int8 on CPU), torch (fp32 on CPU), onnx or onnx-int8. [default: auto]"),
+        typer.Option(help="auto (torch fp16 on CUDA, onnx fp32 on CPU), torch, onnx, or onnx-int8 (faster on CPU, less exact). [default: auto]"),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Texts per model batch; 0 = 16 on CPU, 256 on CUDA. [default: 0]")] = None,
     dtype: Annotated[str | None, typer.Option(help="Stored embedding dtype: float32 or float16. [default: float32]")] = None,

@@ -25,8 +25,8 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 class EmbedConfig:
     """How samples are embedded.
 
-    `backend='auto'` uses torch (fp16) on CUDA and the int8-quantised ONNX export of the model on CPU (≈3× faster
-    than fp32 torch, neighbour lists nearly identical: see scripts/bench_embed.py); `torch` is exact fp32 on CPU.
+    `backend='auto'` uses torch (fp16) on CUDA and the fp32 ONNX export on CPU (≈1.8× plain sentence-transformers
+    with identical neighbours; `onnx-int8` ≈2.8× with recall@10 ≈0.87: see scripts/bench_embed.py).
     `batch_size=0` picks 16 on CPU and 256 on CUDA.
     """
 

