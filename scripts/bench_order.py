@@ -27,7 +27,6 @@ GOLDEN = ROOT.parent / "shared" / "golden"
 sys.path.insert(0, str(ROOT))
 
 from tfpack.config import OrderConfig  # noqa: E402
-from tfpack.knn import build_knn  # noqa: E402
 from tfpack.order import order_embeddings  # noqa: E402
 from tfpack.threshold import from_cosine  # noqa: E402
 from tfpack.walk import walk  # noqa: E402

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from tfpack.errors import ConfigError, StaleArtifactError
-from tfpack.workdir import atomic_path, fingerprint_bytes, fingerprint_file, prepare_out_dir, read_manifest, write_manifest
+from tfpack.workdir import (
+    atomic_path,
+    fingerprint_bytes,
+    fingerprint_file,
+    prepare_out_dir,
+    read_manifest,
+    write_manifest,
+)
 
 
 def test_atomic_path_renames_only_on_success(tmp_path: Path) -> None:
