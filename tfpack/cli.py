@@ -209,11 +209,6 @@ StartOpt = Annotated[int | None, typer.Option(help="Sample the path starts at (t
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for sampled thresholds, fallbacks and random baselines. [default: 0]")]
 
 
-def _order_flags(**flags: Any) -> dict[str, Any]:
-    """The order flags shared by `order` and `pack`, as config overrides."""
-    return flags
-
-
 @app.command()
 def order(
     embeddings: Annotated[Path, typer.Argument(help="A run directory from `tfpack embed`, or an [N, d] float16/float32 .npy.")],
@@ -238,8 +233,9 @@ def order(
 
     def action() -> dict[str, Any]:
         cfg = build(OrderConfig, load_yaml(config).get("order"),
-                    _order_flags(threshold=threshold, distance_threshold=distance_threshold, quantile=quantile,
-                                 window=window, k=k, knn=knn, nprobe=nprobe, exact=exact, start=start, seed=seed),
+                    {"threshold": threshold, "distance_threshold": distance_threshold, "quantile": quantile,
+                     "window": window, "k": k, "knn": knn, "nprobe": nprobe, "exact": exact, "start": start,
+                     "seed": seed},
                     str(config))
         with _progress(quiet) as progress:
             return run_order(embeddings, out, cfg, progress)
@@ -297,8 +293,8 @@ def pack(
                           "attention": attention, "long": long, "lookahead": lookahead, "shard_packs": shard_packs,
                           "seed": pack_seed}, str(config))
         order_cfg = build(OrderConfig, sections.get("order"),
-                          _order_flags(threshold=threshold, distance_threshold=distance_threshold, quantile=quantile,
-                                       window=window, k=k, knn=knn, exact=exact, seed=seed), str(config))
+                          {"threshold": threshold, "distance_threshold": distance_threshold, "quantile": quantile,
+                           "window": window, "k": k, "knn": knn, "exact": exact, "seed": seed}, str(config))
         with _progress(quiet) as progress:
             return run_pack(sources, out, pack_cfg, order_cfg, on_error=on_error, overwrite=overwrite,
                             progress=progress)

@@ -31,6 +31,7 @@ class OrderResult:
     """The path and what is reported about it."""
 
     path: NDArray[np.int64]
+    vectors: NDArray[np.float32]  # the float32 embeddings the walk used
     threshold: Threshold
     summary: dict[str, Any]
 
@@ -151,7 +152,7 @@ def order_embeddings(
         "walk_seconds": round(t3 - t2, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return OrderResult(result.path, threshold, summary)
+    return OrderResult(result.path, vectors, threshold, summary)
 
 
 def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:

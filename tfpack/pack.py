@@ -21,13 +21,21 @@ from tfpack import __version__
 from tfpack.config import EmbedConfig, OrderConfig, PackConfig
 from tfpack.embed import ERRORS_FILE, SAMPLES_FILE, run_embed
 from tfpack.formats import FormatOptions
-from tfpack.order import load_embeddings, order_embeddings, to_float32
+from tfpack.order import load_embeddings, order_embeddings
 from tfpack.packer import pack_path
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.samples import iter_turn_batches
 from tfpack.shards import pack_row, write_shard
 from tfpack.tokenize import IGNORE_INDEX, compile_template, load_tokenizer, tokenize_batch
-from tfpack.workdir import MANIFEST, fingerprint_file, prepare_out_dir, read_manifest, write_jsonl, write_manifest
+from tfpack.workdir import (
+    MANIFEST,
+    atomic_path,
+    fingerprint_file,
+    prepare_out_dir,
+    read_manifest,
+    write_jsonl,
+    write_manifest,
+)
 
 SCHEMA_VERSION = 1
 DROPPED_FILE = "dropped.jsonl"
@@ -108,7 +116,7 @@ def run_pack(
             task.advance(len(ids))
 
     path = ordered.path[np.asarray([tokens[r] is not None for r in ordered.path], dtype=bool)]
-    sims = path_similarities(to_float32(emb), ordered.path)
+    sims = path_similarities(ordered.vectors, ordered.path)
     sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
     sim_of_row[ordered.path] = sims
     lengths = np.asarray([len(tokens[r][0]) for r in path], dtype=np.int64)  # type: ignore[index]
@@ -134,7 +142,8 @@ def run_pack(
     write_jsonl(out_dir / DROPPED_FILE, dropped)
     errors_src = run_dir / ERRORS_FILE
     n_errors = embed_manifest.get("n_errors", 0)
-    write_jsonl(out_dir / ERRORS_FILE, [] if not errors_src.is_file() else _read_jsonl(errors_src))
+    with atomic_path(out_dir / ERRORS_FILE) as tmp:
+        tmp.write_bytes(errors_src.read_bytes() if errors_src.is_file() else b"")
     seconds = time.perf_counter() - started
     counts = {
         "packs": len(packs),
@@ -175,12 +184,6 @@ def run_pack(
     })
     return {"out_dir": str(out_dir), **counts, "threshold": ordered.summary["threshold"],
             "seconds": round(seconds, 3), "samples_per_s": round(len(path) / seconds, 1)}
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    import orjson
-
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def _tokenizer_hash(hf: Any) -> str:
