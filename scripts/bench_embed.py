@@ -52,13 +52,13 @@ def main() -> None:
     print(f"N={len(texts)} GSM8K question+answer, all-MiniLM-L6-v2, max_seq_length 256, CPU")
     print(f"{'backend':<36}{'samples/s':>10}{'speed-up':>10}{'recall@10':>11}")
     print(f"{'sentence-transformers fp32 (plain)':<36}{len(texts) / t_base:>10.1f}{1.0:>9.2f}×{1.0:>11.3f}")
-    for backend in ("torch", "onnx", "onnx-int8"):
+    for backend in ("torch", "onnx", "onnx-int8", "openvino"):
         model, resolved = load_encoder(EmbedConfig(backend=backend, device="cpu"))
         encode_texts(model, texts[:64], resolved["batch_size"])
         start = time.perf_counter()
         vectors = encode_texts(model, texts, resolved["batch_size"])
         seconds = time.perf_counter() - start
-        name = f"tfpack {backend} (batch {resolved['batch_size']})"
+        name = f"tfpack {backend} {resolved['precision']} (batch {resolved['batch_size']})"
         print(f"{name:<36}{len(texts) / seconds:>10.1f}{t_base / seconds:>9.2f}×{recall_at(base, vectors):>11.3f}")
 
 

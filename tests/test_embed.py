@@ -41,6 +41,20 @@ def test_onnx_int8_agrees_with_fp32(torch_vectors: np.ndarray) -> None:
     assert np.min(np.sum(vectors * torch_vectors, axis=1)) > 0.95
 
 
+def test_openvino_agrees_with_fp32(torch_vectors: np.ndarray) -> None:
+    model, resolved = load_encoder(EmbedConfig(backend="openvino", device="cpu"))
+    assert resolved["backend"] == "openvino" and resolved["precision"] in ("bf16", "fp32")
+    vectors = encode_texts(model, TEXTS, 4)
+    assert vectors.shape == (6, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(vectors * torch_vectors, axis=1)) > 0.995
+    assert np.array_equal(encode_texts(model, TEXTS[::-1], 2)[::-1], vectors)  # batching and order do not matter
+
+
+def test_auto_backend_on_cpu_is_openvino() -> None:
+    assert load_encoder(EmbedConfig(device="cpu"))[1]["backend"] == "openvino"
+
+
 def test_unknown_model_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"--model {tmp_path}/nope: cannot load"):
         load_encoder(EmbedConfig(model=str(tmp_path / "nope"), backend="torch", device="cpu"))

@@ -165,8 +165,9 @@ def embed(
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. [default: auto]")] = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="auto (torch fp16 on CUDA, onnx fp32 on CPU), torch, onnx, or onnx-int8 (faster on CPU, "
-                          "less exact). [default: auto]"),
+        typer.Option(help="auto (torch fp16 on CUDA; on CPU openvino when installed, else onnx), torch, "
+                          "openvino (CPU; bf16 where the CPU has native bf16, else fp32), onnx (CPU, exact fp32) "
+                          "or onnx-int8 (CPU, int8 linear layers). [default: auto]"),
     ] = None,
     batch_size: Annotated[
         int | None,

@@ -25,8 +25,9 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 class EmbedConfig:
     """How samples are embedded.
 
-    `backend='auto'` uses torch (fp16) on CUDA and the fp32 ONNX export on CPU (≈1.8× plain sentence-transformers
-    with identical neighbours; `onnx-int8` ≈2.9× with recall@10 ≈0.90: see scripts/bench_embed.py).
+    `backend='auto'` uses torch (fp16) on CUDA and, on CPU, OpenVINO when installed (bf16 where the CPU has it),
+    else the fp32 ONNX export in ONNX Runtime; scripts/bench_embed.py measures each against plain
+    sentence-transformers with recall@10 of the kNN graph.
     `batch_size=0` picks 16 on CPU and 256 on CUDA.
     """
 
@@ -41,7 +42,7 @@ class EmbedConfig:
     def __post_init__(self) -> None:
         _choice("--embed-on", self.embed_on, ("prompt", "full"))
         _choice("--device", self.device, ("auto", "cpu", "cuda"))
-        _choice("--backend", self.backend, ("auto", "torch", "onnx", "onnx-int8"))
+        _choice("--backend", self.backend, ("auto", "torch", "onnx", "onnx-int8", "openvino"))
         _choice("--dtype", self.dtype, ("float32", "float16"))
         if self.batch_size < 0:
             raise ConfigError(f"--batch-size: must be >= 0 (0 = automatic), got {self.batch_size}")

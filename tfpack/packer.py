@@ -83,16 +83,16 @@ def separate_near_duplicates(
     vectors = [unit_rows(path[p]) for p in packs]
     fill = [int(lengths[p].sum()) for p in packs]
     homeless: list[tuple[int, int]] = []  # (path position, pack it left)
-    for b, pos in enumerate(members):
-        keep = np.ones(len(pos), dtype=bool)
+    for b, positions in enumerate(members):
+        keep = np.ones(len(positions), dtype=bool)
         sims = vectors[b] @ vectors[b].T
-        for i in range(1, len(pos)):
+        for i in range(1, len(positions)):
             if (sims[i, :i][keep[:i]] > max_sim).any():
                 keep[i] = False
-                homeless.append((pos[i], b))
-        members[b] = [x for x, k in zip(pos, keep, strict=True) if k]
+                homeless.append((positions[i], b))
+        members[b] = [x for x, k in zip(positions, keep, strict=True) if k]
         vectors[b] = vectors[b][keep]
-        fill[b] -= int(lengths[np.asarray(pos)[~keep]].sum())
+        fill[b] -= int(lengths[np.asarray(positions)[~keep]].sum())
 
     def fits(b: int, pos: int, v: NDArray[np.float32]) -> bool:
         return fill[b] + int(lengths[pos]) <= max_len and not (vectors[b] @ v > max_sim).any()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def near_duplicate_rate(unit: NDArray[np.float32], groups: list[NDArray[np.int64
     return close / pairs if pairs else 0.0
 
 
-def histogram(values: NDArray[Any], bins: list[float]) -> dict[str, int]:
+def histogram(values: NDArray[Any], bins: Sequence[float]) -> dict[str, int]:
     counts, edges = np.histogram(values, bins=bins)
     return {f"{edges[i]:g}-{edges[i + 1]:g}": int(c) for i, c in enumerate(counts)}
 

@@ -48,6 +48,8 @@ class TokenStore:
         self.kept = np.asarray(self.kept_rows, dtype=bool)
         self.lengths = np.diff(self.offsets)
         del self.ends, self.kept_rows
+        ids: NDArray[np.int32]
+        labels: NDArray[np.int32]
         if self.size:
             ids, labels = (np.memmap(p, dtype=np.int32, mode="r", shape=(self.size,)) for p in self.paths)
         else:
