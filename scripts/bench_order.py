@@ -3,7 +3,9 @@
     python scripts/bench_order.py anchor            # N=4096: reference algorithm vs dense greedy vs tfpack
     python scripts/bench_order.py scale 10000 100000 1000000   # kNN/walk seconds and peak RSS per N
     python scripts/bench_order.py scale 1000000 --buckets=100  # the same, bucketed (memory bounded by a bucket)
+    python scripts/bench_order.py scale 1000000 --knn=ivfpq    # global walk, IVF-PQ graph, no float32 copy
     python scripts/bench_order.py recall 100000 4 8 16   # ivf kNN recall and seconds per nprobe (N or an .npy)
+    python scripts/bench_order.py recall 100000 16 --knn=ivfpq   # the same for the IVF-PQ graph
     python scripts/bench_order.py buckets 100000 16 64   # bucketed ordering vs the global walk (N or an .npy)
 
 `anchor` uses ../shared/golden/emb_4096.npy (the largest N the authors' script can run). The reference is
@@ -124,13 +126,13 @@ def synthetic(path: Path, n: int, d: int = 384, clusters: int = 2000, seed: int 
     out.flush()
 
 
-def scale_point(n: int, k: int, cosine: float, buckets: int = 0) -> dict:
+def scale_point(n: int, k: int, cosine: float, buckets: int = 0, knn: str = "auto") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "emb.npy"
         synthetic(path, n)
         emb = np.load(path, mmap_mode="r")
         started = time.perf_counter()
-        result = order_embeddings(emb, OrderConfig(threshold=str(cosine), k=k, buckets=buckets))
+        result = order_embeddings(emb, OrderConfig(threshold=str(cosine), k=k, buckets=buckets, knn=knn))
         total = time.perf_counter() - started
     s = result.summary
     return {"n": n, "k": k, "knn": s["knn"], "knn_seconds": s["knn_seconds"], "walk_seconds": s["walk_seconds"],
@@ -161,8 +163,8 @@ def load_source(source: str) -> np.ndarray:
         return np.load(Path(tmp) / "emb.npy").astype(np.float32)
 
 
-def recall(source: str, probes: list[int], k: int = 64, n_queries: int = 2000) -> None:
-    """Recall of the ivf graph against exact search for a seeded sample of queries, and its seconds.
+def recall(source: str, probes: list[int], method: str = "ivf", k: int = 64, n_queries: int = 2000) -> None:
+    """Recall of the ivf (or ivfpq) graph against exact search for a seeded sample of queries, and its seconds.
 
     `source` is N (synthetic clustered embeddings) or the path of an `.npy` of real embeddings.
     """
@@ -174,9 +176,9 @@ def recall(source: str, probes: list[int], k: int = 64, n_queries: int = 2000) -
     n = len(x)
     queries = np.random.default_rng(1).choice(n, n_queries, replace=False)
     truth = faiss.knn(x[queries], x, k + 1, faiss.METRIC_INNER_PRODUCT)[1][:, 1:]
-    print(f"N={n} k={k}: ivf graph vs exact search, {n_queries} sampled queries")
+    print(f"N={n} k={k}: {method} graph vs exact search, {n_queries} sampled queries")
     for nprobe in probes:
-        (ids, _, _), seconds = timed(build_knn, x, k, "ivf", nprobe)
+        (ids, _, _), seconds = timed(build_knn, x, k, method, nprobe)
         r10, rk = (np.mean([len(set(ids[q][:m]) & set(t[:m])) / m for q, t in zip(queries, truth, strict=True)]) for m in (10, k))
         print(f"  nprobe {nprobe:>3}: {seconds:7.1f} s  recall@10 {r10:.4f}  recall@{k} {rk:.4f}")
 
@@ -215,10 +217,12 @@ def main() -> None:
     elif mode == "scale":
         sizes = [int(a) for a in sys.argv[2:] if a.isdigit()] or [10_000, 100_000, 1_000_000]
         buckets = next((a.split("=")[1] for a in sys.argv[2:] if a.startswith("--buckets=")), "0")
+        knn = next((a.split("=")[1] for a in sys.argv[2:] if a.startswith("--knn=")), "auto")
         print(f"{'N':>9} {'knn':>6} {'kNN s':>8} {'walk s':>8} {'total s':>8} {'fallbacks':>10} "
               f"{'adj sim':>8} {'random':>8} {'peak RSS GiB':>13}")
         for n in sizes:
-            proc = subprocess.run([sys.executable, __file__, "_point", str(n), buckets], capture_output=True, text=True)
+            proc = subprocess.run([sys.executable, __file__, "_point", str(n), buckets, knn], capture_output=True,
+                                  text=True)
             if proc.returncode != 0:
                 print(f"{n:>9} failed: {proc.stderr.strip().splitlines()[-1]}")
                 continue
@@ -227,9 +231,10 @@ def main() -> None:
                   f" {r['fallbacks']:>10} {r['mean_adjacent_similarity']:>8.4f} {r['random_adjacent_similarity']:>8.4f}"
                   f" {r['peak_rss_gib']:>13.2f}")
     elif mode == "_point":
-        print(json.dumps(scale_point(int(sys.argv[2]), k=64, cosine=0.6, buckets=int(sys.argv[3]))))
+        print(json.dumps(scale_point(int(sys.argv[2]), k=64, cosine=0.6, buckets=int(sys.argv[3]), knn=sys.argv[4])))
     elif mode == "recall":
-        recall(sys.argv[2], [int(a) for a in sys.argv[3:]] or [4, 8, 16])
+        method = next((a.split("=")[1] for a in sys.argv[3:] if a.startswith("--knn=")), "ivf")
+        recall(sys.argv[2], [int(a) for a in sys.argv[3:] if a.isdigit()] or [4, 8, 16], method)
     elif mode == "buckets":
         buckets(sys.argv[2], [int(a) for a in sys.argv[3:]] or [16, 64])
     elif mode == "walk":

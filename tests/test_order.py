@@ -131,3 +131,14 @@ def test_bucketed_order_reads_a_memory_map_and_matches_in_memory(tmp_path: Path)
     assert isinstance(on_disk.vectors, np.memmap), "with --buckets the embeddings are never copied whole"
     np.testing.assert_array_equal(on_disk.path, in_memory.path)
     assert on_disk.summary["mean_adjacent_similarity"] == pytest.approx(in_memory.summary["mean_adjacent_similarity"])
+
+
+def test_ivfpq_global_walk_never_copies_the_embeddings(tmp_path: Path) -> None:
+    x16 = clustered(4000).astype(np.float16)
+    np.save(tmp_path / "e.npy", x16)
+    mapped = np.load(tmp_path / "e.npy", mmap_mode="r")
+    pq = order_embeddings(mapped, OrderConfig(threshold="0.9", knn="ivfpq"))
+    exact = order_embeddings(x16.astype(np.float32), OrderConfig(threshold="0.9", knn="exact"))
+    assert isinstance(pq.vectors, np.memmap), "ivfpq reads the memory-mapped float16 rows, no float32 copy"
+    assert pq.summary["knn"] == "ivfpq" and sorted(pq.path.tolist()) == list(range(4000))
+    assert pq.summary["mean_adjacent_similarity"] > 0.98 * exact.summary["mean_adjacent_similarity"]

@@ -54,6 +54,40 @@ def test_ray_engine_parity_on_gsm8k(local_ray, tmp_path: Path) -> None:  # type:
     parity(data, tmp_path)
 
 
+def test_ray_ingest_reads_each_input_in_a_task_like_local(local_ray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from tfpack.formats import FormatOptions
+    from tfpack.samples import ingest
+
+    rows = chat_rows(90)
+    for i, row in enumerate(rows):
+        row["id"] = f"c{i % 70}"  # the third file repeats the first file's ids c0-c19
+    files = [write_jsonl(tmp_path / f"part{i}.jsonl", rows[30 * i : 30 * (i + 1)]) for i in range(3)]
+    with open(files[1], "ab") as f:
+        f.write(b"{not json\n")
+    inputs = [str(f) for f in files]
+    options = FormatOptions(id_field="id")
+    results = {}
+    for engine in ("local", "ray"):
+        (tmp_path / engine).mkdir()
+        results[engine] = ingest(inputs, options, tmp_path / engine / "samples.parquet", "skip", engine=engine)
+        assert not (tmp_path / engine / ".ingest").exists()
+    local, remote = results["local"], results["ray"]
+    assert (remote.n_records, remote.n_samples, remote.inputs) == (local.n_records, local.n_samples, local.inputs)
+    assert remote.errors == local.errors and len(local.errors) == 21  # 20 repeated ids and the bad line
+    assert local.errors[1]["reason"] == f"field 'id': duplicate id 'c0' (first at {inputs[0]}:1)"
+    tables = [pq.read_table(tmp_path / e / "samples.parquet") for e in ("local", "ray")]
+    assert tables[0].equals(tables[1]) and tables[0].num_rows == 70
+    messages = []
+    for engine in ("local", "ray"):
+        try:
+            ingest(inputs, options, tmp_path / engine / "again.parquet", "fail", engine=engine)
+        except Exception as e:  # noqa: BLE001 - the message is what is compared
+            messages.append(str(e))
+    assert messages[0] == messages[1] and messages[0].startswith(f"{inputs[1]}:31: ")  # the first bad record
+
+
 def test_ray_bucket_walks_equal_local(local_ray) -> None:  # type: ignore[no-untyped-def]
     from tfpack.config import OrderConfig
     from tfpack.order import order_embeddings

@@ -7,6 +7,7 @@ from numpy.typing import NDArray
 
 from tfpack.knn import build_knn
 from tfpack.order import window_metrics
+from tfpack.threshold import from_cosine
 from tfpack.walk import walk
 
 
@@ -84,3 +85,21 @@ def test_duplicates_are_never_adjacent_when_avoidable() -> None:
     got = walk(x, ids, sims, 2 - 2 * 0.999, window=1)
     pairs = {frozenset((int(a) % 10, int(b) % 10)) for a, b in zip(got.path[:-1], got.path[1:], strict=True)}
     assert all(len(p) == 2 for p in pairs)
+
+
+def test_float16_embeddings_walk_like_their_float32_values(tmp_path) -> None:
+    from tfpack.float16 import gather_float32
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(800, 24)).astype(np.float16)
+    x[5, 0] = np.float16(6e-8)  # a subnormal entry decodes too
+    np.save(tmp_path / "emb.npy", x)
+    emb = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    x32 = x.astype(np.float32)
+    ids, sims, _ = build_knn(x32, 12, "exact")
+    for exact in (False, True):
+        half = walk(emb, ids, sims, from_cosine(0.4).reject_d2, exact=exact).path
+        full = walk(x32, ids, sims, from_cosine(0.4).reject_d2, exact=exact).path
+        assert np.array_equal(half, full)
+    rows = np.array([5, 0, 799, 5])
+    assert np.array_equal(gather_float32(emb, rows), x32[rows])

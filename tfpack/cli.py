@@ -257,7 +257,9 @@ WindowOpt = Annotated[
 KOpt = Annotated[int | None, typer.Option("--k", help="Neighbours per sample in the kNN graph. [default: 64]")]
 KnnOpt = Annotated[
     str | None,
-    typer.Option(help="kNN index: auto (exact up to 200k samples, IVF beyond), exact or ivf. [default: auto]"),
+    typer.Option(help="kNN index: auto (exact up to 200k samples, IVF beyond), exact, ivf, or ivfpq (compressed "
+                      "index + exact re-ranking from the memory-mapped embeddings; no float32 copy, for N whose "
+                      "vectors do not fit in memory). [default: auto]"),
 ]
 NprobeOpt = Annotated[
     int | None,

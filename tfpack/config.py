@@ -89,7 +89,7 @@ class OrderConfig:
             raise ConfigError(f"--buckets: must be >= 0 (0 or 1 = one global walk), got {self.buckets}")
         if self.k < 1:
             raise ConfigError(f"--k: must be >= 1, got {self.k}")
-        _choice("--knn", self.knn, ("auto", "exact", "ivf"))
+        _choice("--knn", self.knn, ("auto", "exact", "ivf", "ivfpq"))
         if self.nprobe < 1 or self.n_random < 1 or self.hops < 0 or self.sample_pairs < 1000:
             raise ConfigError("nprobe and n_random must be >= 1, hops >= 0, sample_pairs >= 1000")
         if self.start < 0:

@@ -411,7 +411,7 @@ def run_embed(
         prepare_out_dir(run_dir, overwrite, resumable=(run_dir / PROGRESS_FILE).is_file())
         for stale in (PROGRESS_FILE, PARTIAL_FILE, EMBEDDINGS_FILE, ERRORS_FILE):
             (run_dir / stale).unlink(missing_ok=True)
-        ingested = ingest(inputs, formats, run_dir / SAMPLES_FILE, on_error, progress)
+        ingested = ingest(inputs, formats, run_dir / SAMPLES_FILE, on_error, progress, engine)
         if ingested.errors:
             write_jsonl(run_dir / ERRORS_FILE, ingested.errors)
         state = {"ingest": {"inputs": ingested.inputs, "n_records": ingested.n_records,

@@ -20,19 +20,23 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 
 from tfpack.errors import ConfigError, DependencyError
+from tfpack.float16 import gather_float32
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import atomic_path, write_json
 
 EXACT_MAX_N = 200_000
-METHODS = ("auto", "exact", "ivf")
+METHODS = ("auto", "exact", "ivf", "ivfpq")
 _CHUNK = 16_384
 _TRAIN_PER_CLUSTER = 64
 _KMEANS_ITERS = 12
+_RERANK = 8  # ivfpq: candidates re-ranked per sample, in multiples of k+1
+_PQ_TRAIN = 65_536  # ivfpq: at most this many rows train the product quantiser (plus 40 per inverted list)
 
 
 def import_faiss() -> Any:
@@ -148,12 +152,96 @@ def ivf_knn(
                 continue
             cand = np.unique(np.concatenate([lists[p] for p in probes[c] if p >= 0]))
             kk = min(k + 1, len(cand))
-            sims, local = block_knn(as_float32(emb[own]), as_float32(emb[cand]), kk)
+            sims, local = block_knn(gather_float32(emb, own), gather_float32(emb, cand), kk)
             ids = np.where(local >= 0, cand[np.maximum(local, 0)], -1)
             ids, sims = drop_self(ids, sims, own, min(k, kk))
             nbr_ids[own, : ids.shape[1]] = ids
             nbr_sims[own, : ids.shape[1]] = sims
             task.advance(len(own))
+    return nbr_ids, nbr_sims
+
+
+def pq_spec(dim: int, n_lists: int, gpu: bool) -> str:
+    """faiss factory string: IVF lists + PQ codes of ~d/8 bytes (4-bit fast-scan on CPU, 8-bit on GPU)."""
+    if gpu:
+        m = max((m for m in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96) if dim % m == 0 and m <= max(1, dim // 8)))
+        return f"IVF{n_lists},PQ{m}"
+    m = max((m for m in range(2, dim + 1, 2) if dim % m == 0 and m <= max(2, dim // 4)), default=dim)
+    return f"IVF{n_lists},PQ{m}x4fs"
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def candidate_sims(queries: Any, rows: Any, local: Any) -> Any:
+    """`queries[i] · rows[local[i, j]]` in float32 ([B, R]; -inf where `local` is -1)."""
+    b, r = local.shape
+    out = np.full((b, r), -np.inf, np.float32)
+    for i in numba.prange(b):
+        for j in range(r):
+            c = local[i, j]
+            if c >= 0:
+                dot = np.float32(0.0)
+                for t in range(queries.shape[1]):
+                    dot += queries[i, t] * rows[c, t]
+                out[i, j] = dot
+    return out
+
+
+def rerank(emb: NDArray[Any], own: NDArray[np.int64], cand: NDArray[np.int64],
+           k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Exact top-`k` of each query `own[i]` among its candidate ids `cand[i]` (-1 = none), itself excluded."""
+    uniq, local = np.unique(cand, return_inverse=True)
+    local = local.reshape(cand.shape)
+    start = int(uniq[0] < 0)  # -1 sorts first
+    rows = gather_float32(emb, uniq[start:])
+    local = np.where(cand >= 0, local - start, -1)
+    sims = candidate_sims(gather_float32(emb, own), rows, local)
+    sims[cand == own[:, None]] = -np.inf
+    if k < sims.shape[1]:
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        cand, sims = np.take_along_axis(cand, top, 1), np.take_along_axis(sims, top, 1)
+    order = np.lexsort((cand, -sims), axis=1)  # by similarity, ties by lower id
+    ids = np.take_along_axis(cand, order, 1)
+    sims = np.take_along_axis(sims, order, 1)
+    return np.where(np.isfinite(sims), ids, -1), sims
+
+
+def ivfpq_knn(
+    emb: NDArray[Any], k: int, nprobe: int, seed: int, progress: Progress
+) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """Approximate kNN in bounded memory: IVF-PQ candidates, exact re-ranking from `emb` (memory-mapped)."""
+    faiss = import_faiss()
+    n, dim = emb.shape
+    gpu = gpu_count(faiss) > 0
+    n_lists = max(1, min(int(math.sqrt(n)), n // 40))
+    index = faiss.index_factory(dim, pq_spec(dim, n_lists, gpu), faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    train_ids = np.sort(rng.choice(n, size=min(n, max(_PQ_TRAIN, 40 * n_lists)), replace=False))
+    with progress.task("training IVF-PQ", total=None):
+        index.train(as_float32(emb[train_ids]))
+    ivf = faiss.extract_index_ivf(index)
+    ivf.nprobe = nprobe
+    centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    if gpu:
+        index = faiss.index_cpu_to_all_gpus(index)
+        faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+    with progress.task("indexing", total=n) as task:
+        for start in range(0, n, _CHUNK):
+            rows = as_float32(emb[start : start + _CHUNK])
+            index.add(rows)
+            task.advance(len(rows))
+    lists = inverted_lists(assign(emb, centroids, 1, progress), len(centroids))
+    n_cand = min(n, _RERANK * (k + 1))
+    nbr_ids = np.full((n, k), -1, dtype=np.int32)
+    nbr_sims = np.full((n, k), -np.inf, dtype=np.float32)
+    with progress.task("searching neighbours", total=n) as task:
+        for members in lists:
+            for start in range(0, len(members), 4096):
+                own = members[start : start + 4096]
+                cand = index.search(gather_float32(emb, own), n_cand)[1]
+                ids, sims = rerank(emb, own, cand, k)
+                nbr_ids[own, : ids.shape[1]] = ids
+                nbr_sims[own, : ids.shape[1]] = sims
+                task.advance(len(own))
     return nbr_ids, nbr_sims
 
 
@@ -170,6 +258,8 @@ def build_knn(
         method = "exact" if n <= EXACT_MAX_N else "ivf"
     if method == "exact":
         return (*exact_knn(emb, k, progress), method)
+    if method == "ivfpq":
+        return (*ivfpq_knn(emb, k, nprobe, seed, progress), method)
     return (*ivf_knn(emb, k, nprobe, seed, progress), method)
 
 

@@ -33,7 +33,7 @@ class OrderResult:
     """The path and what is reported about it."""
 
     path: NDArray[np.int64]
-    vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or with --buckets the input array itself
+    vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or (--buckets, ivfpq) the input itself
     threshold: Threshold
     summary: dict[str, Any]
 
@@ -154,7 +154,8 @@ def order_embeddings(
     started = time.perf_counter()
     if cfg.start >= len(emb):
         raise ConfigError(f"--start: must be in [0, {len(emb) - 1}], got {cfg.start}")
-    if cfg.buckets > 1:  # memory-bounded: buckets read their rows from `emb` (memory-mapped) one at a time
+    method = "exact" if cfg.exact else cfg.knn
+    if cfg.buckets > 1 or method == "ivfpq":  # memory-bounded: rows are read from `emb` (memory-mapped) as needed
         check_rows(emb, progress)
         vectors = emb
     else:
@@ -164,7 +165,6 @@ def order_embeddings(
                                   cfg.quantile, cfg.sample_pairs, cfg.seed)
     t1 = time.perf_counter()
     k = min(cfg.k, len(vectors) - 1)
-    method = "exact" if cfg.exact else cfg.knn
     bucket_summary: dict[str, Any] = {}
     if cfg.buckets > 1:
         t2 = time.perf_counter()

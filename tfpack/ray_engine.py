@@ -4,8 +4,9 @@ Embedding runs as `map_batches` over an actor pool (one model replica per actor;
 cluster has GPUs), tokenizing as `map_batches` CPU tasks; both read `samples.parquet` with Ray's Parquet reader.
 Batches are cut at the same `batch_size` boundaries as the local engine and the output order is preserved, so the
 results are those of the local engine: identical token ids and labels, embeddings equal within float tolerance.
-Shards are written by Ray tasks (pack.write_packs) and `--buckets` walks run as Ray tasks (buckets.py); ingest and
-the global walk stay on the driver (the walk is sequential by nature). Connects to `RAY_ADDRESS` when set (an
+Inputs are read by Ray tasks, one per input file (samples.ingest; stdin is read on the driver), shards are written
+by Ray tasks (pack.write_packs) and `--buckets` walks run as Ray tasks (buckets.py); the global walk stays on the
+driver (it is sequential by nature). Connects to `RAY_ADDRESS` when set (an
 existing cluster), else starts a local Ray.
 """
 
@@ -90,6 +91,20 @@ def map_samples(samples_file: Path, worker: type, kwargs: dict[str, Any], batch_
     mapped = ds.map_batches(worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
                             concurrency=actors, num_gpus=num_gpus)
     yield from mapped.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def read_inputs(paths: list[str], options: Any, on_error: str, parts_dir: Path) -> list[Any]:
+    """Read each input in its own Ray task (samples.read_input) into `parts_dir`; the parts, in input order.
+
+    Input paths and `parts_dir` must be visible to every node (a shared file system) on a multi-node cluster.
+    """
+    from tfpack.samples import read_input
+
+    ray = ensure_ray()
+    task = ray.remote(num_cpus=1, max_retries=0)(read_input)
+    refs = [task.remote(path, i, options, on_error, parts_dir.resolve() / f"{i}.parquet")
+            for i, path in enumerate(paths)]
+    return list(ray.get(refs))
 
 
 def actor_count(num_gpus: float) -> int:

@@ -11,12 +11,14 @@ Schema: `sample_id` int64, `input_index` int32 (position of its file in the mani
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError, InputError
@@ -73,76 +75,162 @@ class _BatchWriter:
             self.rows = {name: [] for name in SAMPLES_SCHEMA.names}
 
 
+@dataclass
+class InputPart:
+    """One input read into its own Parquet part (sample ids count from 0 within the input)."""
+
+    path: str
+    part: Path
+    unit: str
+    records: int
+    samples: int
+    errors: list[dict[str, Any]]
+    field_map: dict[str, Any] | None
+    fingerprint: str
+    failure: str | None = None  # on_error='fail': the first bad record's message; the part ends before it
+
+
+def read_input(
+    path: str, input_index: int, options: FormatOptions, on_error: str, part: Path,
+    advance: Callable[[int], None] = lambda n: None,
+) -> InputPart:
+    """Read and normalise one input into `part`. Ids are checked for form here, for uniqueness by `merge_parts`."""
+    digest = StdinDigest() if path == STDIN else None
+    fmap: FieldMap | None = None
+    records, samples, unit = 0, 0, "line"
+    errors: list[dict[str, Any]] = []
+    failure = None
+    with atomic_path(part) as tmp, pq.ParquetWriter(tmp, SAMPLES_SCHEMA, compression="zstd") as writer:
+        batches = _BatchWriter(writer)
+        for loc, record in read_records(path, digest):
+            local_id, unit = records, loc.unit
+            records += 1
+            advance(1)
+            try:
+                if isinstance(record, BadRecord):
+                    raise InputError(f"{loc}: {record.reason}")
+                if fmap is None:
+                    fmap = resolve_field_map(record, options, str(loc))
+                turns = to_turns(record, fmap, str(loc))
+                source_id = record_id(record, loc, options.id_field) if options.id_field else None
+            except InputError as e:
+                if on_error == "fail":
+                    failure = str(e)
+                    break
+                errors.append(_error_entry(loc, local_id, str(e)))
+                continue
+            batches.add(local_id, input_index, loc.index, turns, source_id)
+            samples += 1
+        batches.flush()
+    fingerprint = digest.hexdigest() if digest else fingerprint_file(Path(path))
+    return InputPart(path, part, unit, records, samples, errors, fmap.to_dict() if fmap else None, fingerprint,
+                     failure)
+
+
+def merge_parts(parts: list[InputPart], samples_path: Path, options: FormatOptions, on_error: str) -> IngestResult:
+    """Concatenate the parts in input order into `samples_path`: global sample ids, ids unique across inputs.
+
+    The first failure in input order is raised, so both engines fail on the record a sequential read would.
+    """
+    result = IngestResult()
+    ids = _UniqueIds(options.id_field) if options.id_field else None
+    with atomic_path(samples_path) as tmp, pq.ParquetWriter(tmp, SAMPLES_SCHEMA, compression="zstd") as writer:
+        for part in parts:
+            offset = result.n_records
+            errors = [{**e, "sample_id": e["sample_id"] + offset} for e in part.errors]
+            kept = part.samples
+            for batch in pq.ParquetFile(part.part).iter_batches(batch_size=_BATCH):
+                table = pa.Table.from_batches([batch])
+                table = table.set_column(0, "sample_id", pc.add(table.column("sample_id"), offset))
+                if ids is not None:
+                    keep = ids.check_column(table, part, on_error, errors)
+                    kept -= len(keep) - sum(keep)
+                    table = table.filter(pa.array(keep))
+                writer.write_table(table)
+            if part.failure is not None:
+                raise InputError(part.failure)
+            result.errors += sorted(errors, key=lambda e: e["sample_id"])
+            result.n_records += part.records
+            result.n_samples += kept
+            result.inputs.append({"path": part.path, "fingerprint": part.fingerprint, "field_map": part.field_map,
+                                  "records": part.records})
+        if result.n_samples == 0:
+            detail = f"all {result.n_records} records are invalid" if result.n_records else "the input is empty"
+            raise InputError(f"{', '.join(p.path for p in parts)}: no samples to process ({detail})")
+    return result
+
+
 def ingest(
     patterns: list[str],
     options: FormatOptions,
     samples_path: Path,
     on_error: str = "fail",
     progress: Progress = NULL_PROGRESS,
+    engine: str = "local",
 ) -> IngestResult:
-    """Read and normalise all inputs into `samples_path`; bad records raise (`fail`) or are listed (`skip`)."""
+    """Read and normalise all inputs into `samples_path`; bad records raise (`fail`) or are listed (`skip`).
+
+    Each input is read into a part under `.ingest/` next to `samples_path` (in parallel, one Ray task per input,
+    with `engine='ray'`; stdin is always read here), then the parts are merged in input order.
+    """
     if on_error not in ON_ERROR:
         raise ConfigError(f"--on-error: expected one of {', '.join(ON_ERROR)}, got '{on_error}'")
     paths = expand_inputs(patterns)
-    result = IngestResult()
-    ids = _UniqueIds(options.id_field) if options.id_field else None
-    with atomic_path(samples_path) as tmp, pq.ParquetWriter(tmp, SAMPLES_SCHEMA, compression="zstd") as writer:
-        batches = _BatchWriter(writer)
-        with progress.task("reading", total=None) as task:
-            for input_index, path in enumerate(paths):
-                digest = StdinDigest() if path == STDIN else None
-                fmap: FieldMap | None = None
-                n_before = result.n_records
-                for loc, record in read_records(path, digest):
-                    sample_id = result.n_records
-                    result.n_records += 1
-                    task.advance()
-                    try:
-                        if isinstance(record, BadRecord):
-                            raise InputError(f"{loc}: {record.reason}")
-                        if fmap is None:
-                            fmap = resolve_field_map(record, options, str(loc))
-                        turns = to_turns(record, fmap, str(loc))
-                        source_id = ids.check(record, loc) if ids else None
-                    except InputError as e:
-                        if on_error == "fail":
-                            raise
-                        result.errors.append(_error_entry(loc, sample_id, str(e)))
-                        continue
-                    batches.add(sample_id, input_index, loc.index, turns, source_id)
-                    result.n_samples += 1
-                result.inputs.append(
-                    {
-                        "path": path,
-                        "fingerprint": digest.hexdigest() if digest else fingerprint_file(Path(path)),
-                        "field_map": fmap.to_dict() if fmap else None,
-                        "records": result.n_records - n_before,
-                    }
-                )
-        batches.flush()
-        if result.n_samples == 0:
-            detail = f"all {result.n_records} records are invalid" if result.n_records else "the input is empty"
-            raise InputError(f"{', '.join(paths)}: no samples to process ({detail})")
-    return result
+    parts_dir = samples_path.parent / ".ingest"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    parts_dir.mkdir(parents=True)
+    try:
+        if engine == "ray" and STDIN not in paths:
+            from tfpack.ray_engine import read_inputs
+
+            with progress.task("reading (Ray tasks)", total=None):
+                parts = read_inputs(paths, options, on_error, parts_dir)
+        else:
+            parts = []
+            with progress.task("reading", total=None) as task:
+                for i, path in enumerate(paths):
+                    parts.append(read_input(path, i, options, on_error, parts_dir / f"{i}.parquet", task.advance))
+                    if parts[-1].failure is not None:
+                        break
+        with progress.task("merging inputs", total=None):
+            return merge_parts(parts, samples_path, options, on_error)
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+def record_id(record: Any, loc: Location, field_name: str) -> str:
+    """A record's explicit id (`--id-field`): present, and a string or integer."""
+    value = record.get(field_name) if isinstance(record, dict) else None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        kind = "missing" if value is None else f"a {type(value).__name__}, expected a string or integer"
+        raise InputError(f"{loc}: field '{field_name}': id is {kind}")
+    return str(value)
 
 
 class _UniqueIds:
-    """Explicit record ids (`--id-field`): present, a string or integer, and unique across all inputs."""
+    """Explicit record ids (`--id-field`) must be unique across all inputs."""
 
     def __init__(self, field_name: str) -> None:
         self.field = field_name
         self.first_seen: dict[str, str] = {}
 
-    def check(self, record: Any, loc: Location) -> str:
-        value = record.get(self.field) if isinstance(record, dict) else None
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            kind = "missing" if value is None else f"a {type(value).__name__}, expected a string or integer"
-            raise InputError(f"{loc}: field '{self.field}': id is {kind}")
-        key = str(value)
-        if key in self.first_seen:
-            raise InputError(f"{loc}: field '{self.field}': duplicate id {key!r} (first at {self.first_seen[key]})")
-        self.first_seen[key] = str(loc)
-        return key
+    def check_column(self, table: pa.Table, part: InputPart, on_error: str,
+                     errors: list[dict[str, Any]]) -> list[bool]:
+        """Which rows of `table` keep their sample; a repeated id raises (`fail`) or becomes an error entry."""
+        keep = []
+        for sample_id, index, key in zip(table.column("sample_id").to_pylist(), table.column("record_index").to_pylist(),
+                                         table.column("source_id").to_pylist(), strict=True):
+            loc = Location(part.path, part.unit, index)
+            if key in self.first_seen:
+                message = f"{loc}: field '{self.field}': duplicate id {key!r} (first at {self.first_seen[key]})"
+                if on_error == "fail":
+                    raise InputError(message)
+                errors.append(_error_entry(loc, sample_id, message))
+                keep.append(False)
+                continue
+            self.first_seen[key] = str(loc)
+            keep.append(True)
+        return keep
 
 
 def _error_entry(loc: Location, sample_id: int, message: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@ When the list runs out, a fallback picks the next sample:
 
 If no examined candidate passes the filter, the nearest examined unvisited sample is taken (a *forced* step: a
 threshold violation). The output is always a permutation. Distances are computed in float64.
+
+Embeddings may be float32 or float16 (e.g. a memory-mapped `embeddings.npy` too large to copy: see float16.py).
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tfpack.errors import ConfigError
+from tfpack.float16 import as_kernel_array, value
 
 _FAST = {"nsz", "arcp", "contract", "reassoc"}
 _NEAR = 1e-4  # float32 similarities are trusted this far from the threshold
+_CHUNK = 65_536
 
 
 @numba.njit(cache=True, fastmath=_FAST)
 def _d2(emb: Any, norms2: Any, a: int, b: int) -> float:
     dot = 0.0
     for t in range(emb.shape[1]):
-        dot += np.float64(emb[a, t]) * np.float64(emb[b, t])
+        dot += value(emb[a, t]) * value(emb[b, t])
     return norms2[a] + norms2[b] - 2.0 * dot
 
 
@@ -150,7 +154,7 @@ def _pair_d2(emb: Any, norms2: Any, nbr_ids: Any) -> Any:
     return out
 
 
-def rerank_exact(emb: NDArray[np.float32], norms2: NDArray[np.float64], nbr_ids: NDArray[Any]) -> NDArray[np.int32]:
+def rerank_exact(emb: NDArray[Any], norms2: NDArray[np.float64], nbr_ids: NDArray[Any]) -> NDArray[np.int32]:
     """Sort each kNN list by float64 distance, ties by lower id (the reference's argmin order)."""
     d2 = _pair_d2(emb, norms2, nbr_ids)
     order = np.lexsort((nbr_ids, d2), axis=-1)
@@ -164,8 +168,19 @@ class WalkResult:
     forced: int
 
 
+def kernel_view(emb: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
+    """What the kernels read (float32 rows, or float16 rows as uint16 bits: no copy) and squared row norms."""
+    if emb.dtype not in (np.float32, np.float16) or emb.ndim != 2:
+        raise ConfigError("walk: embeddings must be a float32 or float16 [N, d] array")
+    norms2 = np.empty(len(emb), dtype=np.float64)
+    for start in range(0, len(emb), _CHUNK):
+        block = np.asarray(emb[start : start + _CHUNK], dtype=np.float64)
+        norms2[start : start + len(block)] = np.einsum("ij,ij->i", block, block)
+    return as_kernel_array(emb), norms2
+
+
 def walk(
-    emb: NDArray[np.float32],
+    emb: NDArray[Any],
     nbr_ids: NDArray[Any],
     nbr_sims: NDArray[np.float32],
     reject_d2: float,
@@ -176,10 +191,8 @@ def walk(
     seed: int = 0,
     hops: int = 8,
 ) -> WalkResult:
-    """Validate inputs and run the walk over float32 embeddings `[N, d]` and a kNN graph `[N, k]`."""
+    """Validate inputs and run the walk over float32/float16 embeddings `[N, d]` and a kNN graph `[N, k]`."""
     n = len(emb)
-    if emb.dtype != np.float32 or emb.ndim != 2:
-        raise ConfigError("walk: embeddings must be a float32 [N, d] array")
     if nbr_ids.shape[0] != n or nbr_sims.shape != nbr_ids.shape:
         raise ConfigError(f"walk: kNN graph {nbr_ids.shape} does not match {n} embeddings")
     if not 0 <= start < n:
@@ -188,11 +201,10 @@ def walk(
         raise ConfigError(f"--window: must be >= 1, got {window}")
     if n_random < 1 or hops < 0:
         raise ConfigError(f"n_random must be >= 1 and hops >= 0, got {n_random} and {hops}")
-    emb = np.ascontiguousarray(emb)
-    norms2 = np.einsum("ij,ij->i", emb, emb, dtype=np.float64)
+    data, norms2 = kernel_view(emb)
     ids = np.ascontiguousarray(nbr_ids, dtype=np.int64)
     if exact:
-        ids = rerank_exact(emb, norms2, ids).astype(np.int64)
+        ids = rerank_exact(data, norms2, ids).astype(np.int64)
     sims = np.ascontiguousarray(nbr_sims, dtype=np.float32)
-    path, fallbacks, forced = walk_kernel(emb, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed, hops)
+    path, fallbacks, forced = walk_kernel(data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed, hops)
     return WalkResult(path, int(fallbacks), int(forced))
