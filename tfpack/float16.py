@@ -1,7 +1,9 @@
 """float16 embeddings in numba kernels, which have no float16 type on CPU: rows are read as their uint16 bits.
 
-`value(x)` turns an entry (a float, or uint16 bits, decoded through a 64K-entry table: within ~15% of reading
-float32) into float64 inside a kernel; `as_kernel_array` gives the array a kernel reads without copying it;
+`value(x)` turns an entry (a float, or the bits of a float16) into float64 inside a kernel; the bits are decoded
+branch-free (shifted into a float32's exponent and mantissa, then scaled by 2^112), exact for every finite float16
+(subnormals included) and vectorisable: ~1.7x the time of reading float32. Non-finite values are not decoded
+(embeddings are checked finite first). `as_kernel_array` gives the array a kernel reads, without copying it;
 `gather_float32` copies chosen rows out as float32, in parallel.
 """
 
@@ -14,7 +16,7 @@ import numpy as np
 from numba.extending import overload
 from numpy.typing import NDArray
 
-HALF_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # bits -> value (256 KiB)
+_SCALE = np.float32(2.0**112)  # float16 exponent bias 15 -> float32 bias 127
 
 
 def value(x: Any) -> float:
@@ -22,12 +24,19 @@ def value(x: Any) -> float:
     return float(x)
 
 
+@numba.njit(cache=True, inline="always")
+def half_bits_to_float(bits: Any) -> Any:
+    h = np.uint32(bits)
+    moved = ((h & np.uint32(0x8000)) << np.uint32(16)) | ((h & np.uint32(0x7FFF)) << np.uint32(13))
+    return np.uint32(moved).view(np.float32) * _SCALE
+
+
 @overload(value)
 def _value_impl(x: Any) -> Any:
     if isinstance(x, numba.types.Integer):
 
         def from_bits(x: Any) -> float:
-            return np.float64(HALF_TABLE[x])
+            return np.float64(half_bits_to_float(x))
 
         return from_bits
 
@@ -43,17 +52,17 @@ def as_kernel_array(emb: NDArray[Any]) -> NDArray[Any]:
 
 
 @numba.njit(cache=True, parallel=True)
-def _gather_halves(bits: Any, ids: Any, table: Any) -> Any:
+def _gather_halves(bits: Any, ids: Any) -> Any:
     out = np.empty((len(ids), bits.shape[1]), np.float32)
     for i in numba.prange(len(ids)):
         row = ids[i]
         for t in range(bits.shape[1]):
-            out[i, t] = table[bits[row, t]]
+            out[i, t] = half_bits_to_float(bits[row, t])
     return out
 
 
 def gather_float32(emb: NDArray[Any], ids: NDArray[np.int64]) -> NDArray[np.float32]:
-    """`emb[ids]` as float32 ([len(ids), d]); float16 is decoded through a 64K-entry table."""
+    """`emb[ids]` as float32 ([len(ids), d]), float16 decoded in parallel."""
     if emb.dtype == np.float32:
         return np.ascontiguousarray(emb[ids])
-    return _gather_halves(emb.view(np.uint16), np.asarray(ids, dtype=np.int64), HALF_TABLE)
+    return _gather_halves(emb.view(np.uint16), np.asarray(ids, dtype=np.int64))

@@ -164,7 +164,7 @@ def ivf_knn(
 def pq_spec(dim: int, n_lists: int, gpu: bool) -> str:
     """faiss factory string: IVF lists + PQ codes of ~d/8 bytes (4-bit fast-scan on CPU, 8-bit on GPU)."""
     if gpu:
-        m = max((m for m in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96) if dim % m == 0 and m <= max(1, dim // 8)))
+        m = max(m for m in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96) if dim % m == 0 and m <= max(1, dim // 8))
         return f"IVF{n_lists},PQ{m}"
     m = max((m for m in range(2, dim + 1, 2) if dim % m == 0 and m <= max(2, dim // 4)), default=dim)
     return f"IVF{n_lists},PQ{m}x4fs"

@@ -218,8 +218,8 @@ class _UniqueIds:
                      errors: list[dict[str, Any]]) -> list[bool]:
         """Which rows of `table` keep their sample; a repeated id raises (`fail`) or becomes an error entry."""
         keep = []
-        for sample_id, index, key in zip(table.column("sample_id").to_pylist(), table.column("record_index").to_pylist(),
-                                         table.column("source_id").to_pylist(), strict=True):
+        columns = (table.column(name).to_pylist() for name in ("sample_id", "record_index", "source_id"))
+        for sample_id, index, key in zip(*columns, strict=True):
             loc = Location(part.path, part.unit, index)
             if key in self.first_seen:
                 message = f"{loc}: field '{self.field}': duplicate id {key!r} (first at {self.first_seen[key]})"

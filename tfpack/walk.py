@@ -206,5 +206,6 @@ def walk(
     if exact:
         ids = rerank_exact(data, norms2, ids).astype(np.int64)
     sims = np.ascontiguousarray(nbr_sims, dtype=np.float32)
-    path, fallbacks, forced = walk_kernel(data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed, hops)
+    path, fallbacks, forced = walk_kernel(data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed,
+                                          hops)
     return WalkResult(path, int(fallbacks), int(forced))
