@@ -67,7 +67,7 @@ def test_rerank_keeps_the_best_exact_candidates():
     x = clustered(50)
     own = np.array([3, 7])
     cand = np.array([[3, 10, 11, 12, -1, 13], [1, 2, 7, -1, -1, -1]])
-    ids, sims = rerank(x, own, cand, 3)
+    ids, sims = rerank(x, own, x[own], cand, 3)
     for row, q in enumerate(own):
         pool = [c for c in cand[row] if c >= 0 and c != q]
         best = sorted(pool, key=lambda c: -float(x[q] @ x[c]))[:3]

@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tfpack.float16 import gather_float32
 from tfpack.knn import assign, build_knn, train_centroids
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.walk import WalkResult, walk
-
-
-def bucket_rows(vectors: NDArray[Any], members: NDArray[np.int64]) -> NDArray[np.float32]:
-    """A bucket's rows as float32 (read from a memory map when `vectors` is one)."""
-    return np.asarray(vectors[members], dtype=np.float32)
 
 
 def centroid_tour(centroids: NDArray[np.float32], first: int) -> NDArray[np.int64]:
@@ -76,7 +72,7 @@ def bucketed_walk(
     results, futures = [], []
     with progress.task("walking buckets", total=len(tour)) as task:
         for i, b in enumerate(tour):
-            sub = bucket_rows(vectors, members[b])
+            sub = gather_float32(vectors, members[b])  # from the memory map when `vectors` is one
             first = int(members[b][np.argmax(sub @ centroids[tour[i - 1]])]) if i else start
             if remote is not None:
                 futures.append(remote.remote(sub, members[b], first, *args))

@@ -229,9 +229,10 @@ def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | OpenVinoEncode
         raise ConfigError(f"--model {cfg.model}: cannot load a sentence-transformers model: {first_line}") from e
     st = model.model if isinstance(model, OpenVinoEncoder) else model
     st.max_seq_length = min(cfg.max_seq_length, st.max_seq_length or cfg.max_seq_length)
-    precision = "fp16" if device == "cuda" else ("int8" if int8 else "fp32")
     if isinstance(model, OpenVinoEncoder):
         precision = {"bf16": "bf16", "f16": "fp16"}.get(model.precision, "fp32")
+    else:
+        precision = "fp16" if device == "cuda" else ("int8" if int8 else "fp32")
     resolved = {
         "model": cfg.model,
         "model_path": model_path,

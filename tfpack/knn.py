@@ -64,6 +64,15 @@ def drop_self(
     return np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
 
 
+def add_rows(index: Any, emb: NDArray[Any], progress: Progress) -> None:
+    """Add every row of `emb` to a faiss index, chunk by chunk as float32."""
+    with progress.task("indexing", total=len(emb)) as task:
+        for start in range(0, len(emb), _CHUNK):
+            rows = as_float32(emb[start : start + _CHUNK])
+            index.add(rows)
+            task.advance(len(rows))
+
+
 def exact_knn(emb: NDArray[Any], k: int, progress: Progress) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
     """Exact inner-product kNN: a flat index (on the GPU when there is one) searched chunk by chunk."""
     faiss = import_faiss()
@@ -71,11 +80,7 @@ def exact_knn(emb: NDArray[Any], k: int, progress: Progress) -> tuple[NDArray[np
     index = faiss.IndexFlatIP(dim)
     if gpu_count(faiss) > 0:
         index = faiss.index_cpu_to_all_gpus(index)
-    with progress.task("indexing", total=n) as task:
-        for start in range(0, n, _CHUNK):
-            rows = as_float32(emb[start : start + _CHUNK])
-            index.add(rows)
-            task.advance(len(rows))
+    add_rows(index, emb, progress)
     nbr_ids = np.empty((n, k), dtype=np.int32)
     nbr_sims = np.empty((n, k), dtype=np.float32)
     with progress.task("searching neighbours", total=n) as task:
@@ -186,15 +191,16 @@ def candidate_sims(queries: Any, rows: Any, local: Any) -> Any:
     return out
 
 
-def rerank(emb: NDArray[Any], own: NDArray[np.int64], cand: NDArray[np.int64],
+def rerank(emb: NDArray[Any], own: NDArray[np.int64], queries: NDArray[np.float32], cand: NDArray[np.int64],
            k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Exact top-`k` of each query `own[i]` among its candidate ids `cand[i]` (-1 = none), itself excluded."""
+    """Exact top-`k` of each query `own[i]` (rows `queries`) among its candidate ids `cand[i]` (-1 = none),
+    itself excluded."""
     uniq, local = np.unique(cand, return_inverse=True)
     local = local.reshape(cand.shape)
     start = int(uniq[0] < 0)  # -1 sorts first
     rows = gather_float32(emb, uniq[start:])
     local = np.where(cand >= 0, local - start, -1)
-    sims = candidate_sims(gather_float32(emb, own), rows, local)
+    sims = candidate_sims(queries, rows, local)
     sims[cand == own[:, None]] = -np.inf
     if k < sims.shape[1]:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -224,11 +230,7 @@ def ivfpq_knn(
     if gpu:
         index = faiss.index_cpu_to_all_gpus(index)
         faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
-    with progress.task("indexing", total=n) as task:
-        for start in range(0, n, _CHUNK):
-            rows = as_float32(emb[start : start + _CHUNK])
-            index.add(rows)
-            task.advance(len(rows))
+    add_rows(index, emb, progress)
     lists = inverted_lists(assign(emb, centroids, 1, progress), len(centroids))
     n_cand = min(n, _RERANK * (k + 1))
     nbr_ids = np.full((n, k), -1, dtype=np.int32)
@@ -237,8 +239,8 @@ def ivfpq_knn(
         for members in lists:
             for start in range(0, len(members), 4096):
                 own = members[start : start + 4096]
-                cand = index.search(gather_float32(emb, own), n_cand)[1]
-                ids, sims = rerank(emb, own, cand, k)
+                queries = gather_float32(emb, own)
+                ids, sims = rerank(emb, own, queries, index.search(queries, n_cand)[1], k)
                 nbr_ids[own, : ids.shape[1]] = ids
                 nbr_sims[own, : ids.shape[1]] = sims
                 task.advance(len(own))

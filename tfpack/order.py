@@ -21,7 +21,7 @@ from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.knn import build_knn, cached_knn
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.threshold import Threshold, parse_threshold, resolve_threshold
-from tfpack.walk import walk
+from tfpack.walk import squared_norms, walk
 from tfpack.workdir import MANIFEST, atomic_path, fingerprint_file, read_manifest
 
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -92,12 +92,8 @@ def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
 
 
 def row_norms(rows: NDArray[Any]) -> NDArray[np.float64]:
-    """L2 norm of each row, accumulated in float64 one chunk at a time (no full-size temporaries)."""
-    out = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), _CHUNK):
-        block = np.asarray(rows[start : start + _CHUNK], dtype=np.float64)
-        out[start : start + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
-    return out
+    """L2 norm of each row, accumulated in float64 one chunk at a time."""
+    return np.sqrt(squared_norms(rows))
 
 
 def to_float32(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> NDArray[np.float32]:

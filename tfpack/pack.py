@@ -23,6 +23,7 @@ from tfpack import __version__
 from tfpack.config import EmbedConfig, OrderConfig, PackConfig
 from tfpack.embed import ERRORS_FILE, SAMPLES_FILE, run_embed
 from tfpack.errors import ConfigError
+from tfpack.float16 import gather_float32
 from tfpack.formats import FormatOptions
 from tfpack.order import load_embeddings, order_embeddings
 from tfpack.packer import pack_path, separate_near_duplicates
@@ -76,7 +77,7 @@ def fit_to_max_len(
 
 def unit_rows(emb: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.float32]:
     """L2-normalised float32 embeddings of `rows` (read from the memory-mapped array)."""
-    v = np.asarray(emb[rows], dtype=np.float32)
+    v = gather_float32(emb, rows)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 

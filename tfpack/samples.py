@@ -83,7 +83,6 @@ class InputPart:
     part: Path
     unit: str
     records: int
-    samples: int
     errors: list[dict[str, Any]]
     field_map: dict[str, Any] | None
     fingerprint: str
@@ -97,7 +96,7 @@ def read_input(
     """Read and normalise one input into `part`. Ids are checked for form here, for uniqueness by `merge_parts`."""
     digest = StdinDigest() if path == STDIN else None
     fmap: FieldMap | None = None
-    records, samples, unit = 0, 0, "line"
+    records, unit = 0, "line"
     errors: list[dict[str, Any]] = []
     failure = None
     with atomic_path(part) as tmp, pq.ParquetWriter(tmp, SAMPLES_SCHEMA, compression="zstd") as writer:
@@ -120,10 +119,9 @@ def read_input(
                 errors.append(_error_entry(loc, local_id, str(e)))
                 continue
             batches.add(local_id, input_index, loc.index, turns, source_id)
-            samples += 1
         batches.flush()
     fingerprint = digest.hexdigest() if digest else fingerprint_file(Path(path))
-    return InputPart(path, part, unit, records, samples, errors, fmap.to_dict() if fmap else None, fingerprint,
+    return InputPart(path, part, unit, records, errors, fmap.to_dict() if fmap else None, fingerprint,
                      failure)
 
 
@@ -138,20 +136,17 @@ def merge_parts(parts: list[InputPart], samples_path: Path, options: FormatOptio
         for part in parts:
             offset = result.n_records
             errors = [{**e, "sample_id": e["sample_id"] + offset} for e in part.errors]
-            kept = part.samples
             for batch in pq.ParquetFile(part.part).iter_batches(batch_size=_BATCH):
                 table = pa.Table.from_batches([batch])
                 table = table.set_column(0, "sample_id", pc.add(table.column("sample_id"), offset))
                 if ids is not None:
-                    keep = ids.check_column(table, part, on_error, errors)
-                    kept -= len(keep) - sum(keep)
-                    table = table.filter(pa.array(keep))
+                    table = table.filter(pa.array(ids.check_column(table, part, on_error, errors)))
                 writer.write_table(table)
+                result.n_samples += table.num_rows
             if part.failure is not None:
                 raise InputError(part.failure)
             result.errors += sorted(errors, key=lambda e: e["sample_id"])
             result.n_records += part.records
-            result.n_samples += kept
             result.inputs.append({"path": part.path, "fingerprint": part.fingerprint, "field_map": part.field_map,
                                   "records": part.records})
         if result.n_samples == 0:

@@ -168,15 +168,20 @@ class WalkResult:
     forced: int
 
 
+def squared_norms(rows: NDArray[Any]) -> NDArray[np.float64]:
+    """Squared L2 norm of each row, in float64, one chunk at a time (no full-size temporaries)."""
+    out = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), _CHUNK):
+        block = np.asarray(rows[start : start + _CHUNK], dtype=np.float64)
+        out[start : start + len(block)] = np.einsum("ij,ij->i", block, block)
+    return out
+
+
 def kernel_view(emb: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.float64]]:
     """What the kernels read (float32 rows, or float16 rows as uint16 bits: no copy) and squared row norms."""
     if emb.dtype not in (np.float32, np.float16) or emb.ndim != 2:
         raise ConfigError("walk: embeddings must be a float32 or float16 [N, d] array")
-    norms2 = np.empty(len(emb), dtype=np.float64)
-    for start in range(0, len(emb), _CHUNK):
-        block = np.asarray(emb[start : start + _CHUNK], dtype=np.float64)
-        norms2[start : start + len(block)] = np.einsum("ij,ij->i", block, block)
-    return as_kernel_array(emb), norms2
+    return as_kernel_array(emb), squared_norms(emb)
 
 
 def walk(
