@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python scripts/make_demo_data.py --out $(DEMO)/data
 	$(BIN)/tfpack embed $(DEMO)/data/*.jsonl $(DEMO)/data/*.json $(DEMO)/data/*.parquet -o $(DEMO)/run --overwrite
-	$(BIN)/tfpack pack $(DEMO)/run -o $(DEMO)/packed --max-len 1024 --overwrite
+	$(BIN)/tfpack pack $(DEMO)/run -o $(DEMO)/packed --tokenizer packaged-minilm --max-len 1024 --overwrite
 	$(BIN)/tfpack stats $(DEMO)/packed --verify --plot $(DEMO)/packed/stats.png
 	@echo "demo finished: shards in $(DEMO)/packed/"
 

@@ -108,7 +108,7 @@ def bench(data: Path, max_lens: list[int], cache: Path, repeat: int) -> None:
     sims = path_similarities(ordered.vectors, ordered.path)
     print(f"\n{data.name}: {len(emb)} samples, threshold cos {ordered.summary['threshold']:.4f}")
     for max_len in max_lens:
-        cfg = PackConfig(max_len=max_len)
+        cfg = PackConfig(max_len=max_len, tokenizer="packaged-minilm")
         tokenizer = load_tokenizer(cfg.tokenizer, cfg.template)
         with tempfile.TemporaryDirectory() as tmp:
             tokens, dropped, truncated = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(tmp))
@@ -130,7 +130,7 @@ def bench(data: Path, max_lens: list[int], cache: Path, repeat: int) -> None:
             print(f"    {name:<10}{len(groups):>7}{fill(groups, lengths_row[path], max_len):>8.4f}"
                   f"{mean_pairwise_similarity(unit, groups):>10.4f}{mean_pairwise_similarity(unit, shuffled_groups):>12.4f}"
                   f"{sizes.mean():>14.2f}")
-    cfg = PackConfig(max_len=max_lens[0])
+    cfg = PackConfig(max_len=max_lens[0], tokenizer="packaged-minilm")
     texts = rendered_texts(run / SAMPLES_FILE, cfg)
     raw = min(raw_tokenizer_seconds(texts, cfg, cfg.batch_size) for _ in range(repeat))
     ours = min(tfpack_path_seconds(run, ordered.path, sims, cfg) for _ in range(repeat))

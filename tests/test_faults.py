@@ -69,7 +69,7 @@ def test_duplicate_explicit_ids(tmp_path: Path) -> None:
 def test_unknown_tokenizer_and_small_max_len(tmp_path: Path, qa_file: Path) -> None:
     code, err = invoke("pack", str(qa_file), "-o", str(tmp_path / "o1"), "--tokenizer", str(tmp_path / "nope"))
     assert code == 2 and "--tokenizer" in err
-    code, err = invoke("pack", str(qa_file), "-o", str(tmp_path / "o2"), "--max-len", "10")
+    code, err = invoke("pack", str(qa_file), "-o", str(tmp_path / "o2"), "--max-len", "10", "--tokenizer", "packaged-minilm")
     assert code == 2 and "--max-len 10 is not above the template overhead" in err
     assert not (tmp_path / "o2").exists()
 
@@ -79,7 +79,7 @@ def test_stale_run_dir(tmp_path: Path, qa_file: Path) -> None:
     assert invoke("embed", str(qa_file), "-o", str(run), "--quiet")[0] == 0
     emb = np.load(run / "embeddings.npy")
     np.save(run / "embeddings.npy", emb[:-1])
-    code, err = invoke("pack", str(run), "-o", str(tmp_path / "out"))
+    code, err = invoke("pack", str(run), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm")
     assert code == 1 and "stale" in err and f"tfpack embed {qa_file} -o {run} --overwrite" in err
     np.save(run / "embeddings.npy", emb)
     write_jsonl(qa_file, qa_rows(25))
@@ -99,7 +99,7 @@ def test_unwritable_output_and_full_disk(tmp_path: Path, qa_file: Path, monkeypa
         raise OSError(28, "No space left on device", "part-00000.parquet.tmp")
 
     monkeypatch.setattr(pq, "write_table", full)
-    code, err = invoke("pack", str(run), "-o", str(tmp_path / "out"))
+    code, err = invoke("pack", str(run), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm")
     assert code == 1 and "No space left on device" in err
     assert not (tmp_path / "out" / "manifest.json").exists() and not list((tmp_path / "out").glob("part-*"))
 
@@ -150,14 +150,14 @@ def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path
     data = write_jsonl(tmp_path / "big.jsonl", qa_rows(1500))
     run, out = tmp_path / "run", tmp_path / "out"
     assert invoke("embed", str(data), "-o", str(run), "--quiet")[0] == 0
-    proc = tfpack("pack", str(run), "-o", str(out), "--max-len", "64", "--shard-packs", "1", "--quiet")
+    proc = tfpack("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "64", "--shard-packs", "1", "--quiet")
     wait_for(lambda: len(list(out.glob("part-*.parquet"))) >= 3)
     kill(proc)
     assert not (out / "manifest.json").exists()
-    code, err = invoke("pack", str(run), "-o", str(out))
+    code, err = invoke("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm")
     assert code == 2 and "incomplete run (no manifest.json)" in err
     code, err = invoke("stats", str(out))
     assert code == 1 and "no manifest.json" in err
-    code, err = invoke("pack", str(run), "-o", str(out), "--max-len", "64", "--overwrite", "--quiet")
+    code, err = invoke("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "64", "--overwrite", "--quiet")
     assert code == 0, err
     assert invoke("stats", str(out), "--verify", "--json")[0] == 0

@@ -65,7 +65,7 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
     run_dir = Path(orjson.loads((packed / "manifest.json").read_bytes())["run_dir"])
     outs = []
     for name in ("a", "b"):
-        result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), "--max-len", "128",
+        result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), "--tokenizer", "packaged-minilm", "--max-len", "128",
                                      "--threshold", "0.9", "--shard-packs", "4", "-q"])
         assert result.exit_code == 0, result.stderr
         outs.append([p.read_bytes() for p in sorted((tmp_path / name).glob("part-*.parquet"))])
@@ -74,7 +74,7 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
 
 def test_pack_attention_mode_and_drop(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(30))
-    result = runner.invoke(app, ["pack", str(data), "-o", str(tmp_path / "out"), "--max-len", "64",
+    result = runner.invoke(app, ["pack", str(data), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm", "--max-len", "64",
                                  "--attention", "pack", "--long", "drop", "--json"])
     assert result.exit_code == 0, result.stderr
     summary = orjson.loads(result.stdout)
@@ -89,7 +89,7 @@ def test_pack_attention_mode_and_drop(tmp_path: Path) -> None:
 
 def test_refuses_non_empty_out_dir(packed: Path) -> None:
     run_dir = orjson.loads((packed / "manifest.json").read_bytes())["run_dir"]
-    result = runner.invoke(app, ["pack", run_dir, "-o", str(packed)])
+    result = runner.invoke(app, ["pack", run_dir, "-o", str(packed), "--tokenizer", "packaged-minilm"])
     assert result.exit_code == 2 and "pass --overwrite" in result.stderr
 
 
@@ -105,7 +105,7 @@ def test_stats_agree_with_shards(packed: Path) -> None:
 
 
 def test_train_on_and_truncation() -> None:
-    tokenizer = load_tokenizer(None, None)
+    tokenizer = load_tokenizer("packaged-minilm", None)
     compiled = compile_template(tokenizer.template)
     turns = (("user", "question one"), ("assistant", "answer one"), ("user", "question two"), ("assistant", "answer two"))
     decode = tokenizer.hf.decode
@@ -134,7 +134,7 @@ def test_pack_filter_keeps_near_duplicates_apart(tmp_path: Path) -> None:
     for flag in ("--no-pack-filter", "--pack-filter"):
         out = tmp_path / flag
         extra = ["--pack-filter", "0.95"] if flag == "--pack-filter" else []
-        result = runner.invoke(app, ["pack", str(data), "-o", str(out), "--max-len", "256", "--threshold", "0.95",
+        result = runner.invoke(app, ["pack", str(data), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "256", "--threshold", "0.95",
                                      *extra, "--quiet"])
         assert result.exit_code == 0, result.stderr
         stats = runner.invoke(app, ["stats", str(out), "--verify", "--json"])

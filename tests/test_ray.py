@@ -35,7 +35,7 @@ def parity(data: Path, tmp: Path) -> None:
     assert local.shape == remote.shape
     np.testing.assert_allclose(remote, local, atol=1e-5)
     for engine in ("local", "ray"):
-        invoke("pack", str(tmp / "run-local"), "-o", str(tmp / f"out-{engine}"), "--engine", engine, "--max-len", "512",
+        invoke("pack", str(tmp / "run-local"), "-o", str(tmp / f"out-{engine}"), "--tokenizer", "packaged-minilm", "--engine", engine, "--max-len", "512",
                "--shard-packs", "20", "--quiet")
     shards = sorted(p.name for p in (tmp / "out-local").glob("part-*.parquet"))
     assert shards == sorted(p.name for p in (tmp / "out-ray").glob("part-*.parquet")) and shards

@@ -54,7 +54,7 @@ def test_inspect_shows_every_token_of_the_pack(packed: Path) -> None:
 
 
 def test_sweep_one_object_per_threshold(packed: Path) -> None:
-    result = runner.invoke(app, ["sweep", str(packed / "embed"), "--thresholds", "0.5,0.9,none", "--max-len", "128",
+    result = runner.invoke(app, ["sweep", str(packed / "embed"), "--thresholds", "0.5,0.9,none", "--tokenizer", "packaged-minilm", "--max-len", "128",
                                  "--json"])
     assert result.exit_code == 0, result.stderr
     rows = [orjson.loads(line) for line in result.stdout.splitlines()]

@@ -340,12 +340,12 @@ def pack(
     ] = None,
     tokenizer: Annotated[
         str | None,
-        typer.Option(help="Hugging Face tokenizer name or directory. [default: the offline WordPiece tokenizer of the"
-                          " packaged all-MiniLM-L6-v2]"),
+        typer.Option(help="Required: the Hugging Face tokenizer (name or directory) of the model you train; "
+                          "`packaged-minilm` is the offline WordPiece of the packaged embedding model (demo, tests)."),
     ] = None,
     template: Annotated[
         str | None,
-        typer.Option(help="Chat template: a name in configs/templates/ (chatml, plain) or a .jinja file. [default: "
+        typer.Option(help="Chat template: a built-in name (chatml, plain) or a .jinja file. [default: "
                           "the tokenizer's own, else chatml]"),
     ] = None,
     train_on: Annotated[
@@ -493,7 +493,8 @@ def sweep(
     max_len: Annotated[int | None, typer.Option(help="Tokens per pack at most. [default: 2048]")] = None,
     tokenizer: Annotated[
         str | None,
-        typer.Option(help="Hugging Face tokenizer name or directory. [default: the packaged WordPiece]"),
+        typer.Option(help="Required: the Hugging Face tokenizer (name or directory) you train with; "
+                          "`packaged-minilm` for the offline demo tokenizer."),
     ] = None,
     template: Annotated[
         str | None,

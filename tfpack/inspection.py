@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError
-from tfpack.tokenize import DEFAULT_TOKENIZER_NAME, IGNORE_INDEX, load_tokenizer
+from tfpack.tokenize import IGNORE_INDEX, load_tokenizer
 from tfpack.workdir import read_manifest
 
 
@@ -41,7 +41,7 @@ def inspect_pack(out_dir: Path, index: int) -> dict[str, Any]:
     manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
     row, shard = read_pack(out_dir, manifest, index)
     name = manifest["tokenizer"]
-    hf = load_tokenizer(None if name == DEFAULT_TOKENIZER_NAME else name, None).hf
+    hf = load_tokenizer(name, None).hf
     ids = np.asarray(row["input_ids"])
     trained = np.asarray(row["labels"]) != IGNORE_INDEX
     starts = set(np.asarray(row["seq_start_id"]).tolist())

