@@ -37,9 +37,9 @@ from tfpack.formats import FormatOptions  # noqa: E402
 from tfpack.order import load_embeddings, order_embeddings, to_float32  # noqa: E402
 from tfpack.pack import path_similarities, tokenize_samples, write_packs  # noqa: E402
 from tfpack.packer import pack_path  # noqa: E402
-from tfpack.samples import iter_turn_batches  # noqa: E402
+from tfpack.samples import iter_sample_batches  # noqa: E402
 from tfpack.stats import mean_pairwise_similarity  # noqa: E402
-from tfpack.tokenize import compile_template, load_tokenizer, render  # noqa: E402
+from tfpack.tokenize import Rendered, load_tokenizer, render  # noqa: E402
 
 
 def best_fit_decreasing(lengths: np.ndarray, max_len: int) -> list[np.ndarray]:
@@ -71,8 +71,8 @@ def run_dir_for(data: Path, cache: Path) -> Path:
 
 def rendered_texts(samples: Path, cfg: PackConfig) -> list[str]:
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.template)
-    compiled = compile_template(tokenizer.template)
-    return [render(t, compiled, cfg.train_on, tokenizer)[0] for _, turns in iter_turn_batches(samples, 1024) for t in turns]
+    rendered = [render(c, tokenizer, cfg.train_on) for _, convs in iter_sample_batches(samples, 1024) for c in convs]
+    return [r.text for r in rendered if isinstance(r, Rendered)]
 
 
 def raw_tokenizer_seconds(texts: list[str], cfg: PackConfig, batch: int) -> float:
@@ -89,7 +89,7 @@ def tfpack_path_seconds(run: Path, path: np.ndarray, sims: np.ndarray, cfg: Pack
     sample_ids = pq.read_table(run / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        tokens, _, _ = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(out) / "tokens")
+        tokens, _, _, _ = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(out) / "tokens")
         kept = path[tokens.kept[path]]
         packs = pack_path(tokens.lengths[kept], cfg.max_len, cfg.lookahead)
         order = np.random.default_rng(cfg.seed).permutation(len(packs))
@@ -111,7 +111,7 @@ def bench(data: Path, max_lens: list[int], cache: Path, repeat: int) -> None:
         cfg = PackConfig(max_len=max_len, tokenizer="packaged-minilm")
         tokenizer = load_tokenizer(cfg.tokenizer, cfg.template)
         with tempfile.TemporaryDirectory() as tmp:
-            tokens, dropped, truncated = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(tmp))
+            tokens, dropped, truncated, _ = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(tmp))
         path = ordered.path[tokens.kept[ordered.path]]
         lengths_row = tokens.lengths
         rng = np.random.default_rng(0)

@@ -5,13 +5,29 @@ from typing import Any
 import pytest
 
 from tfpack.errors import ConfigError, InputError
-from tfpack.formats import FieldMap, FormatOptions, full_text, prompt_text, resolve_field_map, to_turns
+from tfpack.formats import (
+    Conversation,
+    FieldMap,
+    FormatOptions,
+    Turn,
+    full_text,
+    prompt_text,
+    resolve_field_map,
+    to_conversation,
+)
 
 AUTO = FormatOptions()
 
 
-def normalise(record: dict[str, Any], options: FormatOptions = AUTO) -> tuple[tuple[str, str], ...]:
-    return to_turns(record, resolve_field_map(record, options, "f.jsonl:1"), "f.jsonl:1")
+def convert(record: dict[str, Any], options: FormatOptions = AUTO) -> Conversation:
+    return to_conversation(record, resolve_field_map(record, options, "f.jsonl:1"), "f.jsonl:1")
+
+
+def normalise(record: dict[str, Any], options: FormatOptions = AUTO) -> tuple[tuple[str, str | None], ...]:
+    """(role, content) of each turn, for turns without extra fields."""
+    turns = convert(record, options).turns
+    assert all(t.extra is None for t in turns)
+    return tuple((t.role, t.content) for t in turns)
 
 
 def test_messages() -> None:
@@ -23,8 +39,8 @@ def test_messages() -> None:
 def test_sharegpt_multi_turn() -> None:
     record = {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"},
                                 {"from": "human", "value": "c"}, {"from": "gpt", "value": "d"}]}
-    turns = normalise(record)
-    assert turns == (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))
+    assert normalise(record) == (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))
+    turns = convert(record).turns
     assert prompt_text(turns) == "a\nc"
     assert full_text(turns) == "a\nb\nc\nd"
 
@@ -90,14 +106,14 @@ def test_explicit_format_must_fit() -> None:
 def test_bad_records(record: dict[str, Any], message: str) -> None:
     fmap = resolve_field_map(record, AUTO, "f.jsonl:7")
     with pytest.raises(InputError) as e:
-        to_turns(record, fmap, "f.jsonl:7")
+        to_conversation(record, fmap, "f.jsonl:7")
     assert str(e.value).startswith(f"f.jsonl:7: {message}")
 
 
 def test_missing_field_lists_keys() -> None:
     fmap = FieldMap("prompt-completion", prompt="question", response="answer")
     with pytest.raises(InputError, match=r"f:2: field 'answer' missing \(keys seen: question\)"):
-        to_turns({"question": "q"}, fmap, "f:2")
+        to_conversation({"question": "q"}, fmap, "f:2")
 
 
 def test_option_checks() -> None:

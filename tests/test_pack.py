@@ -12,7 +12,8 @@ from tests.conftest import chat_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.config import PackConfig
 from tfpack.pack import fit_to_max_len
-from tfpack.tokenize import IGNORE_INDEX, compile_template, load_tokenizer, tokenize_batch
+from tfpack.formats import Conversation, Turn
+from tfpack.tokenize import IGNORE_INDEX, load_tokenizer, tokenize_batch
 
 runner = CliRunner()
 
@@ -52,13 +53,19 @@ def test_output_contract_invariants(packed: Path) -> None:
         assert len(r["path_sim"]) == len(r["sample_ids"])
 
 
-def test_eos_closes_every_sample_and_is_trained(packed: Path) -> None:
+def test_every_sample_ends_with_its_trained_end_of_turn(packed: Path) -> None:
+    """ChatML closes the assistant turn with <|im_end|>: that marker ends each sample, trained, and no EOS is added."""
     manifest = orjson.loads((packed / "manifest.json").read_bytes())
+    assert manifest["end_of_turn"] == "<|im_end|>"
     eos = manifest["special_token_ids"]["eos_token_id_used"]
+    decode = load_tokenizer("packaged-minilm", None).hf.decode
     for r in read_rows(packed):
-        for s, length in zip(r["seq_start_id"], r["seq_lengths"], strict=True):
-            assert r["input_ids"][s + length - 1] == eos
-            assert r["labels"][s + length - 1] == eos
+        starts = np.concatenate([[0], np.cumsum(r["sample_lengths"])[:-1]])
+        for s, length in zip(starts, r["sample_lengths"], strict=True):
+            ids, labels = r["input_ids"][s : s + length], r["labels"][s : s + length]
+            assert eos not in ids
+            assert decode(ids).replace(" ", "").endswith("<|im_end|>")
+            assert labels[-1] == ids[-1]
 
 
 def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
@@ -106,14 +113,14 @@ def test_stats_agree_with_shards(packed: Path) -> None:
 
 def test_train_on_and_truncation() -> None:
     tokenizer = load_tokenizer("packaged-minilm", None)
-    compiled = compile_template(tokenizer.template)
-    turns = (("user", "question one"), ("assistant", "answer one"), ("user", "question two"), ("assistant", "answer two"))
+    turns = Conversation((Turn("user", "question one"), Turn("assistant", "answer one"), Turn("user", "question two"),
+                          Turn("assistant", "answer two")))
     decode = tokenizer.hf.decode
     for train_on, expected in (("assistant", "answer one"), ("completion", "answer two"), ("all", "question one")):
-        [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, train_on, compiled)
+        [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, train_on)
         trained = decode(labels[labels != IGNORE_INDEX].tolist())
         assert expected in trained
-    [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, "completion", compiled)
+    [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, "completion")
     assert "answer one" not in decode(labels[labels != IGNORE_INDEX].tolist())
     cut = fit_to_max_len(ids, labels, prompt_len, prompt_len + 3, "truncate", tokenizer.eos_id)
     assert not isinstance(cut, str) and len(cut[0]) == prompt_len + 3 and cut[0][-1] == tokenizer.eos_id

@@ -55,11 +55,25 @@ def test_json_array_and_truncated_array(tmp_path: Path) -> None:
         list(read_records(str(path)))
 
 
-def test_json_must_hold_an_array(tmp_path: Path) -> None:
+def test_json_must_hold_an_array_or_json_lines(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
-    path.write_bytes(b'{"text": "x"}')
-    with pytest.raises(InputError, match="must hold one array of records, found dict"):
+    path.write_bytes(b'"text"')
+    with pytest.raises(InputError, match="must hold one array of records, found str"):
         list(read_records(str(path)))
+    path.write_bytes(b'{"text": "x"}')
+    assert [(str(loc), r) for loc, r in read_records(str(path))] == [(f"{path}:1", {"text": "x"})]
+    path.write_bytes(b'{"text": "x"}\n\n{"text": "y"}\n{"text": \n')
+    records = list(read_records(str(path)))
+    assert [str(loc) for loc, _ in records] == [f"{path}:1", f"{path}:3", f"{path}:4"]
+    assert records[1][1] == {"text": "y"} and "invalid JSON" in records[2][1].reason
+
+
+def test_utf8_bom_is_skipped(tmp_path: Path) -> None:
+    for name, body in (("a.jsonl", b'{"text": "x"}\n{"text": "y"}\n'), ("b.json", b'[{"text": "x"}, {"text": "y"}]'),
+                       ("c.json", b'{"text": "x"}\n{"text": "y"}\n')):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + body)
+        assert [r for _, r in read_records(str(path))] == [{"text": "x"}, {"text": "y"}], name
 
 
 def test_parquet_rows(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ import pytest
 from tests.conftest import qa_rows, write_jsonl
 from tfpack.errors import ConfigError, InputError
 from tfpack.formats import FormatOptions
-from tfpack.samples import count_samples, ingest, iter_turn_batches
+from tfpack.formats import Conversation, Turn
+from tfpack.samples import count_samples, ingest, iter_sample_batches
 
 
 def test_ids_span_files_in_order(tmp_path: Path) -> None:
@@ -18,9 +19,9 @@ def test_ids_span_files_in_order(tmp_path: Path) -> None:
     assert [i["field_map"]["format"] for i in result.inputs] == ["prompt-completion", "text"]
     assert [i["records"] for i in result.inputs] == [3, 2]
     assert result.inputs[0]["fingerprint"].startswith("blake2b-128:")
-    [(ids, turns)] = list(iter_turn_batches(tmp_path / "s.parquet"))
+    [(ids, conversations)] = list(iter_sample_batches(tmp_path / "s.parquet"))
     assert ids == [0, 1, 2, 3, 4]
-    assert turns[3] == (("text", "t1"),)
+    assert conversations[3] == Conversation((Turn("text", "t1"),))
     assert count_samples(tmp_path / "s.parquet") == 5
 
 
@@ -40,7 +41,7 @@ def test_skip_records_errors_and_keeps_ids_stable(tmp_path: Path) -> None:
     assert result.n_samples == 2
     assert [(e["line"], e["sample_id"]) for e in result.errors] == [(2, 1), (3, 2)]
     assert result.errors[1]["reason"] == "field 'question' is empty"
-    [(ids, _)] = list(iter_turn_batches(tmp_path / "s.parquet"))
+    [(ids, _)] = list(iter_sample_batches(tmp_path / "s.parquet"))
     assert ids == [0, 3]
 
 

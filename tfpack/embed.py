@@ -30,7 +30,7 @@ from tfpack.errors import ConfigError, DependencyError, InputError, StaleArtifac
 from tfpack.formats import FormatOptions, Turn, full_text, prompt_text
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.readers import STDIN, expand_inputs
-from tfpack.samples import count_samples, ingest, iter_turn_batches
+from tfpack.samples import count_samples, ingest, iter_sample_batches
 from tfpack.workdir import MANIFEST, fingerprint_file, prepare_out_dir, write_json, write_jsonl, write_manifest
 
 if TYPE_CHECKING:
@@ -326,9 +326,9 @@ Batches = Iterator[tuple[list[int], NDArray[np.float32]]]
 def local_batches(samples_file: Path, vectors_for: VectorsFor, rows_done: int) -> Batches:
     """(sample ids, vectors) per batch of `_CHUNK` samples, in order, skipping the first `rows_done` rows."""
     row = 0
-    for ids, turns in iter_turn_batches(samples_file, _CHUNK):
+    for ids, conversations in iter_sample_batches(samples_file, _CHUNK):
         if row + len(ids) > rows_done:
-            yield ids, vectors_for(row, turns)
+            yield ids, vectors_for(row, [c.turns for c in conversations])
         row += len(ids)
 
 

@@ -1,13 +1,18 @@
 """Detect a record's SFT format and normalise it into chat turns.
 
-Every sample becomes a tuple of `(role, content)` turns with role in {system, user, assistant, tool}, or a single
-`("text", content)` turn for plain-text samples. Supported formats:
+Every sample becomes a `Conversation`: `Turn(role, content, extra)` turns with role in {system, user, assistant,
+tool} (or a single `text` turn for plain-text samples), and the record's `tools` list, if any. `content` is None for
+an OpenAI tool-call message without text; `extra` keeps the message's other keys (`tool_calls`, `name`,
+`tool_call_id`, `reasoning_content`, ...) as JSON, because chat templates read them. An empty system message counts as
+no system message. Supported formats:
 
-- `messages`: OpenAI style, `{"messages": [{"role": "user", "content": "..."}, ...]}`
-- `sharegpt`: `{"conversations": [{"from": "human", "value": "..."}, ...]}`
-- `alpaca`: `{"instruction", "input" (optional), "output" or "response", "system" (optional)}`
+- `messages`: OpenAI style, `{"messages": [{"role": "user", "content": "..."}, ...], "tools": [...]}` (optional)
+- `sharegpt`: `{"conversations": [{"from": "human", "value": "..."}, ...]}` (roles case-insensitive)
+- `alpaca`: `{"instruction", "input" or "context" (optional), "output" or "response", "system" (optional)}`: Dolly's
+  `instruction`/`context`/`response` is alpaca with the context kept after the instruction
 - `prompt-completion`: a prompt/response pair under one of the names in `PAIR_FIELDS`, or any pair given
-  with `--prompt-field/--response-field`
+  with `--prompt-field/--response-field`; TRL's conversational form (`prompt` and `completion` as lists of messages)
+  is read as the messages of both, in order
 - `text`: `{"text": "..."}` (or `--text-field`), trained on in full
 
 Detection looks at one record's keys, in the priority order messages > sharegpt > alpaca > prompt-completion > text;
@@ -18,11 +23,26 @@ ambiguous and need `--format` or explicit field flags.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from tfpack.errors import ConfigError, InputError
 
-Turn = tuple[str, str]
+
+class Turn(NamedTuple):
+    """One message: `content` None only for a tool-call message without text; `extra` the other keys, as JSON."""
+
+    role: str
+    content: str | None
+    extra: str | None = None
+
+
+class Conversation(NamedTuple):
+    """A sample: its turns and the JSON list of tool schemas the record offers the template (None if none)."""
+
+    turns: tuple[Turn, ...]
+    tools: str | None = None
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
 PAIR_FIELDS: tuple[tuple[str, str], ...] = (
@@ -127,30 +147,40 @@ def _describe(fmap: FieldMap) -> str:
     return fmap.format
 
 
-def to_turns(record: Any, fmap: FieldMap, where: str) -> tuple[Turn, ...]:
-    """Normalise one record into turns, or raise `InputError` naming `where` and the field."""
+def to_conversation(record: Any, fmap: FieldMap, where: str) -> Conversation:
+    """Normalise one record into a conversation, or raise `InputError` naming `where` and the field."""
     if not isinstance(record, dict):
         raise InputError(f"{where}: record is a JSON {type(record).__name__}, expected an object")
     if fmap.format == "messages":
-        return _chat_turns(record, where, "messages", "role", "content", MESSAGE_ROLES)
+        turns = _chat_turns(_list_field(record, "messages", where), where, "messages", "role", "content",
+                            MESSAGE_ROLES)
+        return Conversation(_checked_chat(turns, where, "messages"), _tools(record, where))
     if fmap.format == "sharegpt":
-        return _chat_turns(record, where, "conversations", "from", "value", SHAREGPT_ROLES)
+        turns = _chat_turns(_list_field(record, "conversations", where), where, "conversations", "from", "value",
+                            SHAREGPT_ROLES)
+        return Conversation(_checked_chat(turns, where, "conversations"), _tools(record, where))
     if fmap.format == "alpaca":
-        turns: list[Turn] = []
         system = record.get("system")
-        if system is not None and _string(system, where, "system").strip():
-            turns.append(("system", system))
+        head = [Turn("system", system)] if system is not None and _string(system, where, "system").strip() else []
         prompt = _required(record, "instruction", where)
-        extra = record.get("input")
-        if extra is not None and _string(extra, where, "input").strip():
-            prompt = f"{prompt}\n\n{extra}"
+        for name in ("input", "context"):
+            extra = record.get(name)
+            if extra is not None and _string(extra, where, name).strip():
+                prompt = f"{prompt}\n\n{extra}"
         assert fmap.response is not None
-        return (*turns, ("user", prompt), ("assistant", _required(record, fmap.response, where)))
+        reply = _required(record, fmap.response, where)
+        return Conversation((*head, Turn("user", prompt), Turn("assistant", reply)))
     if fmap.format == "prompt-completion":
         assert fmap.prompt is not None and fmap.response is not None
-        return (("user", _required(record, fmap.prompt, where)), ("assistant", _required(record, fmap.response, where)))
+        prompt, completion = record.get(fmap.prompt), record.get(fmap.response)
+        if isinstance(prompt, list) and isinstance(completion, list):  # TRL conversational prompt/completion
+            turns = (*_chat_turns(prompt, where, fmap.prompt, "role", "content", MESSAGE_ROLES),
+                     *_chat_turns(completion, where, fmap.response, "role", "content", MESSAGE_ROLES))
+            return Conversation(_checked_chat(turns, where, f"{fmap.prompt}/{fmap.response}"), _tools(record, where))
+        user = _required(record, fmap.prompt, where)
+        return Conversation((Turn("user", user), Turn("assistant", _required(record, fmap.response, where))))
     assert fmap.text is not None
-    return (("text", _required(record, fmap.text, where)),)
+    return Conversation((Turn("text", _required(record, fmap.text, where)),))
 
 
 def _string(value: Any, where: str, field: str) -> str:
@@ -168,12 +198,16 @@ def _required(record: dict[str, Any], field: str, where: str) -> str:
     return value
 
 
-def _chat_turns(
-    record: dict[str, Any], where: str, field: str, role_key: str, content_key: str, roles: dict[str, str]
-) -> tuple[Turn, ...]:
+def _list_field(record: dict[str, Any], field: str, where: str) -> Any:
     if field not in record:
         raise InputError(f"{where}: field '{field}' missing (keys seen: {', '.join(sorted(record))})")
-    items = record[field]
+    return record[field]
+
+
+def _chat_turns(
+    items: Any, where: str, field: str, role_key: str, content_key: str, roles: dict[str, str]
+) -> tuple[Turn, ...]:
+    """Messages as turns: known roles (any case), string or text-part content, other keys kept as JSON extras."""
     if not isinstance(items, list):
         raise InputError(f"{where}: field '{field}' must be a list of turns, got {_type_name(items)}")
     turns: list[Turn] = []
@@ -182,20 +216,60 @@ def _chat_turns(
         if not isinstance(item, dict):
             raise InputError(f"{where}: field '{name}' must be an object, got {_type_name(item)}")
         raw_role = item.get(role_key)
-        role = roles.get(raw_role) if isinstance(raw_role, str) else None
+        role = roles.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None
         if role is None:
             raise InputError(
                 f"{where}: field '{name}.{role_key}' has unknown role {raw_role!r}; expected one of {', '.join(roles)}"
             )
-        content = _content(item.get(content_key), where, f"{name}.{content_key}")
-        if role in ("user", "assistant") and not content.strip():
+        raw = item.get(content_key)
+        content = None if raw is None and item.get("tool_calls") else _content(raw, where, f"{name}.{content_key}")
+        extra = _extras(item, (role_key, content_key), where, name)
+        if role == "system" and not (content or "").strip() and extra is None:
+            continue  # an empty system message is no system message
+        if role in ("user", "assistant") and content is not None and not content.strip() and extra is None:
             raise InputError(f"{where}: field '{name}.{content_key}' is empty")
-        turns.append((role, content))
-    if not any(role == "assistant" for role, _ in turns):
-        raise InputError(f"{where}: field '{field}' has no assistant turn (nothing to train on)")
-    if not any(role == "user" for role, _ in turns):
-        raise InputError(f"{where}: field '{field}' has no user turn (empty prompt)")
+        turns.append(Turn(role, content, extra))
     return tuple(turns)
+
+
+def _checked_chat(turns: tuple[Turn, ...], where: str, field: str) -> tuple[Turn, ...]:
+    if not any(t.role == "assistant" for t in turns):
+        raise InputError(f"{where}: field '{field}' has no assistant turn (nothing to train on)")
+    if not any(t.role == "user" for t in turns):
+        raise InputError(f"{where}: field '{field}' has no user turn (empty prompt)")
+    return turns
+
+
+def _extras(item: dict[str, Any], skip: tuple[str, str], where: str, name: str) -> str | None:
+    """The message's other keys (tool_calls, name, tool_call_id, reasoning_content, ...) as JSON; None if none."""
+    extra = {k: v for k, v in item.items() if k not in skip and v is not None and k not in ("from", "role")}
+    if "tool_calls" in extra:
+        calls = extra["tool_calls"]
+        if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+            raise InputError(f"{where}: field '{name}.tool_calls' must be a list of objects, got {_type_name(calls)}")
+        if not calls:
+            del extra["tool_calls"]
+    if not extra:
+        return None
+    try:
+        return orjson.dumps(extra).decode()
+    except TypeError as e:
+        raise InputError(f"{where}: field '{name}': cannot store its extra keys as JSON ({e})") from e
+
+
+def _tools(record: dict[str, Any], where: str) -> str | None:
+    """The record's `tools` (a list of schemas, or that list as a JSON string) as JSON; None when absent or empty."""
+    tools = record.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = orjson.loads(tools) if tools.strip() else None
+        except orjson.JSONDecodeError as e:
+            raise InputError(f"{where}: field 'tools' is a string but not JSON: {e}") from e
+    if tools is None or tools == []:
+        return None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise InputError(f"{where}: field 'tools' must be a list of tool schemas (objects), got {_type_name(tools)}")
+    return orjson.dumps(tools).decode()
 
 
 def _content(value: Any, where: str, field: str) -> str:
@@ -213,10 +287,9 @@ def _type_name(value: Any) -> str:
 
 def prompt_text(turns: tuple[Turn, ...]) -> str:
     """The text the paper embeds: the user turns (the instruction), or the whole text of a plain-text sample."""
-    users = [content for role, content in turns if role in ("user", "text")]
-    return "\n".join(users)
+    return "\n".join(t.content for t in turns if t.role in ("user", "text") and t.content)
 
 
 def full_text(turns: tuple[Turn, ...]) -> str:
-    """Every turn's content, in order."""
-    return "\n".join(content for _, content in turns)
+    """Every turn's content, in order (tool calls by their JSON)."""
+    return "\n".join(t.content or t.extra or "" for t in turns)

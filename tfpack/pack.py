@@ -16,24 +16,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from tfpack import __version__
 from tfpack.config import EmbedConfig, OrderConfig, PackConfig
 from tfpack.embed import ERRORS_FILE, SAMPLES_FILE, run_embed
-from tfpack.errors import ConfigError
+from tfpack.errors import ConfigError, InputError
 from tfpack.float16 import gather_float32
 from tfpack.formats import FormatOptions
 from tfpack.order import load_embeddings, order_embeddings
 from tfpack.packer import pack_path, separate_near_duplicates
 from tfpack.progress import NULL_PROGRESS, Progress
-from tfpack.samples import count_samples, iter_turn_batches
+from tfpack.readers import Location, file_kind
+from tfpack.samples import count_samples, iter_sample_batches
 from tfpack.shards import pack_row, write_shard
 from tfpack.tokenize import (
     IGNORE_INDEX,
+    Refusal,
+    TokenizedSample,
     Tokenizer,
-    compile_template,
     encode,
     label_batch,
     load_tokenizer,
@@ -92,22 +95,21 @@ def path_similarities(vectors: NDArray[Any], path: NDArray[np.int64], chunk: int
     return out
 
 
-Tokenized = Iterator[tuple[list[int], list[tuple[NDArray[np.int32], NDArray[np.int32], int]]]]
+Tokenized = Iterator[tuple[list[int], list[TokenizedSample | Refusal]]]
 
 
 def local_tokenized(samples_file: Path, tokenizer: Tokenizer, pack_cfg: PackConfig) -> Tokenized:
-    """(sample ids, per-sample (ids, labels, prompt length)) per batch, in order, pipelined: while the fast
-    tokenizer encodes one batch in a worker thread (Rust, outside the GIL), this thread renders the next batch's
+    """(sample ids, per-sample (ids, labels, prompt length) or `Refusal`) per batch, in order, pipelined: while the
+    fast tokenizer encodes one batch in a worker thread (Rust, outside the GIL), this thread renders the next batch's
     template and labels the previous one."""
-    compiled = compile_template(tokenizer.template)
     with ThreadPoolExecutor(1) as pool:
-        pending: tuple[list[int], list[list[tuple[int, int]]], Future[list[Any]]] | None = None
-        for ids, turns in iter_turn_batches(samples_file, pack_cfg.batch_size):
-            texts, spans = render_batch(turns, tokenizer, pack_cfg.train_on, compiled)
-            encoded = pool.submit(encode, texts, tokenizer)
+        pending: tuple[list[int], list[Any], Future[list[Any]]] | None = None
+        for ids, conversations in iter_sample_batches(samples_file, pack_cfg.batch_size):
+            rendered = render_batch(conversations, tokenizer, pack_cfg.train_on)
+            encoded = pool.submit(encode, rendered, tokenizer)
             if pending is not None:
                 yield pending[0], label_batch(pending[2].result(), pending[1], tokenizer.eos_id)
-            pending = (ids, spans, encoded)
+            pending = (ids, rendered, encoded)
         if pending is not None:
             yield pending[0], label_batch(pending[2].result(), pending[1], tokenizer.eos_id)
 
@@ -118,17 +120,33 @@ def ray_tokenized(samples_file: Path, pack_cfg: PackConfig) -> Tokenized:
 
     kwargs = {"tokenizer": pack_cfg.tokenizer, "template": pack_cfg.template, "train_on": pack_cfg.train_on}
     for b in map_samples(samples_file, TokenizeWorker, kwargs, pack_cfg.batch_size, actor_count(0)):
-        results = [(np.asarray(i, dtype=np.int32), np.asarray(lab, dtype=np.int32), int(p))
-                   for i, lab, p in zip(b["input_ids"], b["labels"], b["prompt_len"], strict=True)]
+        results: list[TokenizedSample | Refusal] = [
+            Refusal(str(why)) if why else (np.asarray(i, dtype=np.int32), np.asarray(lab, dtype=np.int32), int(p))
+            for i, lab, p, why in zip(b["input_ids"], b["labels"], b["prompt_len"], b["refusal"], strict=True)]
         yield b["sample_id"].tolist(), results
 
 
+def sample_source(samples_file: Path, inputs: list[dict[str, Any]], sample_id: int) -> Location:
+    """Where a sample came from (`FILE:LINE`), from samples.parquet and the embed manifest's inputs."""
+    table = pq.read_table(samples_file, columns=["sample_id", "input_index", "record_index"])
+    row = int(np.searchsorted(table.column("sample_id").to_numpy(), sample_id))
+    if not inputs:  # a run directory without its inputs listed: name the stored row
+        return Location(str(samples_file), "row", row)
+    entry = inputs[table.column("input_index")[row].as_py()]
+    unit = entry.get("unit") or {"jsonl": "line", "json": "item", "parquet": "row"}[file_kind(entry["path"])]
+    return Location(entry["path"], unit, int(table.column("record_index")[row].as_py()))
+
+
 def tokenize_samples(
-    samples_file: Path, tokenizer: Tokenizer, pack_cfg: PackConfig, store_dir: Path, progress: Progress = NULL_PROGRESS
-) -> tuple[TokenStore, list[dict[str, Any]], int]:
-    """Tokenize every sample, in batches, into a `TokenStore` in `store_dir`; returns (store, drop list, truncated)."""
+    samples_file: Path, tokenizer: Tokenizer, pack_cfg: PackConfig, store_dir: Path, progress: Progress = NULL_PROGRESS,
+    on_error: str = "fail", inputs: list[dict[str, Any]] | None = None,
+) -> tuple[TokenStore, list[dict[str, Any]], int, list[dict[str, Any]]]:
+    """Tokenize every sample, in batches, into a `TokenStore` in `store_dir`; returns (store, drop list, truncated,
+    refused). A sample whose labels cannot be verified raises naming it and its source (`on_error='fail'`) or is
+    listed as refused (`'skip'`); it is never written with plausible-looking wrong labels."""
     store = TokenStore(store_dir)
     dropped: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     truncated = 0
     if pack_cfg.engine == "ray":
         batches = ray_tokenized(samples_file, pack_cfg)
@@ -136,7 +154,18 @@ def tokenize_samples(
         batches = local_tokenized(samples_file, tokenizer, pack_cfg)
     with progress.task("tokenizing", total=count_samples(samples_file)) as task:
         for ids, results in batches:
-            for sample_id, (tok, labels, prompt_len) in zip(ids, results, strict=True):
+            for sample_id, result in zip(ids, results, strict=True):
+                if isinstance(result, Refusal):
+                    loc = sample_source(samples_file, inputs or [], int(sample_id))
+                    if on_error == "fail":
+                        raise InputError(f"{loc}: sample_id {sample_id}: {result.reason} (template "
+                                         f"{tokenizer.template_source}); fix the record, or pass --on-error skip to "
+                                         "list it in errors.jsonl")
+                    refused.append({"file": loc.source, loc.unit: loc.index, "sample_id": int(sample_id),
+                                    "stage": "pack", "reason": result.reason})
+                    store.skip()
+                    continue
+                tok, labels, prompt_len = result
                 fitted = fit_to_max_len(tok, labels, prompt_len, pack_cfg.max_len, pack_cfg.long, tokenizer.eos_id)
                 if isinstance(fitted, str):
                     dropped.append({"sample_id": int(sample_id), "reason": fitted})
@@ -146,7 +175,7 @@ def tokenize_samples(
                     store.add(*fitted)
             task.advance(len(ids))
     store.close()
-    return store, dropped, truncated
+    return store, dropped, truncated, refused
 
 
 PackSpec = tuple[list[NDArray[np.int32]], list[NDArray[np.int32]], list[int], list[float]]
@@ -222,7 +251,7 @@ def run_pack(
     started = time.perf_counter()
     set_tokenizer_threads(pack_cfg.workers)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
-    overhead = template_overhead(tokenizer, compile_template(tokenizer.template))
+    overhead = template_overhead(tokenizer)
     if pack_cfg.max_len <= overhead:
         raise ConfigError(f"--max-len {pack_cfg.max_len} is not above the template overhead: an empty user/assistant "
                           f"exchange already takes {overhead} tokens ({tokenizer.template_source} with "
@@ -248,7 +277,8 @@ def run_pack(
     del ordered  # the float32 embeddings are the largest thing in memory; tokenizing does not need them
 
     store_dir = out_dir / ".tokens.tmp"
-    tokens, dropped, truncated = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir, progress)
+    tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
+                                                           progress, on_error, embed_manifest.get("inputs", []))
     path = full_path[tokens.kept[full_path]]
     packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
     if pack_cfg.pack_filter is not None:
@@ -265,7 +295,8 @@ def run_pack(
     errors_src = run_dir / ERRORS_FILE
     n_errors = embed_manifest.get("n_errors", 0)
     with atomic_path(out_dir / ERRORS_FILE) as tmp:
-        tmp.write_bytes(errors_src.read_bytes() if errors_src.is_file() else b"")
+        tmp.write_bytes((errors_src.read_bytes() if errors_src.is_file() else b"")
+                        + b"".join(orjson.dumps(entry) + b"\n" for entry in refused))
     seconds = time.perf_counter() - started
     counts = {
         "packs": len(packs),
@@ -276,6 +307,7 @@ def run_pack(
         "dropped": len(dropped),
         "truncated": int(truncated),
         "input_errors": int(n_errors),
+        "refused": len(refused),
         "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
     }
     special = {name: getattr(tokenizer.hf, f"{name}_id", None) for name in ("eos_token", "pad_token", "bos_token")}
@@ -289,6 +321,7 @@ def run_pack(
         "tokenizer_hash": _tokenizer_hash(tokenizer.hf),
         "template_source": tokenizer.template_source,
         "template_hash": tokenizer.template_hash,
+        "end_of_turn": tokenizer.eot,
         "special_token_ids": {**special, "eos_token_id_used": tokenizer.eos_id},
         "ignore_index": IGNORE_INDEX,
         "attention": pack_cfg.attention,

@@ -41,10 +41,11 @@ def ensure_ray() -> Any:
     return ray
 
 
-def _turns(batch: dict[str, Any]) -> list[tuple[tuple[str, str], ...]]:
-    from tfpack.samples import as_turns
+def _conversations(batch: dict[str, Any]) -> list[Any]:
+    from tfpack.samples import as_conversations
 
-    return [as_turns(row) for row in batch["turns"]]
+    tools = batch.get("tools")
+    return as_conversations(list(batch["turns"]), None if tools is None else list(tools))
 
 
 class EmbedWorker:
@@ -61,33 +62,37 @@ class EmbedWorker:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from tfpack.embed import encode_texts
 
-        vectors = encode_texts(self.model, [self.select(t) for t in _turns(batch)], self.resolved["batch_size"])
+        texts = [self.select(c.turns) for c in _conversations(batch)]
+        vectors = encode_texts(self.model, texts, self.resolved["batch_size"])
         return {"sample_id": np.asarray(batch["sample_id"]), "embedding": vectors}
 
 
 class TokenizeWorker:
-    """Ray task body: renders and tokenizes a batch of samples (ids, labels, prompt length per sample)."""
+    """Ray task body: renders and tokenizes a batch of samples (ids, labels, prompt length, refusal per sample)."""
 
     def __init__(self, tokenizer: str | None, template: str | None, train_on: str) -> None:
-        from tfpack.tokenize import compile_template, load_tokenizer
+        from tfpack.tokenize import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer, template)
-        self.compiled = compile_template(self.tokenizer.template)
         self.train_on = train_on
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from tfpack.tokenize import tokenize_batch
+        from tfpack.tokenize import Refusal, tokenize_batch
 
-        out = tokenize_batch(_turns(batch), self.tokenizer, self.train_on, self.compiled)
-        return {"sample_id": np.asarray(batch["sample_id"]), "input_ids": [ids for ids, _, _ in out],
-                "labels": [labels for _, labels, _ in out], "prompt_len": np.asarray([p for _, _, p in out])}
+        out = tokenize_batch(_conversations(batch), self.tokenizer, self.train_on)
+        empty = np.zeros(0, dtype=np.int32)
+        done = [(empty, empty, 0, r.reason) if isinstance(r, Refusal) else (*r, "") for r in out]
+        return {"sample_id": np.asarray(batch["sample_id"]), "input_ids": [d[0] for d in done],
+                "labels": [d[1] for d in done], "prompt_len": np.asarray([d[2] for d in done]),
+                "refusal": np.asarray([d[3] for d in done], dtype=object)}
 
 
 def map_samples(samples_file: Path, worker: type, kwargs: dict[str, Any], batch_size: int, actors: int,
                 num_gpus: float = 0) -> Iterator[dict[str, Any]]:
     """Run `worker` over `samples_file` in batches of `batch_size` on `actors` actors; yield outputs in order."""
     ray = ensure_ray()
-    ds = ray.data.read_parquet(str(samples_file)).select_columns(["sample_id", "turns"])
+    ds = ray.data.read_parquet(str(samples_file))
+    ds = ds.select_columns([c for c in ("sample_id", "turns", "tools") if c in ds.schema().names])
     mapped = ds.map_batches(worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
                             concurrency=actors, num_gpus=num_gpus)
     yield from mapped.iter_batches(batch_size=None, batch_format="numpy")

@@ -22,6 +22,7 @@ import orjson
 from tfpack.errors import DependencyError, InputError
 
 STDIN = "-"
+UTF8_BOM = b"\xef\xbb\xbf"
 _PARQUET_BATCH = 4096
 
 
@@ -122,6 +123,8 @@ def _read_jsonl(path: str, stdin_digest: StdinDigest | None) -> Iterator[tuple[L
         for line_no, line in enumerate(stream, start=1):
             if stdin_digest is not None:
                 stdin_digest.update(line)
+            if line_no == 1:
+                line = line.removeprefix(UTF8_BOM)
             if not line.strip():
                 continue
             loc = Location(path, "line", line_no)
@@ -137,10 +140,18 @@ def _read_jsonl(path: str, stdin_digest: StdinDigest | None) -> Iterator[tuple[L
 
 
 def _read_json_array(path: str) -> Iterator[tuple[Location, Any]]:
+    """One JSON array of records (alpaca_data.json style); a `.json` file that holds JSON Lines is read as such."""
+    raw = Path(path).read_bytes().removeprefix(UTF8_BOM)
     try:
-        data = orjson.loads(Path(path).read_bytes())
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if raw.lstrip()[:1] == b"{":  # several objects: JSON Lines under a .json name
+            yield from _read_jsonl(path, None)
+            return
         raise InputError(f"{path}: invalid JSON (truncated or malformed file): {e}") from e
+    if isinstance(data, dict):  # a single record (JSON Lines of one line)
+        yield Location(path, "line", 1), data
+        return
     if not isinstance(data, list):
         raise InputError(f"{path}: a .json input must hold one array of records, found {type(data).__name__}")
     for index, record in enumerate(data, start=1):

@@ -5,8 +5,10 @@ Each record gets `sample_id` = its position in the concatenated input (files in 
 it is valid, so ids are stable under `--on-error skip`.
 
 Schema: `sample_id` int64, `input_index` int32 (position of its file in the manifest's `inputs`),
-`record_index` int64 (line, item or row number within that file), `turns` list<struct<role: string, content: string>>,
-`source_id` string (the record's own id with `--id-field`, which must be unique across all inputs; else null).
+`record_index` int64 (line, item or row number within that file), `turns` list<struct<role: string, content: string,
+extra: string>> (`content` null for a tool-call message without text; `extra` the message's other keys as JSON),
+`source_id` string (the record's own id with `--id-field`, which must be unique across all inputs; else null),
+`tools` string (the record's tool schemas as a JSON list; else null).
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError, InputError
-from tfpack.formats import FieldMap, FormatOptions, Turn, resolve_field_map, to_turns
+from tfpack.formats import Conversation, FieldMap, FormatOptions, Turn, resolve_field_map, to_conversation
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.readers import STDIN, BadRecord, Location, StdinDigest, expand_inputs, read_records
 from tfpack.workdir import atomic_path, fingerprint_file
 
 ON_ERROR = ("fail", "skip")
-TURN_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+TURN_TYPE = pa.struct([("role", pa.string()), ("content", pa.string()), ("extra", pa.string())])
 SAMPLES_SCHEMA = pa.schema(
     [
         ("sample_id", pa.int64()),
@@ -36,6 +38,7 @@ SAMPLES_SCHEMA = pa.schema(
         ("record_index", pa.int64()),
         ("turns", pa.list_(TURN_TYPE)),
         ("source_id", pa.string()),
+        ("tools", pa.string()),
     ]
 )
 _BATCH = 8192
@@ -59,13 +62,14 @@ class _BatchWriter:
         self.rows: dict[str, list[Any]] = {name: [] for name in SAMPLES_SCHEMA.names}
 
     def add(
-        self, sample_id: int, input_index: int, record_index: int, turns: tuple[Turn, ...], source_id: str | None
+        self, sample_id: int, input_index: int, record_index: int, conversation: Conversation, source_id: str | None
     ) -> None:
         self.rows["source_id"].append(source_id)
         self.rows["sample_id"].append(sample_id)
         self.rows["input_index"].append(input_index)
         self.rows["record_index"].append(record_index)
-        self.rows["turns"].append([{"role": role, "content": content} for role, content in turns])
+        self.rows["turns"].append([t._asdict() for t in conversation.turns])
+        self.rows["tools"].append(conversation.tools)
         if len(self.rows["sample_id"]) >= _BATCH:
             self.flush()
 
@@ -110,7 +114,7 @@ def read_input(
                     raise InputError(f"{loc}: {record.reason}")
                 if fmap is None:
                     fmap = resolve_field_map(record, options, str(loc))
-                turns = to_turns(record, fmap, str(loc))
+                conversation = to_conversation(record, fmap, str(loc))
                 source_id = record_id(record, loc, options.id_field) if options.id_field else None
             except InputError as e:
                 if on_error == "fail":
@@ -118,7 +122,7 @@ def read_input(
                     break
                 errors.append(_error_entry(loc, local_id, str(e)))
                 continue
-            batches.add(local_id, input_index, loc.index, turns, source_id)
+            batches.add(local_id, input_index, loc.index, conversation, source_id)
         batches.flush()
     fingerprint = digest.hexdigest() if digest else fingerprint_file(Path(path))
     return InputPart(path, part, unit, records, errors, fmap.to_dict() if fmap else None, fingerprint,
@@ -148,7 +152,7 @@ def merge_parts(parts: list[InputPart], samples_path: Path, options: FormatOptio
             result.errors += sorted(errors, key=lambda e: e["sample_id"])
             result.n_records += part.records
             result.inputs.append({"path": part.path, "fingerprint": part.fingerprint, "field_map": part.field_map,
-                                  "records": part.records})
+                                  "records": part.records, "unit": part.unit})
         if result.n_samples == 0:
             detail = f"all {result.n_records} records are invalid" if result.n_records else "the input is empty"
             raise InputError(f"{', '.join(p.path for p in parts)}: no samples to process ({detail})")
@@ -238,20 +242,26 @@ def _error_entry(loc: Location, sample_id: int, message: str) -> dict[str, Any]:
     }
 
 
-def as_turns(row: list[dict[str, str]]) -> tuple[Turn, ...]:
-    """A stored `turns` value (list of {role, content}) as a tuple of (role, content)."""
-    return tuple((t["role"], t["content"]) for t in row)
+def as_turns(row: list[dict[str, Any]]) -> tuple[Turn, ...]:
+    """A stored `turns` value (list of {role, content, extra}) as turns."""
+    return tuple(Turn(t["role"], t["content"], t.get("extra")) for t in row)
 
 
-def iter_turn_batches(
+def as_conversations(turns: list[Any], tools: list[Any] | None) -> list[Conversation]:
+    """Stored `turns` (and `tools`, absent in run directories written before tool support) as conversations."""
+    return [Conversation(as_turns(row), tools[i] if tools is not None else None) for i, row in enumerate(turns)]
+
+
+def iter_sample_batches(
     samples_path: Path, batch_size: int = _BATCH
-) -> Iterator[tuple[list[int], list[tuple[Turn, ...]]]]:
-    """Stream `(sample_ids, turns)` batches back from a samples file, in sample order."""
+) -> Iterator[tuple[list[int], list[Conversation]]]:
+    """Stream `(sample_ids, conversations)` batches back from a samples file, in sample order."""
     parquet = pq.ParquetFile(samples_path)
-    for batch in parquet.iter_batches(batch_size=batch_size, columns=["sample_id", "turns"]):
-        ids = batch.column("sample_id").to_pylist()
-        turns = [as_turns(row) for row in batch.column("turns").to_pylist()]
-        yield ids, turns
+    has_tools = "tools" in parquet.schema_arrow.names
+    columns = ["sample_id", "turns", "tools"] if has_tools else ["sample_id", "turns"]
+    for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+        tools = batch.column("tools").to_pylist() if has_tools else None
+        yield batch.column("sample_id").to_pylist(), as_conversations(batch.column("turns").to_pylist(), tools)
 
 
 def count_samples(samples_path: Path) -> int:

@@ -44,12 +44,13 @@ def sweep(
     progress: Progress = NULL_PROGRESS,
 ) -> list[dict[str, Any]]:
     """One summary per threshold, in the order given."""
-    read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+    manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
     emb, emb_file, _ = load_embeddings(run_dir)
     fingerprint = fingerprint_file(emb_file)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
     with tempfile.TemporaryDirectory() as tmp:
-        tokens, dropped, _ = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, Path(tmp), progress)
+        tokens, dropped, _, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, Path(tmp), progress,
+                                                       on_error="skip", inputs=manifest.get("inputs"))
         kept, lengths = tokens.kept, tokens.lengths
         del tokens
     rng_seed = order_cfg.seed
@@ -76,5 +77,6 @@ def sweep(
             "forced_steps": s["forced_steps"],
             "threshold_violations": s["threshold_violations"],
             "dropped": len(dropped),
+            "refused": len(refused),
         })
     return results

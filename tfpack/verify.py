@@ -133,13 +133,15 @@ def check_shard(shard: Shard, max_len: int, attention: str) -> NDArray[np.int64]
     return shard.values("sample_ids").astype(np.int64)
 
 
-def dropped_ids(out_dir: Path) -> NDArray[np.int64]:
-    path = out_dir / "dropped.jsonl"
+def listed_ids(path: Path, stage: str | None = None) -> NDArray[np.int64]:
+    """The sample ids of a JSON-lines list: dropped.jsonl, or errors.jsonl's entries of one `stage`."""
     ids = []
     for line_no, line in enumerate(path.read_bytes().splitlines() if path.is_file() else [], 1):
         try:
-            ids.append(int(orjson.loads(line)["sample_id"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            row = orjson.loads(line)
+            if stage is None or row.get("stage") == stage:
+                ids.append(int(row["sample_id"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise VerifyError(f"{path}:{line_no}: not a {{\"sample_id\", \"reason\"}} record ({e})") from None
     return np.asarray(ids, dtype=np.int64)
 
@@ -172,21 +174,22 @@ def verify(out_dir: Path) -> dict[str, Any]:
         tokens += int(shard.scalars("num_tokens").sum())
         loss += int(shard.scalars("num_loss_tokens").sum())
     packed = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
-    dropped = dropped_ids(out_dir)
-    everything = np.concatenate([packed, dropped])
+    dropped = listed_ids(out_dir / "dropped.jsonl")
+    refused = listed_ids(out_dir / "errors.jsonl", stage="pack")
+    everything = np.concatenate([packed, dropped, refused])
     values, counts = np.unique(everything, return_counts=True)
     if (counts > 1).any():
         raise VerifyError(f"{out_dir}: sample_id {int(values[np.argmax(counts > 1)])} appears more than once "
-                          "(in the shards or dropped.jsonl)")
+                          "(in the shards, dropped.jsonl or errors.jsonl)")
     expected = expected_ids(manifest)
     if expected is not None and not np.array_equal(values, np.unique(expected)):
         missing = np.setdiff1d(expected, values)
         what = f"sample_id {int(missing[0])} is missing" if missing.size else "unknown sample ids present"
-        raise VerifyError(f"{out_dir}: {what} (every input sample must be packed or in dropped.jsonl)")
+        raise VerifyError(f"{out_dir}: {what} (every input sample must be packed, dropped or refused)")
     counts_m = manifest["counts"]
     for key, value in (("packs", packs), ("samples", len(packed)), ("tokens", tokens), ("loss_tokens", loss),
-                       ("dropped", len(dropped))):
-        if counts_m.get(key) != value:
+                       ("dropped", len(dropped)), ("refused", len(refused))):
+        if counts_m.get(key, 0 if key == "refused" else None) != value:
             raise VerifyError(f"{out_dir}/manifest.json: counts.{key} is {counts_m.get(key)}, the shards hold {value}")
     return {"ok": True, "shards": len(listed), "packs": packs, "samples": int(len(packed)), "tokens": tokens,
             "loss_tokens": loss, "dropped": int(len(dropped)), "ids_checked_against_input": expected is not None}
