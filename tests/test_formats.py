@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from tfpack.errors import ConfigError, InputError
@@ -121,3 +122,55 @@ def test_option_checks() -> None:
         FormatOptions("csv")
     with pytest.raises(ConfigError, match="must be given together"):
         FormatOptions(prompt_field="a")
+
+
+def test_openai_tool_calls_and_tools_are_kept() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    record = {"messages": [{"role": "user", "content": "Weather?"},
+                           {"role": "assistant", "content": None, "tool_calls": [call]},
+                           {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+                           {"role": "assistant", "content": "It is 18C."}], "tools": tools}
+    conversation = convert(record)
+    assert [t.role for t in conversation.turns] == ["user", "assistant", "tool", "assistant"]
+    assert conversation.turns[1] == Turn("assistant", None, orjson.dumps({"tool_calls": [call]}).decode())
+    assert conversation.turns[2].extra == '{"tool_call_id":"c1"}'
+    assert orjson.loads(conversation.tools or "") == tools
+    as_string = convert({**record, "tools": orjson.dumps(tools).decode()})
+    assert as_string.tools == conversation.tools
+    with pytest.raises(InputError, match=r"field 'messages\[1\].content' must be a string, got null"):
+        convert({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None}]})
+    with pytest.raises(InputError, match="field 'tools' must be a list of tool schemas"):
+        convert({**record, "tools": {"name": "x"}})
+
+
+def test_dolly_context_is_kept() -> None:
+    record = {"instruction": "Who wrote it?", "context": "Hamlet was written by Shakespeare.",
+              "response": "Shakespeare.", "category": "closed_qa"}
+    assert normalise(record) == (("user", "Who wrote it?\n\nHamlet was written by Shakespeare."),
+                                 ("assistant", "Shakespeare."))
+
+
+def test_sharegpt_roles_any_case() -> None:
+    record = {"conversations": [{"from": "System", "value": "Be kind."}, {"from": "Human", "value": "hi"},
+                                {"from": "GPT", "value": "hello"}, {"from": "USER", "value": "bye"},
+                                {"from": "Assistant", "value": "ciao"}]}
+    assert normalise(record) == (("system", "Be kind."), ("user", "hi"), ("assistant", "hello"), ("user", "bye"),
+                                 ("assistant", "ciao"))
+
+
+def test_trl_conversational_prompt_completion() -> None:
+    record = {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
+              "completion": [{"role": "assistant", "content": "A"}]}
+    assert normalise(record) == (("system", "S"), ("user", "Q"), ("assistant", "A"))
+    with pytest.raises(InputError, match="has no assistant turn"):
+        normalise({"prompt": [{"role": "user", "content": "Q"}], "completion": [{"role": "user", "content": "A"}]})
+
+
+def test_empty_system_message_is_no_system_message() -> None:
+    record = {"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "Q"},
+                           {"role": "assistant", "content": "A"}]}
+    assert normalise(record) == (("user", "Q"), ("assistant", "A"))
+    sharegpt = {"conversations": [{"from": "system", "value": "  "}, {"from": "human", "value": "Q"},
+                                  {"from": "gpt", "value": "A"}]}
+    assert normalise(sharegpt) == (("user", "Q"), ("assistant", "A"))

@@ -213,3 +213,38 @@ def test_generation_blocks_must_match_the_assistant_turns(bpe_dir: Path, tmp_pat
     conversation = to_conversation(record, resolve_field_map(record, FormatOptions(), "t:1"), "t:1")
     [result] = tokenize_batch([conversation], tokenizer, "assistant")
     assert isinstance(result, Refusal) and "generation" in result.reason
+
+
+def test_pack_refuses_a_sample_by_name_or_lists_it(family_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """`tfpack pack` with a Gemma-style template and one sample with a system turn: `--on-error fail` names the sample
+    and its line, no traceback; `skip` lists it in errors.jsonl, counts it, and the output verifies."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from tests.conftest import write_jsonl
+    from tfpack.cli import app
+
+    rows = [as_record([{"role": "user", "content": f"Question {i} about primes?"},
+                       {"role": "assistant", "content": f"Answer {i}: seven is prime."}]) for i in range(6)]
+    rows[2] = as_record(CONVERSATIONS["system"])
+    data = write_jsonl(tmp_path / "chats.jsonl", rows)
+    tokenizer = str(family_dirs["gemma (no system role)"])
+    runner = CliRunner()
+    common = ["--tokenizer", tokenizer, "--max-len", "256", "--threshold", "0.9"]
+    failed = runner.invoke(app, ["pack", str(data), "-o", str(tmp_path / "fail"), *common])
+    assert failed.exit_code == 1
+    assert f"{data}:3: sample_id 2: the chat template refused the sample" in failed.stderr
+    assert "System role not supported" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (tmp_path / "fail" / "manifest.json").exists()
+
+    out = tmp_path / "skip"
+    done = runner.invoke(app, ["pack", str(data), "-o", str(out), *common, "--on-error", "skip", "--json"])
+    assert done.exit_code == 0, done.stderr
+    [entry] = [orjson.loads(line) for line in (out / "errors.jsonl").read_bytes().splitlines()]
+    assert entry["sample_id"] == 2 and entry["line"] == 3 and entry["stage"] == "pack"
+    assert "System role not supported" in entry["reason"]
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["counts"]["refused"] == 1 and manifest["counts"]["samples"] == 5
+    stats = runner.invoke(app, ["stats", str(out), "--verify", "--json"])
+    assert stats.exit_code == 0, stats.stderr
+    assert orjson.loads(stats.stdout)["refused"] == 1

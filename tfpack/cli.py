@@ -394,7 +394,9 @@ def pack(
     seed: SeedOpt = None,
     on_error: Annotated[
         str,
-        typer.Option(help="When embedding input files: fail at the first bad record, or skip it (errors.jsonl)."),
+        typer.Option(help="A bad input record, or a sample whose trained spans the chat template does not let tfpack "
+                          "verify: fail naming it (sample id, FILE:LINE), or skip it and list it with the reason in "
+                          "errors.jsonl."),
     ] = "fail",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
     config: ConfigOpt = None,

@@ -87,6 +87,7 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
         "dropped": manifest["counts"]["dropped"],
         "truncated": manifest["counts"]["truncated"],
         "input_errors": manifest["counts"].get("input_errors", 0),
+        "refused": manifest["counts"].get("refused", 0),
         "max_len": max_len,
         "attention": manifest["attention"],
         "threshold": threshold,
