@@ -263,8 +263,9 @@ SPECIAL_TOKENS = [
 # Added but not special (as Qwen's tokenizers have them): the template text around reasoning and tool calls.
 ADDED_TOKENS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 
+WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+                                           "parameters": WEATHER_PARAMETERS}}]
 
 CONVERSATIONS: dict[str, Messages] = {
     "single-turn": [

@@ -206,7 +206,8 @@ def test_generation_blocks_must_match_the_assistant_turns(bpe_dir: Path, tmp_pat
     template = tmp_path / "last_only.jinja"
     template.write_text(
         "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' }}"
-        "{%- if m.role == 'assistant' and loop.last %}{% generation %}{{- m.content + '<|im_end|>' }}{% endgeneration %}"
+        "{%- if m.role == 'assistant' and loop.last %}"
+        "{% generation %}{{- m.content + '<|im_end|>' }}{% endgeneration %}"
         "{%- else %}{{- m.content + '<|im_end|>' }}{%- endif %}{{- '\\n' }}{%- endfor %}")
     tokenizer = load_tokenizer(str(bpe_dir), str(template))
     record = as_record(CONVERSATIONS["multi-turn"])
