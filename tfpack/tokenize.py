@@ -62,6 +62,7 @@ class Tokenizer:
     eos_text: str
     override: str | None = None
     eot: str | None = None
+    special: dict[str, Any] | None = None  # the tokenizer's special tokens as template variables (computed once)
 
     @property
     def template_hash(self) -> str:
@@ -75,6 +76,8 @@ class Tokenizer:
         """The template apply_chat_template would pick (a tokenizer may keep a separate `tool_use` template)."""
         if self.override is not None:
             return self.override
+        if isinstance(self.hf.chat_template, str):
+            return self.template
         return str(self.hf.get_chat_template(None, tools))
 
 
@@ -151,7 +154,7 @@ def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
     if eos is None:
         raise ConfigError(f"--tokenizer {spec}: has neither an EOS nor a SEP token to close samples")
     eos_text = hf.eos_token if hf.eos_token_id is not None else hf.sep_token
-    tokenizer = Tokenizer(hf, name, text, source, int(eos), str(eos_text), override)
+    tokenizer = Tokenizer(hf, name, text, source, int(eos), str(eos_text), override, None, dict(hf.special_tokens_map))
     tokenizer.eot = end_of_turn(tokenizer)
     return tokenizer
 
@@ -186,7 +189,7 @@ def render_messages(
     texts, indices = render_jinja_template(
         conversations=[messages], tools=tools, chat_template=tokenizer.template_for(tools),
         return_assistant_tokens_mask=generation, add_generation_prompt=add_generation_prompt,
-        **tokenizer.hf.special_tokens_map,
+        **(tokenizer.special or {}),
     )
     return texts[0], [tuple(span) for span in indices[0]] if generation else []
 
