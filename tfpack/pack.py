@@ -126,15 +126,23 @@ def ray_tokenized(samples_file: Path, pack_cfg: PackConfig) -> Tokenized:
         yield b["sample_id"].tolist(), results
 
 
-def sample_source(samples_file: Path, inputs: list[dict[str, Any]], sample_id: int) -> Location:
-    """Where a sample came from (`FILE:LINE`), from samples.parquet and the embed manifest's inputs."""
-    table = pq.read_table(samples_file, columns=["sample_id", "input_index", "record_index"])
-    row = int(np.searchsorted(table.column("sample_id").to_numpy(), sample_id))
-    if not inputs:  # a run directory without its inputs listed: name the stored row
-        return Location(str(samples_file), "row", row)
-    entry = inputs[table.column("input_index")[row].as_py()]
-    unit = entry.get("unit") or {"jsonl": "line", "json": "item", "parquet": "row"}[file_kind(entry["path"])]
-    return Location(entry["path"], unit, int(table.column("record_index")[row].as_py()))
+class SampleSources:
+    """Where samples came from (`FILE:LINE`), from samples.parquet and the embed manifest's inputs; the columns are
+    read on the first look-up only (refusals are rare)."""
+
+    def __init__(self, samples_file: Path, inputs: list[dict[str, Any]]) -> None:
+        self.samples_file, self.inputs = samples_file, inputs
+        self.table: Any = None
+
+    def __call__(self, sample_id: int) -> Location:
+        if self.table is None:
+            self.table = pq.read_table(self.samples_file, columns=["sample_id", "input_index", "record_index"])
+        row = int(np.searchsorted(self.table.column("sample_id").to_numpy(), sample_id))
+        if not self.inputs:  # a run directory without its inputs listed: name the stored row
+            return Location(str(self.samples_file), "row", row)
+        entry = self.inputs[self.table.column("input_index")[row].as_py()]
+        unit = entry.get("unit") or {"jsonl": "line", "json": "item", "parquet": "row"}[file_kind(entry["path"])]
+        return Location(entry["path"], unit, int(self.table.column("record_index")[row].as_py()))
 
 
 def tokenize_samples(
@@ -147,6 +155,7 @@ def tokenize_samples(
     store = TokenStore(store_dir)
     dropped: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
+    source_of = SampleSources(samples_file, inputs or [])
     truncated = 0
     if pack_cfg.engine == "ray":
         batches = ray_tokenized(samples_file, pack_cfg)
@@ -156,7 +165,7 @@ def tokenize_samples(
         for ids, results in batches:
             for sample_id, result in zip(ids, results, strict=True):
                 if isinstance(result, Refusal):
-                    loc = sample_source(samples_file, inputs or [], int(sample_id))
+                    loc = source_of(int(sample_id))
                     if on_error == "fail":
                         raise InputError(f"{loc}: sample_id {sample_id}: {result.reason} (template "
                                          f"{tokenizer.template_source}); fix the record, or pass --on-error skip to "
