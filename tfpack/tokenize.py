@@ -63,6 +63,7 @@ class Tokenizer:
     override: str | None = None
     eot: str | None = None
     special: dict[str, Any] | None = None  # the tokenizer's special tokens as template variables (computed once)
+    generation_prompt: str | None = None  # what add_generation_prompt appends, when it only appends
 
     @property
     def template_hash(self) -> str:
@@ -156,6 +157,7 @@ def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
     eos_text = hf.eos_token if hf.eos_token_id is not None else hf.sep_token
     tokenizer = Tokenizer(hf, name, text, source, int(eos), str(eos_text), override, None, dict(hf.special_tokens_map))
     tokenizer.eot = end_of_turn(tokenizer)
+    tokenizer.generation_prompt = generation_prompt(tokenizer)
     return tokenizer
 
 
@@ -209,6 +211,18 @@ def end_of_turn(tokenizer: Tokenizer) -> str | None:
     specials = sorted((t for t in tokenizer.hf.all_special_tokens if t and after.startswith(t)), key=len)
     marker = specials[-1] if specials else after.split("\n", 1)[0].strip()
     return marker or None
+
+
+def generation_prompt(tokenizer: Tokenizer) -> str | None:
+    """The text `add_generation_prompt=True` appends to a conversation (e.g. `<|im_start|>assistant\n`), or None when
+    it does more than append (or the template refuses the probe)."""
+    probe = [{"role": "user", "content": "Hi"}]
+    try:
+        without, _ = render_messages(tokenizer, probe, None)
+        with_prompt, _ = render_messages(tokenizer, probe, None, add_generation_prompt=True)
+    except Exception:  # a template that refuses this probe (user code): no shortcut
+        return None
+    return with_prompt[len(without) :] if with_prompt.startswith(without) and with_prompt != without else None
 
 
 def common_prefix(a: str, b: str) -> int:
@@ -275,10 +289,14 @@ def _turn_span(
     if reason is not None:
         return reason
     start = first
-    try:
-        head, _ = render_messages(tokenizer, messages[:i], tools, add_generation_prompt=True)
-    except Exception:  # the template refuses the truncated conversation: keep the conservative start
+    prompt = tokenizer.generation_prompt
+    if prompt and text.endswith(prompt, 0, first):  # the turn starts right after the generation prompt
         head = None
+    else:  # a lead-in between the generation prompt and the turn's text (e.g. `<think>\n`)?
+        try:
+            head, _ = render_messages(tokenizer, messages[:i], tools, add_generation_prompt=True)
+        except Exception:  # the template refuses the truncated conversation: keep the conservative start
+            head = None
     if head is not None and len(head) <= first and text.startswith(head):
         lead = _squash(text[len(head) : first])
         if not any(other in lead for other in others):
