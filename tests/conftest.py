@@ -63,10 +63,12 @@ def chat_rows(n: int) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A `tfpack pack` output directory of 60 chats at max-len 128, several shards."""
+    """A `tfpack pack` output directory of 60 chats at max-len 128, several shards, one attention segment per sample
+    (the isolation mode, whose per-sample invariants most tests check)."""
     tmp = tmp_path_factory.mktemp("pack")
     data = write_jsonl(tmp / "chat.jsonl", chat_rows(60))
-    args = ["pack", str(data), "-o", str(tmp / "out"), "--tokenizer", "packaged-minilm", "--max-len", "128", "--threshold", "0.9", "--shard-packs", "4",
+    args = ["pack", str(data), "-o", str(tmp / "out"), "--tokenizer", "packaged-minilm", "--attention", "segment",
+            "--max-len", "128", "--threshold", "0.9", "--shard-packs", "4",
             "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr

@@ -10,6 +10,7 @@ import torch
 
 from tfpack.data import PackedCollator, PackedDataset, block_causal_mask
 from tfpack.tokenize import IGNORE_INDEX
+from tfpack.workdir import shard_paths
 
 
 def tiny_llama(attn: str) -> torch.nn.Module:
@@ -38,7 +39,7 @@ def alone_logits(model: torch.nn.Module, pack: dict[str, torch.Tensor]) -> list[
 
 def test_dataset_reads_every_pack(packed: Path) -> None:
     ds = PackedDataset(packed)
-    rows = pq.read_table(sorted(packed.glob("part-*.parquet"))).to_pylist()
+    rows = pq.read_table(shard_paths(packed)).to_pylist()
     assert len(ds) == len(rows)
     for i in (0, len(ds) // 2, -1):
         item = ds[i]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import qa_rows, write_jsonl
 from tfpack.cli import app
+from tfpack.workdir import shard_paths
 
 runner = CliRunner()
 
@@ -101,7 +102,7 @@ def test_unwritable_output_and_full_disk(tmp_path: Path, qa_file: Path, monkeypa
     monkeypatch.setattr(pq, "write_table", full)
     code, err = invoke("pack", str(run), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm")
     assert code == 1 and "No space left on device" in err
-    assert not (tmp_path / "out" / "manifest.json").exists() and not list((tmp_path / "out").glob("part-*"))
+    assert not (tmp_path / "out" / "manifest.json").exists() and not shard_paths(tmp_path / "out")
 
 
 def tfpack(*args: str) -> subprocess.Popen[bytes]:
@@ -151,7 +152,7 @@ def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path
     run, out = tmp_path / "run", tmp_path / "out"
     assert invoke("embed", str(data), "-o", str(run), "--quiet")[0] == 0
     proc = tfpack("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "64", "--shard-packs", "1", "--quiet")
-    wait_for(lambda: len(list(out.glob("part-*.parquet"))) >= 3)
+    wait_for(lambda: len(shard_paths(out)) >= 3)
     kill(proc)
     assert not (out / "manifest.json").exists()
     code, err = invoke("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm")

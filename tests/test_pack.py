@@ -11,15 +11,16 @@ from typer.testing import CliRunner
 from tests.conftest import chat_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.config import PackConfig
-from tfpack.pack import fit_to_max_len
 from tfpack.formats import Conversation, Turn
+from tfpack.pack import fit_to_max_len
 from tfpack.tokenize import IGNORE_INDEX, load_tokenizer, tokenize_batch
+from tfpack.workdir import shard_paths
 
 runner = CliRunner()
 
 
 def read_rows(out: Path) -> list[dict]:
-    return pq.read_table(sorted(out.glob("part-*.parquet"))).to_pylist()
+    return pq.read_table(shard_paths(out)).to_pylist()
 
 
 def test_every_sample_exactly_once(packed: Path) -> None:
@@ -29,7 +30,7 @@ def test_every_sample_exactly_once(packed: Path) -> None:
     assert sorted(ids + dropped) == list(range(60)) and len(set(ids)) == len(ids)
     manifest = orjson.loads((packed / "manifest.json").read_bytes())
     assert manifest["counts"]["samples"] == len(ids) and manifest["counts"]["packs"] == len(rows)
-    assert len(list(packed.glob("part-*.parquet"))) == len(manifest["shards"]) > 1
+    assert len(shard_paths(packed)) == len(manifest["shards"]) > 1
 
 
 def test_output_contract_invariants(packed: Path) -> None:
@@ -75,7 +76,7 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
         result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), "--tokenizer", "packaged-minilm", "--max-len", "128",
                                      "--threshold", "0.9", "--shard-packs", "4", "-q"])
         assert result.exit_code == 0, result.stderr
-        outs.append([p.read_bytes() for p in sorted((tmp_path / name).glob("part-*.parquet"))])
+        outs.append([p.read_bytes() for p in shard_paths((tmp_path / name))])
     assert outs[0] == outs[1]
 
 

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import SHARED_DATA, chat_rows, shared_file, write_jsonl
 from tfpack.cli import app
+from tfpack.workdir import shard_paths
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()
@@ -37,8 +38,8 @@ def parity(data: Path, tmp: Path) -> None:
     for engine in ("local", "ray"):
         invoke("pack", str(tmp / "run-local"), "-o", str(tmp / f"out-{engine}"), "--tokenizer", "packaged-minilm", "--engine", engine, "--max-len", "512",
                "--shard-packs", "20", "--quiet")
-    shards = sorted(p.name for p in (tmp / "out-local").glob("part-*.parquet"))
-    assert shards == sorted(p.name for p in (tmp / "out-ray").glob("part-*.parquet")) and shards
+    shards = shard_paths(p.name for p in (tmp / "out-local"))
+    assert shards == shard_paths(p.name for p in (tmp / "out-ray")) and shards
     for name in shards:
         assert (tmp / "out-local" / name).read_bytes() == (tmp / "out-ray" / name).read_bytes(), name
 

@@ -6,8 +6,7 @@ import pytest
 
 from tests.conftest import qa_rows, write_jsonl
 from tfpack.errors import ConfigError, InputError
-from tfpack.formats import FormatOptions
-from tfpack.formats import Conversation, Turn
+from tfpack.formats import Conversation, FormatOptions, Turn
 from tfpack.samples import count_samples, ingest, iter_sample_batches
 
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tfpack.cli import app
+from tfpack.workdir import shard_paths
 
 runner = CliRunner()
 
@@ -20,7 +21,7 @@ def test_stats_agree_with_the_shards(packed: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["stats", str(packed), "--json", "--plot", str(plot)])
     assert result.exit_code == 0, result.stderr
     s = orjson.loads(result.stdout)
-    table = pq.read_table(sorted(packed.glob("part-*.parquet")))
+    table = pq.read_table(shard_paths(packed))
     tokens = sum(len(x) for x in table.column("input_ids").to_pylist())
     samples = sum(len(x) for x in table.column("sample_ids").to_pylist())
     assert (s["packs"], s["samples"], s["tokens"]) == (table.num_rows, samples, tokens)
@@ -41,7 +42,7 @@ def test_inspect_shows_every_token_of_the_pack(packed: Path) -> None:
     result = runner.invoke(app, ["inspect", str(packed), "--pack", "1", "--json"])
     assert result.exit_code == 0, result.stderr
     view = orjson.loads(result.stdout)
-    row = pq.read_table(sorted(packed.glob("part-*.parquet"))[0]).slice(1, 1).to_pylist()[0]
+    row = pq.read_table(shard_paths(packed)[0]).slice(1, 1).to_pylist()[0]
     assert [s["sample_id"] for s in view["samples"]] == row["sample_ids"]
     assert sum(s["tokens"] for s in view["samples"]) == view["tokens"] == row["num_tokens"]
     trained = sum(x != -100 for x in row["labels"])
@@ -54,7 +55,7 @@ def test_inspect_shows_every_token_of_the_pack(packed: Path) -> None:
 
 
 def test_sweep_one_object_per_threshold(packed: Path) -> None:
-    result = runner.invoke(app, ["sweep", str(packed / "embed"), "--thresholds", "0.5,0.9,none", "--tokenizer", "packaged-minilm", "--max-len", "128",
+    result = runner.invoke(app, ["sweep", str(packed / ".tfpack" / "embed"), "--thresholds", "0.5,0.9,none", "--tokenizer", "packaged-minilm", "--max-len", "128",
                                  "--json"])
     assert result.exit_code == 0, result.stderr
     rows = [orjson.loads(line) for line in result.stdout.splitlines()]
@@ -64,5 +65,5 @@ def test_sweep_one_object_per_threshold(packed: Path) -> None:
     assert strict["threshold_cosine"] == 0.5 and plain["threshold_cosine"] is None
     assert plain["mean_adjacent_similarity"] > strict["mean_adjacent_similarity"], "the filter trades similarity away"
     assert np.isfinite([r["mean_pack_similarity"] for r in rows]).all()
-    bad = runner.invoke(app, ["sweep", str(packed / "embed"), "--thresholds", "1.5"])
+    bad = runner.invoke(app, ["sweep", str(packed / ".tfpack" / "embed"), "--thresholds", "1.5"])
     assert bad.exit_code == 2

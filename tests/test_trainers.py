@@ -11,10 +11,11 @@ import torch
 
 from tfpack.data import PackedDataset, TorchtuneDataset, to_torchtune
 from tfpack.tokenize import IGNORE_INDEX
+from tfpack.workdir import shard_paths
 
 
 def rows(out: Path) -> list[dict]:
-    return pq.read_table(sorted(out.glob("part-*.parquet"))).to_pylist()
+    return pq.read_table(shard_paths(out)).to_pylist()
 
 
 def hf_targets(row: dict) -> set[tuple[int, int]]:

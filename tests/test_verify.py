@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from tfpack.cli import app
 from tfpack.shards import SCHEMA
 from tfpack.verify import VerifyError, verify
+from tfpack.workdir import shard_paths
 
 runner = CliRunner()
 
@@ -23,7 +24,7 @@ def corrupt(packed: Path, tmp_path: Path, edit: Callable[[list[dict]], None], sh
     """A copy of `packed` whose shard `shard` has its rows edited in place by `edit`."""
     copy = tmp_path / "copy"
     shutil.copytree(packed, copy)
-    path = sorted(copy.glob("part-*.parquet"))[shard]
+    path = shard_paths(copy)[shard]
     rows = pq.read_table(path).to_pylist()
     edit(rows)
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
@@ -66,12 +67,12 @@ def _bad_start_ids(rows: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("edit,message", [
-    (_shift_position, r"part-00000\.parquet: row 1: column position_ids"),
-    (_unmask_segment_start, r"part-00000\.parquet: row 2: column labels: a segment's first token"),
-    (_flip_loss_mask, r"part-00000\.parquet: row 0: column loss_mask"),
-    (_wrong_label, r"part-00000\.parquet: row 0: column labels: neither"),
+    (_shift_position, r"train-00000-of-\d+\.parquet: row 1: column position_ids"),
+    (_unmask_segment_start, r"train-00000-of-\d+\.parquet: row 2: column labels: a segment's first token"),
+    (_flip_loss_mask, r"train-00000-of-\d+\.parquet: row 0: column loss_mask"),
+    (_wrong_label, r"train-00000-of-\d+\.parquet: row 0: column labels: neither"),
     (_duplicate_sample, r"sample_id \d+ appears more than once"),
-    (_bad_start_ids, r"part-00000\.parquet: row 3: column seq_start_id"),
+    (_bad_start_ids, r"train-00000-of-\d+\.parquet: row 3: column seq_start_id"),
 ])
 def test_corruption_is_named(packed: Path, tmp_path: Path, edit: Callable[[list[dict]], None], message: str) -> None:
     copy = corrupt(packed, tmp_path, edit)
@@ -84,12 +85,12 @@ def test_corruption_is_named(packed: Path, tmp_path: Path, edit: Callable[[list[
 def test_missing_shard_and_wrong_type(packed: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(packed, copy)
-    sorted(copy.glob("part-*.parquet"))[-1].unlink()
+    shard_paths(copy)[-1].unlink()
     with pytest.raises(VerifyError, match="shards on disk and in manifest.json differ"):
         verify(copy)
     shutil.rmtree(copy)
     shutil.copytree(packed, copy)
-    path = sorted(copy.glob("part-*.parquet"))[0]
+    path = shard_paths(copy)[0]
     table = pq.read_table(path)
     table = table.set_column(0, "input_ids", table.column("input_ids").cast(pa.list_(pa.int64())))
     pq.write_table(table, path)
@@ -102,7 +103,7 @@ def test_lost_sample_is_caught(packed: Path, tmp_path: Path) -> None:
     shutil.copytree(packed, copy)
     dropped = (copy / "dropped.jsonl").read_bytes().splitlines()
     if not dropped:
-        path = sorted(copy.glob("part-*.parquet"))[0]
+        path = shard_paths(copy)[0]
         rows = pq.read_table(path).to_pylist()
         lost = rows.pop(0)
         pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)

@@ -355,8 +355,10 @@ def pack(
     ] = None,
     attention: Annotated[
         str | None,
-        typer.Option(help="segment: samples isolated, positions restart per sample; pack: the paper's mode, one "
-                          "segment per pack. [default: segment]"),
+        typer.Option(help="pack: the paper's mode, one causal context per pack, so each sample learns from the "
+                          "related samples before it (positions continue); segment: samples isolated, one attention "
+                          "segment per sample (positions restart). Sample boundaries are kept in sample_lengths either "
+                          "way. [default: pack]"),
     ] = None,
     long: Annotated[
         str | None,

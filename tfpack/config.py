@@ -104,7 +104,7 @@ class PackConfig:
     tokenizer: str | None = None
     template: str | None = None
     train_on: str = "assistant"
-    attention: str = "segment"
+    attention: str = "pack"
     long: str = "truncate"
     lookahead: int = 64
     shard_packs: int = 5000

@@ -26,15 +26,17 @@ import torch
 from torch.utils.data import Dataset
 
 from tfpack.tokenize import IGNORE_INDEX
+from tfpack.workdir import DATA_DIR, SHARD_GLOB, shard_paths
 
 COLUMNS = ("input_ids", "labels", "position_ids", "seq_lengths")
 
 
 def shard_files(out_dir: Path) -> list[Path]:
     """The shards of a `tfpack pack` output directory, in name order."""
-    files = sorted(Path(out_dir).glob("part-*.parquet"))
+    files = shard_paths(Path(out_dir))
     if not files:
-        raise FileNotFoundError(f"{out_dir}: no part-*.parquet shards (is this a `tfpack pack` output directory?)")
+        raise FileNotFoundError(f"{out_dir}: no {DATA_DIR}/{SHARD_GLOB} shards (is this a `tfpack pack` output "
+                                "directory?)")
     return files
 
 

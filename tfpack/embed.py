@@ -31,14 +31,21 @@ from tfpack.formats import FormatOptions, Turn, full_text, prompt_text
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.readers import STDIN, expand_inputs
 from tfpack.samples import count_samples, ingest, iter_sample_batches
-from tfpack.workdir import MANIFEST, fingerprint_file, prepare_out_dir, write_json, write_jsonl, write_manifest
+from tfpack.workdir import (
+    ERRORS_FILE,
+    MANIFEST,
+    fingerprint_file,
+    prepare_out_dir,
+    write_json,
+    write_jsonl,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 SAMPLES_FILE = "samples.parquet"
 EMBEDDINGS_FILE = "embeddings.npy"
-ERRORS_FILE = "errors.jsonl"
 PARTIAL_FILE = "embeddings.npy.partial"
 ENGINES = ("local", "ray")
 PROGRESS_FILE = "embed.progress.json"

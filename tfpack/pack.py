@@ -21,8 +21,9 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from tfpack import __version__
+from tfpack.card import write_card, write_megatron_metadata
 from tfpack.config import EmbedConfig, OrderConfig, PackConfig
-from tfpack.embed import ERRORS_FILE, SAMPLES_FILE, run_embed
+from tfpack.embed import SAMPLES_FILE, run_embed
 from tfpack.errors import ConfigError, InputError
 from tfpack.float16 import gather_float32
 from tfpack.formats import FormatOptions
@@ -46,17 +47,22 @@ from tfpack.tokenize import (
 )
 from tfpack.tokenstore import TokenStore
 from tfpack.workdir import (
+    DATA_DIR,
+    DROPPED_FILE,
+    ERRORS_FILE,
     MANIFEST,
+    WORK_DIR,
     atomic_path,
     fingerprint_file,
     prepare_out_dir,
     read_manifest,
+    shard_name,
+    shard_paths,
     write_jsonl,
     write_manifest,
 )
 
 SCHEMA_VERSION = 1
-DROPPED_FILE = "dropped.jsonl"
 
 
 def is_run_dir(path: Path) -> bool:
@@ -219,7 +225,8 @@ def write_packs(
         return specs
 
     firsts = list(range(0, len(packs), pack_cfg.shard_packs))
-    names = [f"part-{i:05d}.parquet" for i in range(len(firsts))]
+    names = [shard_name(i, len(firsts)) for i in range(len(firsts))]
+    (out_dir / DATA_DIR).mkdir(exist_ok=True)
     counts: list[tuple[int, int, int]] = []
     with progress.task("writing shards", total=len(packs)) as task:
         if pack_cfg.engine == "ray":
@@ -256,7 +263,9 @@ def run_pack(
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> dict[str, Any]:
-    """`tfpack pack`: write `part-*.parquet`, `dropped.jsonl`, `errors.jsonl` and finally `manifest.json`."""
+    """`tfpack pack`: write `data/train-*.parquet`, `dropped.jsonl`, `errors.jsonl`, the dataset card, Megatron-Bridge's
+    packing metadata and finally `manifest.json`; working files (the embed run of input files, the token store) go
+    under `.tfpack/`."""
     started = time.perf_counter()
     set_tokenizer_threads(pack_cfg.workers)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
@@ -266,12 +275,12 @@ def run_pack(
                           f"exchange already takes {overhead} tokens ({tokenizer.template_source} with "
                           f"{tokenizer.name})")
     prepare_out_dir(out_dir, overwrite)
-    for stale in out_dir.glob("part-*.parquet"):
+    for stale in shard_paths(out_dir):
         stale.unlink()
     if len(sources) == 1 and is_run_dir(Path(sources[0])):
         run_dir = Path(sources[0])
     else:
-        run_dir = out_dir / "embed"
+        run_dir = out_dir / WORK_DIR / "embed"
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_embed(sources, run_dir, EmbedConfig(), formats or FormatOptions(), on_error, False, progress,
@@ -285,7 +294,7 @@ def run_pack(
     order_summary, full_path = ordered.summary, ordered.path
     del ordered  # the float32 embeddings are the largest thing in memory; tokenizing does not need them
 
-    store_dir = out_dir / ".tokens.tmp"
+    store_dir = out_dir / WORK_DIR / "tokens.tmp"
     tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
                                                            progress, on_error, embed_manifest.get("inputs", []))
     path = full_path[tokens.kept[full_path]]
@@ -320,7 +329,7 @@ def run_pack(
         "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
     }
     special = {name: getattr(tokenizer.hf, f"{name}_id", None) for name in ("eos_token", "pad_token", "bos_token")}
-    write_manifest(out_dir, {
+    manifest = {
         "stage": "pack",
         "schema_version": SCHEMA_VERSION,
         "tfpack_version": __version__,
@@ -345,7 +354,10 @@ def run_pack(
                                                          "random_adjacent_similarity", "threshold_violations")},
         "shards": shards,
         "config": {"pack": asdict(pack_cfg), "order": asdict(order_cfg)},
-    })
+    }
+    write_megatron_metadata(out_dir, pack_cfg.max_len)
+    write_card(out_dir, manifest)
+    write_manifest(out_dir, manifest)
     return {"out_dir": str(out_dir), **counts, "threshold": order_summary["threshold"],
             "seconds": round(seconds, 3), "samples_per_s": round(len(path) / seconds, 1)}
 

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from tfpack.errors import StaleArtifactError
 from tfpack.order import load_embeddings, to_float32
 from tfpack.threshold import resolve_threshold
-from tfpack.workdir import MANIFEST, read_manifest
+from tfpack.workdir import MANIFEST, read_manifest, shard_paths
 
 
 def pack_similarities(unit: NDArray[np.float32], groups: list[NDArray[np.int64]]) -> NDArray[np.float64]:
@@ -55,7 +55,7 @@ def histogram(values: NDArray[Any], bins: Sequence[float]) -> dict[str, int]:
 def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
     """Counts, fill, pack sizes, length histograms and relatedness of a `tfpack pack` output."""
     manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
-    table = pq.read_table(sorted(out_dir.glob("part-*.parquet")),
+    table = pq.read_table(shard_paths(out_dir),
                           columns=["sample_ids", "sample_lengths", "num_tokens", "num_loss_tokens"])
     ids_per_pack = table.column("sample_ids").to_pylist()
     sizes = np.asarray([len(x) for x in ids_per_pack])

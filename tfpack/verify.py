@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from tfpack.errors import InputError
 from tfpack.shards import SCHEMA
 from tfpack.tokenize import IGNORE_INDEX
-from tfpack.workdir import read_manifest
+from tfpack.workdir import DATA_DIR, DROPPED_FILE, ERRORS_FILE, read_manifest, shard_paths
 
 TOKEN_COLUMNS = ("labels", "loss_mask", "position_ids")
 SAMPLE_COLUMNS = ("sample_lengths", "path_sim")
@@ -158,7 +158,7 @@ def verify(out_dir: Path) -> dict[str, Any]:
     """Check a pack output directory; returns what was checked, raises `VerifyError` at the first violation."""
     manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
     listed = [s["file"] for s in manifest["shards"]]
-    on_disk = sorted(p.name for p in out_dir.glob("part-*.parquet"))
+    on_disk = sorted(f"{DATA_DIR}/{p.name}" for p in shard_paths(out_dir))
     if sorted(listed) != on_disk:
         extra = sorted(set(on_disk) ^ set(listed))
         raise VerifyError(f"{out_dir}: shards on disk and in manifest.json differ: {', '.join(extra)}")
@@ -174,8 +174,8 @@ def verify(out_dir: Path) -> dict[str, Any]:
         tokens += int(shard.scalars("num_tokens").sum())
         loss += int(shard.scalars("num_loss_tokens").sum())
     packed = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
-    dropped = listed_ids(out_dir / "dropped.jsonl")
-    refused = listed_ids(out_dir / "errors.jsonl", stage="pack")
+    dropped = listed_ids(out_dir / DROPPED_FILE)
+    refused = listed_ids(out_dir / ERRORS_FILE, stage="pack")
     everything = np.concatenate([packed, dropped, refused])
     values, counts = np.unique(everything, return_counts=True)
     if (counts > 1).any():

@@ -19,6 +19,14 @@ import orjson
 from tfpack.errors import ConfigError, StaleArtifactError
 
 MANIFEST = "manifest.json"
+# A `tfpack pack` output directory is laid out as a Hugging Face dataset repository: the shards under `data/`, a dataset
+# card and the lists of left-out samples at the top, working files in a hidden directory that loaders skip.
+DATA_DIR = "data"
+SHARD_GLOB = "train-*.parquet"
+WORK_DIR = ".tfpack"
+DROPPED_FILE = "dropped.jsonl"
+ERRORS_FILE = "errors.jsonl"
+CARD_FILE = "README.md"
 _CHUNK = 1 << 20
 
 
@@ -91,3 +99,19 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, resumable: bool = False) -> 
             raise ConfigError(f"{out_dir}: output directory is not empty and {state}; {how}")
         (out_dir / MANIFEST).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def shard_name(index: int, count: int) -> str:
+    """Shard `index` of `count` inside a pack output directory, as the manifest lists it: the Hub's naming, so that
+    loaders take `data/train-*` as the train split and nothing else."""
+    return f"{DATA_DIR}/train-{index:05d}-of-{count:05d}.parquet"
+
+
+def shard_paths(out_dir: Path) -> list[Path]:
+    """The shards on disk in a pack output directory, in name order."""
+    return sorted((out_dir / DATA_DIR).glob(SHARD_GLOB))
+
+
+def megatron_metadata_name(max_len: int) -> str:
+    """Megatron-Bridge's packing-metadata file name for packs of `max_len` tokens."""
+    return f"{max_len}_metadata.jsonl"
