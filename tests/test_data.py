@@ -49,6 +49,24 @@ def test_dataset_reads_every_pack(packed: Path) -> None:
         ds[len(ds)]
 
 
+def test_dataset_is_lazy_and_bounded(packed: Path, tmp_path: Path) -> None:
+    """Shards rewritten with 2 packs per row group: nothing is decoded at construction, items equal an eager read,
+    and at most `cached_row_groups` row groups are held, also in a pickled copy (a DataLoader worker)."""
+    import pickle
+
+    (tmp_path / "data").mkdir()
+    for path in shard_paths(packed):
+        pq.write_table(pq.read_table(path), tmp_path / "data" / path.name, row_group_size=2)
+    rows = pq.read_table(shard_paths(tmp_path)).to_pylist()
+    ds = PackedDataset(tmp_path, cached_row_groups=2)
+    assert len(ds) == len(rows) and len(ds.groups) > 4 and not ds._cache
+    for i in range(len(ds)):
+        assert ds[i]["labels"].tolist() == rows[i]["labels"]
+        assert len(ds._cache) <= 2
+    copy = pickle.loads(pickle.dumps(ds))
+    assert not copy._cache and copy[-1]["input_ids"].tolist() == rows[-1]["input_ids"]
+
+
 def test_block_causal_mask_shape_and_blocks() -> None:
     mask = block_causal_mask(torch.tensor([2, 3]), 6, torch.float32) == 0
     expected = torch.tensor([

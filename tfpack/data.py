@@ -1,7 +1,8 @@
-"""Read packed shards for training: a torch `Dataset` over `part-*.parquet` and a collator for Hugging Face models.
+"""Read packed shards for training: a torch `Dataset` over `data/train-*.parquet` and a collator for Hugging Face
+models.
 
-`PackedDataset(OUT_DIR)` yields one pack per item as int64 tensors (`input_ids`, `labels`, `position_ids`,
-`seq_lengths`). `PackedCollator` turns a list of packs into model inputs:
+`PackedDataset(OUT_DIR)` yields one pack per item (read lazily, row group by row group) as int64 tensors
+(`input_ids`, `labels`, `position_ids`, `seq_lengths`). `PackedCollator` turns a list of packs into model inputs:
 
 - `mode="flat"` (padding-free, for flash-attention kernels): all packs of the batch concatenated into one row
   `[1, T]` with `position_ids` restarting per attention segment and `cu_seq_lens_q/k` + `max_length_q/k`, the
@@ -17,6 +18,7 @@ Labels are unshifted (the model shifts them) and already -100 on untrained token
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +43,54 @@ def shard_files(out_dir: Path) -> list[Path]:
 
 
 class PackedDataset(Dataset):  # type: ignore[type-arg]
-    """Map-style dataset over the packs of `out_dir` (shards memory-mapped, rows decoded on access)."""
+    """Map-style dataset over the packs of `out_dir`, read lazily: construction reads only the shards' footers; an item
+    decodes the row group that holds it (Parquet shards are compressed, so "memory-mapped" cannot mean zero-copy) and
+    keeps the last `cached_row_groups` decoded, so memory stays bounded whatever the dataset's size, in every
+    DataLoader worker.
 
-    def __init__(self, out_dir: Path | str, columns: tuple[str, ...] = COLUMNS) -> None:
+    Example: with `--shard-packs 5000` and 500 packs per row group, `ds[12_345]` decodes row group 4 of the third
+    shard and returns its row 345 as int64 tensors.
+    """
+
+    def __init__(self, out_dir: Path | str, columns: tuple[str, ...] = COLUMNS, cached_row_groups: int = 2) -> None:
         self.columns = columns
-        self.tables = [pq.read_table(f, columns=list(columns), memory_map=True) for f in shard_files(Path(out_dir))]
-        self.offsets = np.cumsum([0] + [t.num_rows for t in self.tables])
+        self.files = shard_files(Path(out_dir))
+        self.groups: list[tuple[int, int]] = []  # (file, row group) in reading order
+        sizes = []
+        for f, path in enumerate(self.files):
+            meta = pq.ParquetFile(path).metadata
+            for g in range(meta.num_row_groups):
+                self.groups.append((f, g))
+                sizes.append(meta.row_group(g).num_rows)
+        self.offsets = np.cumsum([0, *sizes])
+        self.cached_row_groups = max(1, cached_row_groups)
+        self._cache: OrderedDict[int, Any] = OrderedDict()
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers start with an empty cache
+        return {**self.__dict__, "_cache": OrderedDict()}
+
+    def row_group(self, index: int) -> Any:
+        """Decoded row group `index` (LRU-cached)."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        f, g = self.groups[index]
+        table = pq.ParquetFile(self.files[f]).read_row_group(g, columns=list(self.columns))
+        self._cache[index] = table
+        while len(self._cache) > self.cached_row_groups:
+            self._cache.popitem(last=False)
+        return table
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         index %= len(self)
-        shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        row = index - int(self.offsets[shard])
-        table = self.tables[shard]
+        group = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        table = self.row_group(group)
+        row = index - int(self.offsets[group])
         return {name: torch.from_numpy(table.column(name)[row].values.to_numpy().astype(np.int64))
                 for name in self.columns}
 
