@@ -73,3 +73,27 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     return tmp / "out"
+
+
+@pytest.fixture(scope="session")
+def packed_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tfpack pack` output directory with the defaults (`--attention pack`): 40 chats at max-len 256."""
+    tmp = tmp_path_factory.mktemp("pack-default")
+    data = write_jsonl(tmp / "chat.jsonl", chat_rows(40))
+    args = ["pack", str(data), "-o", str(tmp / "packed"), "--tokenizer", "packaged-minilm", "--max-len", "256",
+            "--shard-packs", "3", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    return tmp / "packed"
+
+
+def tiny_llama(attn: str = "sdpa", vocab_size: int = 30522) -> Any:
+    """A random 2-layer Llama from a transformers config (no download), vocabulary covering packaged-minilm's ids."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         attn_implementation=attn)
+    return LlamaForCausalLM(config)

@@ -8,19 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.conftest import tiny_llama as conftest_llama
 from tfpack.data import PackedCollator, PackedDataset, block_causal_mask
 from tfpack.tokenize import IGNORE_INDEX
 from tfpack.workdir import shard_paths
 
 
 def tiny_llama(attn: str) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         attn_implementation=attn)
-    return LlamaForCausalLM(config).eval()
+    return conftest_llama(attn).eval()
 
 
 def multi_segment_packs(ds: PackedDataset, count: int) -> list[dict[str, torch.Tensor]]:

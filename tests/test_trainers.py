@@ -71,3 +71,66 @@ def test_megatron_bridge_packed_parquet_trains_the_same_tokens(packed: Path) -> 
             trained |= {(j, ids[j + 1]) for j in range(s, e - 1) if mask[j]}
         assert trained == hf_targets(row)
         assert sum(mask) == row["num_loss_tokens"]
+
+
+def test_hf_trainer_with_packed_collator(packed_default: Path, tmp_path: Path) -> None:
+    """Hugging Face's Trainer takes two optimizer steps on PackedDataset + PackedCollator('padded'), as the README says."""
+    from transformers import Trainer, TrainingArguments
+
+    from tests.conftest import tiny_llama
+    from tfpack.data import PackedCollator
+
+    args = TrainingArguments(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=2, max_steps=2,
+                             remove_unused_columns=False, report_to=[], use_cpu=True, save_strategy="no")
+    trainer = Trainer(model=tiny_llama("sdpa"), args=args, train_dataset=PackedDataset(packed_default),
+                      data_collator=PackedCollator("padded", pad_token_id=0))
+    result = trainer.train()
+    assert trainer.state.global_step == 2 and np.isfinite(result.training_loss)
+
+
+def test_load_dataset_reads_exactly_the_packs(packed_default: Path) -> None:
+    """Both ways `datasets` reads a directory give the packs and nothing else (not the card, the lists, .tfpack/)."""
+    datasets = pytest.importorskip("datasets")
+    expected = rows(packed_default)
+    assert (packed_default / ".tfpack" / "embed" / "samples.parquet").is_file()
+    for ds in (datasets.load_dataset(str(packed_default), split="train"),
+               datasets.load_dataset("parquet", data_dir=str(packed_default), split="train")):
+        assert ds.num_rows == len(expected)
+        assert ds["input_ids"] == [r["input_ids"] for r in expected]
+
+
+def test_default_packs_are_one_causal_context(packed_default: Path) -> None:
+    """`--attention pack` (the default): one segment per pack, positions run on across samples."""
+    import orjson
+
+    assert orjson.loads((packed_default / "manifest.json").read_bytes())["attention"] == "pack"
+    multi = [r for r in rows(packed_default) if len(r["sample_lengths"]) > 1]
+    assert multi
+    for r in rows(packed_default):
+        assert r["seq_lengths"] == [len(r["input_ids"])] and r["position_ids"] == list(range(len(r["input_ids"])))
+        assert sum(r["sample_lengths"]) == len(r["input_ids"])
+
+
+def test_megatron_bridge_metadata_matches_the_shards(packed_default: Path, packed: Path) -> None:
+    import orjson
+
+    for out in (packed_default, packed):
+        manifest = orjson.loads((out / "manifest.json").read_bytes())
+        [meta] = orjson.loads((out / f"{manifest['max_len']}_metadata.jsonl").read_bytes())
+        all_rows = rows(out)
+        segments = [len(r["seq_lengths"]) for r in all_rows]
+        assert meta == {
+            "max_samples_per_bin": max(segments),
+            "dataset_max_seqlen": max(x for r in all_rows for x in r["seq_lengths"]),
+            "packing_factor": round(sum(segments) / len(all_rows), 2),
+            "packing_efficiency": round(sum(r["num_tokens"] for r in all_rows) / (len(all_rows) * manifest["max_len"])
+                                        * 100, 2),
+            "pack_size": manifest["max_len"],
+            "min_packed_seqlen": min(r["num_tokens"] for r in all_rows),
+        }
+
+
+def test_dataset_card_declares_the_shards(packed_default: Path) -> None:
+    card = (packed_default / "README.md").read_text()
+    assert card.startswith("---\nconfigs:\n") and "path: data/train-*.parquet" in card
+    assert "**Attention: `pack`**" in card and "| `labels` |" in card
