@@ -74,7 +74,7 @@ def test_megatron_bridge_packed_parquet_trains_the_same_tokens(packed: Path) -> 
 
 
 def test_hf_trainer_with_packed_collator(packed_default: Path, tmp_path: Path) -> None:
-    """Hugging Face's Trainer takes two optimizer steps on PackedDataset + PackedCollator('padded'), as the README says."""
+    """Hugging Face's Trainer takes two optimizer steps on PackedDataset + PackedCollator('padded') (the README)."""
     from transformers import Trainer, TrainingArguments
 
     from tests.conftest import tiny_llama
