@@ -162,3 +162,33 @@ def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path
     code, err = invoke("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "64", "--overwrite", "--quiet")
     assert code == 0, err
     assert invoke("stats", str(out), "--verify", "--json")[0] == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "missing key"])
+def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: str) -> None:
+    """A corrupt, partial or key-missing manifest.json: every command that reads it says so in one line, exit 1."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(packed, out, symlinks=True)
+    run = tmp_path / "run"
+    shutil.copytree(packed / ".tfpack" / "embed", run)
+    for target in (out, run):
+        path = target / "manifest.json"
+        manifest = orjson.loads(path.read_bytes())
+        if damage == "truncated":
+            path.write_bytes(path.read_bytes()[:40])
+        elif damage == "not an object":
+            path.write_bytes(b"[1, 2]")
+        else:
+            manifest.pop("max_len" if target == out else "dim")
+            path.write_bytes(orjson.dumps(manifest))
+    expected = {"truncated": "corrupt or partial manifest", "not an object": "not a manifest",
+                "missing key": "manifest lacks"}[damage]
+    for args in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out), "--pack", "0"],
+                 ["stats", str(run)], ["order", str(run), "-o", str(tmp_path / "order.npy")],
+                 ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"]):
+        code, err = invoke(*args)
+        assert code == 1, (args, err)
+        assert expected in err and "manifest.json" in err and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) <= 2, err

@@ -34,7 +34,8 @@ def test_fingerprints_agree(tmp_path: Path) -> None:
 
 
 def test_manifest_round_trip_and_stage_check(tmp_path: Path) -> None:
-    write_manifest(tmp_path, {"stage": "embed", "n": 3})
+    write_manifest(tmp_path, {"stage": "embed", "n": 3, "dim": 4, "model": "m", "backend": "onnx", "dtype": "float32",
+                              "inputs": []})
     assert read_manifest(tmp_path, "embed", "tfpack embed")["n"] == 3
     with pytest.raises(StaleArtifactError, match="is a 'embed' output, expected 'pack'"):
         read_manifest(tmp_path, "pack", "tfpack pack")

@@ -10,10 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack.errors import StaleArtifactError
 from tfpack.order import load_embeddings, to_float32
 from tfpack.threshold import resolve_threshold
-from tfpack.workdir import MANIFEST, read_manifest, shard_paths
+from tfpack.workdir import manifest_stage, read_manifest, shard_paths
 
 
 def pack_similarities(unit: NDArray[np.float32], groups: list[NDArray[np.int64]]) -> NDArray[np.float64]:
@@ -142,10 +141,5 @@ def embed_stats(run_dir: Path, seed: int = 0) -> dict[str, Any]:
 
 def stats(path: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
     """Stats of a pack output or an embed run directory, whichever `path` is."""
-    if not (path / MANIFEST).is_file():
-        raise StaleArtifactError(f"{path}: no manifest.json; point stats at a finished `tfpack pack` or "
-                                 "`tfpack embed` output")
-    import orjson
-
-    stage = orjson.loads((path / MANIFEST).read_bytes()).get("stage")
+    stage = manifest_stage(path, "point stats at a finished `tfpack pack` or `tfpack embed` output")
     return pack_stats(path, seed, plot) if stage == "pack" else embed_stats(path, seed)

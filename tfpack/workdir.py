@@ -72,17 +72,50 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json(run_dir / MANIFEST, manifest)
 
 
+# What readers of each stage's manifest rely on; a manifest without one of these is not a finished run of that stage.
+REQUIRED_KEYS = {
+    "embed": ("n", "dim", "model", "backend", "dtype", "inputs"),
+    "pack": ("counts", "shards", "max_len", "attention", "tokenizer", "threshold", "window", "k", "run_dir",
+             "embedding_model"),
+}
+REQUIRED_COUNTS = ("packs", "samples", "tokens", "loss_tokens", "dropped", "truncated")
+
+
+def _load_manifest(path: Path, rerun: str) -> dict[str, Any]:
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise StaleArtifactError(f"{path}: corrupt or partial manifest ({e}); run `{rerun}`") from None
+    if not isinstance(manifest, dict):
+        raise StaleArtifactError(f"{path}: not a manifest (a JSON {type(manifest).__name__}); run `{rerun}`")
+    return manifest
+
+
+def manifest_stage(run_dir: Path, rerun: str) -> Any:
+    """The stage a finished directory's manifest records (None when it records none)."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise StaleArtifactError(f"{run_dir}: no manifest.json; {rerun}")
+    return _load_manifest(path, rerun).get("stage")
+
+
 def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
-    """Load a completed stage's manifest, or raise naming the command that produces it."""
+    """Load a completed stage's manifest, or raise naming the file, what is wrong and the command that rewrites it."""
     path = run_dir / MANIFEST
     if not path.is_file():
         state = "is incomplete (no manifest.json: the run did not finish)" if run_dir.is_dir() else "does not exist"
         raise StaleArtifactError(f"{run_dir}: {state}; run `{rerun}`")
-    manifest: dict[str, Any] = orjson.loads(path.read_bytes())
+    manifest = _load_manifest(path, rerun)
     if manifest.get("stage") != stage:
         raise StaleArtifactError(
             f"{path}: is a '{manifest.get('stage')}' output, expected '{stage}'; run `{rerun}`"
         )
+    missing = [key for key in REQUIRED_KEYS.get(stage, ()) if key not in manifest]
+    if stage == "pack" and isinstance(manifest.get("counts"), dict):
+        missing += [f"counts.{key}" for key in REQUIRED_COUNTS if key not in manifest["counts"]]
+    if missing:
+        raise StaleArtifactError(f"{path}: manifest lacks {', '.join(missing)} (written by another tfpack version, or "
+                                 f"edited); run `{rerun}`")
     return manifest
 
 
