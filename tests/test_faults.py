@@ -192,3 +192,15 @@ def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: s
         assert code == 1, (args, err)
         assert expected in err and "manifest.json" in err and "Traceback" not in err, (args, err)
         assert len(err.strip().splitlines()) <= 2, err
+
+
+def test_pack_with_every_sample_dropped_fails_cleanly(qa_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, err = invoke("pack", str(qa_file), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "34",
+                       "--long", "drop")
+    assert code == 1 and "nothing to pack, all 24 samples were left out (24 longer than max_len)" in err, err
+    assert "--max-len" in err and "Traceback" not in err
+    assert not (out / "manifest.json").exists()
+    for args in (["stats", str(out)], ["stats", str(out), "--verify"]):
+        code, err = invoke(*args)
+        assert code == 1 and "no manifest.json" in err and "Traceback" not in err, err

@@ -193,6 +193,14 @@ def tokenize_samples(
     return store, dropped, truncated, refused
 
 
+def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
+    """The commonest reasons in a drop list, counted (`12 longer than max_len, 2 the chat template refused ...`)."""
+    from collections import Counter
+
+    kinds = Counter(entry["reason"].split(" (")[0].split(":")[0] for entry in left_out)
+    return ", ".join(f"{count} {reason}" for reason, count in kinds.most_common(top))
+
+
 PackSpec = tuple[list[NDArray[np.int32]], list[NDArray[np.int32]], list[int], list[float]]
 
 
@@ -298,6 +306,11 @@ def run_pack(
     tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
                                                            progress, on_error, embed_manifest.get("inputs", []))
     path = full_path[tokens.kept[full_path]]
+    if not len(path):
+        shutil.rmtree(store_dir)
+        raise InputError(f"{run_dir}: nothing to pack, all {len(full_path)} samples were left out ("
+                         f"{summarise_reasons(dropped + refused)}); raise --max-len, pass --long truncate, or fix the "
+                         "refused samples (--on-error skip lists them in errors.jsonl)")
     packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
     if pack_cfg.pack_filter is not None:
         packs = separate_near_duplicates(packs, path, tokens.lengths[path], pack_cfg.max_len,
