@@ -142,3 +142,38 @@ def test_ivfpq_global_walk_never_copies_the_embeddings(tmp_path: Path) -> None:
     assert isinstance(pq.vectors, np.memmap), "ivfpq reads the memory-mapped float16 rows, no float32 copy"
     assert pq.summary["knn"] == "ivfpq" and sorted(pq.path.tolist()) == list(range(4000))
     assert pq.summary["mean_adjacent_similarity"] > 0.98 * exact.summary["mean_adjacent_similarity"]
+
+
+def clustered(n: int = 300, d: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)) + 3 * rng.standard_normal((6, d))[rng.integers(0, 6, n)]
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_scaled_rows_are_normalised_and_walk_as_unit_rows(tmp_path: Path) -> None:
+    """Rows of arbitrary length give the path and threshold of their unit rows (inner products would not), and the
+    summary says they were normalised; the memory-bounded engines, which cannot copy, refuse naming a row."""
+    unit = clustered()
+    scaled = unit * np.random.default_rng(1).uniform(0.2, 5.0, (len(unit), 1)).astype(np.float32)
+    for exact in (True, False):
+        cfg = OrderConfig(threshold="auto", exact=exact, k=16)
+        a, b = order_embeddings(unit, cfg), order_embeddings(scaled, cfg)
+        assert not a.summary["normalised"] and b.summary["normalised"]
+        assert a.summary["threshold"] == pytest.approx(b.summary["threshold"], abs=1e-5)
+        assert np.array_equal(a.path, b.path)
+    path = tmp_path / "scaled.npy"
+    np.save(path, scaled)
+    result = CliRunner().invoke(app, ["order", str(path), "-o", str(tmp_path / "o.npy"), "--knn", "ivfpq"])
+    assert result.exit_code == 1 and "embeddings row 0 has L2 norm" in result.stderr
+
+
+def test_cosine_ceiling_one_allows_exact_duplicates() -> None:
+    """At S = 1.0 nothing is more similar than allowed: duplicated rows follow each other without fallbacks."""
+    base = clustered(60)
+    emb = np.repeat(base, 3, axis=0)
+    for exact in (True, False):
+        result = order_embeddings(emb, OrderConfig(threshold="1.0", exact=exact, k=8))
+        assert result.summary["threshold_violations"] == 0
+        assert sorted(result.path.tolist()) == list(range(len(emb)))
+        same = (emb[result.path[1:]] == emb[result.path[:-1]]).all(axis=1)
+        assert same.sum() == 2 * len(base)

@@ -25,6 +25,7 @@ from tfpack.walk import squared_norms, walk
 from tfpack.workdir import MANIFEST, atomic_path, fingerprint_file, read_manifest
 
 EMBEDDINGS_FILE = "embeddings.npy"
+UNIT_TOLERANCE = 1e-2  # |norm - 1| allowed for a unit row (float16 storage moves norms by < 1e-3)
 _CHUNK = 65_536
 
 
@@ -84,11 +85,33 @@ def check_block(block: NDArray[Any], start: int) -> None:
 
 
 def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
-    """Reject NaN/inf and zero rows, reading `emb` chunk by chunk (nothing kept)."""
+    """Reject NaN/inf, zero and non-unit rows, reading `emb` chunk by chunk (nothing kept): the memory-bounded
+    engines read rows in place, so they cannot normalise them."""
     with progress.task("checking embeddings", total=len(emb)) as task:
         for start in range(0, len(emb), _CHUNK):
-            check_block(emb[start : start + _CHUNK], start)
+            block = emb[start : start + _CHUNK]
+            check_block(block, start)
+            off = np.flatnonzero(np.abs(row_norms(block) - 1) > UNIT_TOLERANCE)
+            if off.size:
+                row = start + int(off[0])
+                raise InputError(f"embeddings row {row} has L2 norm {float(row_norms(emb[row : row + 1])[0]):.4g}, "
+                                 "not 1: the walk compares L2 distances of unit rows; L2-normalise the embeddings "
+                                 "(`tfpack embed --embeddings FILE` does), or order without --buckets/--knn ivfpq, "
+                                 "which normalise a float32 copy")
             task.advance(min(_CHUNK, len(emb) - start))
+
+
+def unit_rows_in_place(vectors: NDArray[np.float32]) -> bool:
+    """L2-normalise the rows of an in-memory float32 array when any is off unit length; returns whether it did.
+
+    Unit rows are left bit for bit as they are (re-dividing by norms within rounding of 1 would move boundary pairs
+    of the paper's threshold)."""
+    norms = row_norms(vectors)
+    if not (np.abs(norms - 1) > UNIT_TOLERANCE).any():
+        return False
+    for start in range(0, len(vectors), _CHUNK):
+        vectors[start : start + _CHUNK] /= norms[start : start + _CHUNK, None].astype(np.float32)
+    return True
 
 
 def row_norms(rows: NDArray[Any]) -> NDArray[np.float64]:
@@ -129,7 +152,8 @@ def window_metrics(emb: NDArray[Any], path: NDArray[np.int64], window: int, reje
         for s in range(lag, n, _CHUNK):
             cur, prev = path[s : s + _CHUNK], path[s - lag : s - lag + _CHUNK]
             prev = prev[: len(cur)]
-            d2 = norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev], dtype=np.float64)
+            d2 = np.maximum(norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev],
+                                                                       dtype=np.float64), 0.0)
             violations[s : s + len(cur)] |= d2 < reject_d2
     rng = np.random.default_rng(seed)
     return {
@@ -154,8 +178,10 @@ def order_embeddings(
     if cfg.buckets > 1 or method == "ivfpq":  # memory-bounded: rows are read from `emb` (memory-mapped) as needed
         check_rows(emb, progress)
         vectors = emb
+        normalised = False
     else:
         vectors = to_float32(emb, progress)
+        normalised = unit_rows_in_place(vectors)
     t0 = time.perf_counter()
     threshold = resolve_threshold(vectors, parse_threshold(str(cfg.threshold)), cfg.distance_threshold,
                                   cfg.quantile, cfg.sample_pairs, cfg.seed)
@@ -184,6 +210,7 @@ def order_embeddings(
     summary = {
         "n": len(vectors),
         "dim": int(vectors.shape[1]),
+        "normalised": normalised,
         "threshold": threshold.cosine,
         "distance_threshold": threshold.distance,
         "threshold_mode": threshold.mode,

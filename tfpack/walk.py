@@ -38,7 +38,7 @@ def _d2(emb: Any, norms2: Any, a: int, b: int) -> float:
     dot = 0.0
     for t in range(emb.shape[1]):
         dot += value(emb[a, t]) * value(emb[b, t])
-    return norms2[a] + norms2[b] - 2.0 * dot
+    return max(norms2[a] + norms2[b] - 2.0 * dot, 0.0)  # identical rows: 0, not a rounding error below it
 
 
 @numba.njit(cache=True)
