@@ -204,3 +204,23 @@ def test_pack_with_every_sample_dropped_fails_cleanly(qa_file: Path, tmp_path: P
     for args in (["stats", str(out)], ["stats", str(out), "--verify"]):
         code, err = invoke(*args)
         assert code == 1 and "no manifest.json" in err and "Traceback" not in err, err
+
+
+def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: Path) -> None:
+    """--quiet: a real embed and pack leave stderr empty; the switches also hold for a library's own tqdm bar and
+    warning log line (what transformers 5 prints while loading weights)."""
+    def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600)
+
+    embed = run_cli("embed", str(qa_file), "-o", str(tmp_path / "run"), "--quiet")
+    assert embed.returncode == 0 and embed.stderr == "" and embed.stdout == ""
+    pack = run_cli("pack", str(tmp_path / "run"), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm",
+                   "--quiet")
+    assert pack.returncode == 0 and pack.stderr == "" and pack.stdout == ""
+    probe = ("from tfpack.progress import silence_third_party; silence_third_party(quiet=True)\n"
+             "import logging, tqdm; [None for _ in tqdm.tqdm(range(3), desc='Loading weights')]\n"
+             "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == ""
+    loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60)
+    assert "Loading weights" in loud.stderr  # the control: without the switches both lines print

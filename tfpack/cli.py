@@ -5,10 +5,7 @@ Exit codes: 0 success, 1 data error (bad input, stale run directory), 2 usage er
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +20,7 @@ from rich.table import Table
 
 from tfpack import __version__
 from tfpack.errors import TfpackError
-from tfpack.progress import NULL_PROGRESS, Progress, Task
+from tfpack.progress import NULL_PROGRESS, Progress, Task, silence_third_party
 
 app = typer.Typer(
     name="tfpack",
@@ -72,7 +69,9 @@ class _RichProgress(Progress):
 
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Progress]:
-    """Rich bars on a terminal's stderr; a no-op otherwise."""
+    """Rich bars on a terminal's stderr; a no-op otherwise (and, with `quiet`, no other library's output either)."""
+    if quiet:
+        silence_third_party(quiet=True)
     if quiet or not err_console.is_terminal:
         yield NULL_PROGRESS
         return
@@ -138,12 +137,7 @@ def main(
     ] = False,
 ) -> None:
     """Threshold Filtering Packing for SFT datasets."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning,
-                            module=r"(transformers|torch|sentence_transformers|optimum)")
-    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    silence_third_party(quiet=False)
 
 
 @app.command()

@@ -31,3 +31,31 @@ class Progress:
 
 
 NULL_PROGRESS = Progress()
+
+
+THIRD_PARTY_LOGGERS = ("transformers", "sentence_transformers", "huggingface_hub", "datasets", "optimum", "nncf")
+
+
+def silence_third_party(quiet: bool) -> None:
+    """Keep other libraries' output off the terminal: always their progress bars (tfpack draws its own) and their
+    known advisory noise; with `quiet`, every warning and log line below an error ("Loading weights", hub notices).
+    The switches are environment variables those libraries read when imported (tfpack imports them late, inside the
+    commands), plus the standard logging levels."""
+    import logging
+    import os
+    import warnings
+
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            module=r"(transformers|torch|sentence_transformers|optimum)")
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    if quiet:
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+        warnings.filterwarnings("ignore")
+        for name in THIRD_PARTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
