@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: install demo test lint clean
+OLDEST := .venv-oldest
+
+.PHONY: install demo test test-oldest wheel-check versions lint clean
 
 install: $(VENV)/.installed
 
@@ -26,10 +28,29 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# The same suite on the oldest supported transformers / TRL / sentence-transformers (ci/constraints-oldest.txt).
+$(OLDEST)/.installed: pyproject.toml ci/constraints-oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --upgrade pip
+	$(OLDEST)/bin/pip install torch==2.13.0
+	$(OLDEST)/bin/pip install -e ".[cpu,dev]" -c ci/constraints-oldest.txt
+	touch $@
+
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q
+
+# The built wheel, installed non-editable in a fresh venv, runs embed -> pack -> stats --verify outside the repo.
+wheel-check: install
+	bash scripts/ci_wheel_check.sh $(BIN)/python
+
+versions:
+	@for venv in $(VENV) $(OLDEST); do [ -x $$venv/bin/pip ] && echo "$$venv:" && $$venv/bin/pip list 2>/dev/null \
+		| grep -iE '^(torch|transformers|tokenizers|trl|datasets|sentence-transformers|openvino|onnxruntime) '; done; true
+
 lint: install
 	$(BIN)/ruff check tfpack tests scripts
 	$(BIN)/ruff format --check tfpack tests scripts
 	$(BIN)/mypy tfpack
 
 clean:
-	rm -rf $(DEMO) $(VENV)
+	rm -rf $(DEMO) $(VENV) $(OLDEST)
