@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import qa_rows, write_jsonl
@@ -54,3 +55,21 @@ def test_empty_input(tmp_path: Path) -> None:
 def test_unknown_on_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--on-error"):
         ingest(["x"], FormatOptions(), tmp_path / "s.parquet", on_error="ignore")
+
+
+def test_tool_calls_and_tools_survive_the_samples_file(tmp_path: Path) -> None:
+    call = {"type": "function", "function": {"name": "lookup", "arguments": {"q": "x"}}}
+    record = {"messages": [{"role": "user", "content": "find x"}, {"role": "assistant", "content": None,
+                                                                   "tool_calls": [call]},
+                           {"role": "tool", "content": "x=1", "tool_call_id": "c0"},
+                           {"role": "assistant", "content": "x is 1"}],
+              "tools": [{"type": "function", "function": {"name": "lookup"}}]}
+    chats = write_jsonl(tmp_path / "a.jsonl", [record])
+    pairs = write_jsonl(tmp_path / "b.jsonl", [{"question": "q", "answer": "a"}])
+    ingest([str(chats), str(pairs)], FormatOptions(), tmp_path / "s.parquet")
+    [(_, conversations)] = list(iter_sample_batches(tmp_path / "s.parquet"))
+    first = conversations[0]
+    assert first.turns[1] == Turn("assistant", None, '{"tool_calls":[' + orjson.dumps(call).decode() + "]}")
+    assert first.turns[2].extra == '{"tool_call_id":"c0"}'
+    assert orjson.loads(first.tools or "") == record["tools"]
+    assert conversations[1] == Conversation((Turn("user", "q"), Turn("assistant", "a")))
