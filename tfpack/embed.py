@@ -195,6 +195,8 @@ def export_onnx(model_path: str, out: Path) -> None:
                 dynamo=True, optimize=True, verbose=False)
     finally:
         exporter_log.setLevel(level)
+    if program is None:
+        raise DependencyError(f"--model {model_path}: torch.onnx.export returned no program; use --backend torch")
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out))
 

@@ -172,10 +172,10 @@ def to_conversation(record: Any, fmap: FieldMap, where: str) -> Conversation:
         return Conversation((*head, Turn("user", prompt), Turn("assistant", reply)))
     if fmap.format == "prompt-completion":
         assert fmap.prompt is not None and fmap.response is not None
-        prompt, completion = record.get(fmap.prompt), record.get(fmap.response)
-        if isinstance(prompt, list) and isinstance(completion, list):  # TRL conversational prompt/completion
-            turns = (*_chat_turns(prompt, where, fmap.prompt, "role", "content", MESSAGE_ROLES),
-                     *_chat_turns(completion, where, fmap.response, "role", "content", MESSAGE_ROLES))
+        asked, answered = record.get(fmap.prompt), record.get(fmap.response)
+        if isinstance(asked, list) and isinstance(answered, list):  # TRL conversational prompt/completion
+            turns = (*_chat_turns(asked, where, fmap.prompt, "role", "content", MESSAGE_ROLES),
+                     *_chat_turns(answered, where, fmap.response, "role", "content", MESSAGE_ROLES))
             return Conversation(_checked_chat(turns, where, f"{fmap.prompt}/{fmap.response}"), _tools(record, where))
         user = _required(record, fmap.prompt, where)
         return Conversation((Turn("user", user), Turn("assistant", _required(record, fmap.response, where))))

@@ -188,12 +188,14 @@ def render_messages(
     character spans of the template's `{% generation %}` blocks."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    texts, indices = render_jinja_template(
+    rendered: Any = render_jinja_template(  # annotated `-> str`, returns (texts, generation spans)
         conversations=[messages], tools=tools, chat_template=tokenizer.template_for(tools),
         return_assistant_tokens_mask=generation, add_generation_prompt=add_generation_prompt,
         **(tokenizer.special or {}),
     )
-    return texts[0], [tuple(span) for span in indices[0]] if generation else []
+    texts, indices = rendered
+    spans: list[tuple[int, int]] = [(int(lo), int(hi)) for lo, hi in indices[0]] if generation else []
+    return str(texts[0]), spans
 
 
 def end_of_turn(tokenizer: Tokenizer) -> str | None:
