@@ -295,22 +295,22 @@ def run_pack(
                   engine=pack_cfg.engine)
     embed_manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
     emb, emb_file, _ = load_embeddings(run_dir)
+    # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
+    store_dir = out_dir / WORK_DIR / "tokens.tmp"
+    tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
+                                                           progress, on_error, embed_manifest.get("inputs", []))
+    if not tokens.kept.any():
+        shutil.rmtree(store_dir)
+        raise InputError(f"{run_dir}: nothing to pack, all {len(tokens.kept)} samples were left out ("
+                         f"{summarise_reasons(dropped + refused)}); raise --max-len, pass --long truncate, or fix the "
+                         "refused samples (--on-error skip lists them in errors.jsonl)")
     ordered = order_embeddings(emb, order_cfg, run_dir / "knn", fingerprint_file(emb_file), progress)
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
     sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
     order_summary, full_path = ordered.summary, ordered.path
-    del ordered  # the float32 embeddings are the largest thing in memory; tokenizing does not need them
-
-    store_dir = out_dir / WORK_DIR / "tokens.tmp"
-    tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
-                                                           progress, on_error, embed_manifest.get("inputs", []))
+    del ordered  # the float32 embeddings are the largest thing in memory; packing does not need them
     path = full_path[tokens.kept[full_path]]
-    if not len(path):
-        shutil.rmtree(store_dir)
-        raise InputError(f"{run_dir}: nothing to pack, all {len(full_path)} samples were left out ("
-                         f"{summarise_reasons(dropped + refused)}); raise --max-len, pass --long truncate, or fix the "
-                         "refused samples (--on-error skip lists them in errors.jsonl)")
     packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
     if pack_cfg.pack_filter is not None:
         packs = separate_near_duplicates(packs, path, tokens.lengths[path], pack_cfg.max_len,
