@@ -364,7 +364,7 @@ def render(conversation: Conversation, tokenizer: Tokenizer, train_on: str) -> R
             return Refusal("the assistant turns' spans overlap or are out of order")
     if spans and not spans[-1][0] < spans[-1][1]:
         return Refusal("an assistant turn's span is empty")
-    last_trained = assistant[-1] == len(messages) - 1
+    last_trained = bool(assistant) and assistant[-1] == len(messages) - 1
     return Rendered(text, spans, not closed, last_trained)
 
 
