@@ -100,3 +100,19 @@ def test_ray_bucket_walks_equal_local(local_ray) -> None:  # type: ignore[no-unt
     remote = order_embeddings(x, OrderConfig(threshold="0.9", buckets=6, engine="ray"))
     np.testing.assert_array_equal(local.path, remote.path)
     assert local.summary["fallbacks"] == remote.summary["fallbacks"]
+
+
+def test_tokenize_worker_reports_refusals() -> None:
+    """The Ray tokenizing task returns a refusal per sample the template rejects, next to the others' labels, in
+    the columns `pack.ray_tokenized` reads back."""
+    from tfpack.ray_engine import TokenizeWorker
+
+    worker = TokenizeWorker("packaged-minilm", "plain", "assistant")
+    turns = [[{"role": "user", "content": "add 1 and 2"}, {"role": "assistant", "content": "3", "extra": None}],
+             [{"role": "user", "content": "look it up"}, {"role": "tool", "content": "42", "extra": None},
+              {"role": "assistant", "content": "42", "extra": None}]]
+    out = worker({"sample_id": np.array([7, 8]), "turns": np.array(turns, dtype=object),
+                  "tools": np.array([None, None], dtype=object)})
+    assert out["sample_id"].tolist() == [7, 8]
+    assert out["refusal"][0] == "" and len(out["input_ids"][0]) == len(out["labels"][0]) > 0
+    assert "the plain template has no tool role" in out["refusal"][1] and len(out["input_ids"][1]) == 0
