@@ -82,7 +82,8 @@ def point(n: int, max_len: int, threshold: float) -> None:
         stages = [
             ("embed (precomputed)", ["embed", str(root / "data.jsonl"), "-o", str(root / "run"), "--embeddings",
                                      str(root / "emb.npy"), "--dtype", "float16", "--quiet"]),
-            ("pack", ["pack", str(root / "run"), "-o", str(root / "out"), "--tokenizer", "packaged-minilm", "--max-len", str(max_len), "--threshold",
+            ("pack", ["pack", str(root / "run"), "-o", str(root / "out"), "--tokenizer", "packaged-minilm",
+                      "--max-len", str(max_len), "--threshold",
                       str(threshold), "--quiet"]),
             ("stats --verify", ["stats", str(root / "out"), "--verify", "--quiet"]),
         ]

@@ -13,6 +13,7 @@ from tfpack.cli import app
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_DATA = SHARED / "data"
+DEMO_TOKENIZER = ("--tokenizer", "packaged-minilm")  # the offline WordPiece, named as `tfpack pack` requires
 GOLDEN = SHARED / "golden"
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import qa_rows, write_jsonl
+from tests.conftest import DEMO_TOKENIZER, qa_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.workdir import shard_paths
 
@@ -70,7 +70,7 @@ def test_duplicate_explicit_ids(tmp_path: Path) -> None:
 def test_unknown_tokenizer_and_small_max_len(tmp_path: Path, qa_file: Path) -> None:
     code, err = invoke("pack", str(qa_file), "-o", str(tmp_path / "o1"), "--tokenizer", str(tmp_path / "nope"))
     assert code == 2 and "--tokenizer" in err
-    code, err = invoke("pack", str(qa_file), "-o", str(tmp_path / "o2"), "--max-len", "10", "--tokenizer", "packaged-minilm")
+    code, err = invoke("pack", str(qa_file), "-o", str(tmp_path / "o2"), "--max-len", "10", *DEMO_TOKENIZER)
     assert code == 2 and "--max-len 10 is not above the template overhead" in err
     assert not (tmp_path / "o2").exists()
 
@@ -151,7 +151,7 @@ def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path
     data = write_jsonl(tmp_path / "big.jsonl", qa_rows(1500))
     run, out = tmp_path / "run", tmp_path / "out"
     assert invoke("embed", str(data), "-o", str(run), "--quiet")[0] == 0
-    proc = tfpack("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "64", "--shard-packs", "1", "--quiet")
+    proc = tfpack("pack", str(run), "-o", str(out), *DEMO_TOKENIZER, "--max-len", "64", "--shard-packs", "1", "--quiet")
     wait_for(lambda: len(shard_paths(out)) >= 3)
     kill(proc)
     assert not (out / "manifest.json").exists()
@@ -159,7 +159,7 @@ def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path
     assert code == 2 and "incomplete run (no manifest.json)" in err
     code, err = invoke("stats", str(out))
     assert code == 1 and "no manifest.json" in err
-    code, err = invoke("pack", str(run), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "64", "--overwrite", "--quiet")
+    code, err = invoke("pack", str(run), "-o", str(out), *DEMO_TOKENIZER, "--max-len", "64", "--overwrite", "--quiet")
     assert code == 0, err
     assert invoke("stats", str(out), "--verify", "--json")[0] == 0
 

@@ -144,16 +144,10 @@ def test_ivfpq_global_walk_never_copies_the_embeddings(tmp_path: Path) -> None:
     assert pq.summary["mean_adjacent_similarity"] > 0.98 * exact.summary["mean_adjacent_similarity"]
 
 
-def clustered(n: int = 300, d: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, d)) + 3 * rng.standard_normal((6, d))[rng.integers(0, 6, n)]
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 def test_scaled_rows_are_normalised_and_walk_as_unit_rows(tmp_path: Path) -> None:
     """Rows of arbitrary length give the path and threshold of their unit rows (inner products would not), and the
     summary says they were normalised; the memory-bounded engines, which cannot copy, refuse naming a row."""
-    unit = clustered()
+    unit = clustered(300, 16)
     scaled = unit * np.random.default_rng(1).uniform(0.2, 5.0, (len(unit), 1)).astype(np.float32)
     for exact in (True, False):
         cfg = OrderConfig(threshold="auto", exact=exact, k=16)
@@ -169,7 +163,7 @@ def test_scaled_rows_are_normalised_and_walk_as_unit_rows(tmp_path: Path) -> Non
 
 def test_cosine_ceiling_one_allows_exact_duplicates() -> None:
     """At S = 1.0 nothing is more similar than allowed: duplicated rows follow each other without fallbacks."""
-    base = clustered(60)
+    base = clustered(60, 16)
     emb = np.repeat(base, 3, axis=0)
     for exact in (True, False):
         result = order_embeddings(emb, OrderConfig(threshold="1.0", exact=exact, k=8))

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import chat_rows, write_jsonl
+from tests.conftest import DEMO_TOKENIZER, chat_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.config import PackConfig
 from tfpack.formats import Conversation, Turn
@@ -73,8 +73,8 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
     run_dir = Path(orjson.loads((packed / "manifest.json").read_bytes())["run_dir"])
     outs = []
     for name in ("a", "b"):
-        result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), "--tokenizer", "packaged-minilm", "--max-len", "128",
-                                     "--threshold", "0.9", "--shard-packs", "4", "-q"])
+        result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), *DEMO_TOKENIZER,
+                                     "--max-len", "128", "--threshold", "0.9", "--shard-packs", "4", "-q"])
         assert result.exit_code == 0, result.stderr
         outs.append([p.read_bytes() for p in shard_paths((tmp_path / name))])
     assert outs[0] == outs[1]
@@ -82,7 +82,7 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
 
 def test_pack_attention_mode_and_drop(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(30))
-    result = runner.invoke(app, ["pack", str(data), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm", "--max-len", "64",
+    result = runner.invoke(app, ["pack", str(data), "-o", str(tmp_path / "out"), *DEMO_TOKENIZER, "--max-len", "64",
                                  "--attention", "pack", "--long", "drop", "--json"])
     assert result.exit_code == 0, result.stderr
     summary = orjson.loads(result.stdout)
@@ -142,8 +142,8 @@ def test_pack_filter_keeps_near_duplicates_apart(tmp_path: Path) -> None:
     for flag in ("--no-pack-filter", "--pack-filter"):
         out = tmp_path / flag
         extra = ["--pack-filter", "0.95"] if flag == "--pack-filter" else []
-        result = runner.invoke(app, ["pack", str(data), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "256", "--threshold", "0.95",
-                                     *extra, "--quiet"])
+        result = runner.invoke(app, ["pack", str(data), "-o", str(out), *DEMO_TOKENIZER, "--max-len", "256",
+                                     "--threshold", "0.95", *extra, "--quiet"])
         assert result.exit_code == 0, result.stderr
         stats = runner.invoke(app, ["stats", str(out), "--verify", "--json"])
         assert stats.exit_code == 0, stats.stderr

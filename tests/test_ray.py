@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import SHARED_DATA, chat_rows, shared_file, write_jsonl
+from tests.conftest import DEMO_TOKENIZER, SHARED_DATA, chat_rows, shared_file, write_jsonl
 from tfpack.cli import app
 from tfpack.workdir import shard_paths
 
@@ -36,8 +36,8 @@ def parity(data: Path, tmp: Path) -> None:
     assert local.shape == remote.shape
     np.testing.assert_allclose(remote, local, atol=1e-5)
     for engine in ("local", "ray"):
-        invoke("pack", str(tmp / "run-local"), "-o", str(tmp / f"out-{engine}"), "--tokenizer", "packaged-minilm", "--engine", engine, "--max-len", "512",
-               "--shard-packs", "20", "--quiet")
+        invoke("pack", str(tmp / "run-local"), "-o", str(tmp / f"out-{engine}"), *DEMO_TOKENIZER, "--engine", engine,
+               "--max-len", "512", "--shard-packs", "20", "--quiet")
     shards = [p.relative_to(tmp / "out-local") for p in shard_paths(tmp / "out-local")]
     assert shards == [p.relative_to(tmp / "out-ray") for p in shard_paths(tmp / "out-ray")] and shards
     for name in shards:

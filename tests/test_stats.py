@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import DEMO_TOKENIZER
 from tfpack.cli import app
 from tfpack.workdir import shard_paths
 
@@ -55,8 +56,8 @@ def test_inspect_shows_every_token_of_the_pack(packed: Path) -> None:
 
 
 def test_sweep_one_object_per_threshold(packed: Path) -> None:
-    result = runner.invoke(app, ["sweep", str(packed / ".tfpack" / "embed"), "--thresholds", "0.5,0.9,none", "--tokenizer", "packaged-minilm", "--max-len", "128",
-                                 "--json"])
+    result = runner.invoke(app, ["sweep", str(packed / ".tfpack" / "embed"), "--thresholds", "0.5,0.9,none",
+                                 *DEMO_TOKENIZER, "--max-len", "128", "--json"])
     assert result.exit_code == 0, result.stderr
     rows = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [r["threshold"] for r in rows] == ["0.5", "0.9", "none"]
