@@ -76,7 +76,7 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
         result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), *DEMO_TOKENIZER,
                                      "--max-len", "128", "--threshold", "0.9", "--shard-packs", "4", "-q"])
         assert result.exit_code == 0, result.stderr
-        outs.append([p.read_bytes() for p in shard_paths((tmp_path / name))])
+        outs.append([p.read_bytes() for p in shard_paths(tmp_path / name)])
     assert outs[0] == outs[1]
 
 
@@ -99,6 +99,22 @@ def test_refuses_non_empty_out_dir(packed: Path) -> None:
     run_dir = orjson.loads((packed / "manifest.json").read_bytes())["run_dir"]
     result = runner.invoke(app, ["pack", run_dir, "-o", str(packed), "--tokenizer", "packaged-minilm"])
     assert result.exit_code == 2 and "pass --overwrite" in result.stderr
+
+
+def test_overwrite_replaces_the_whole_output(packed: Path, tmp_path: Path) -> None:
+    """`--overwrite` with another --max-len: the Hub layout of the new run only, no shard or metadata of the old."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(packed, out, symlinks=True)
+    assert len(shard_paths(out)) > 1
+    run_dir = orjson.loads((packed / "manifest.json").read_bytes())["run_dir"]
+    result = runner.invoke(app, ["pack", run_dir, "-o", str(out), *DEMO_TOKENIZER, "--max-len", "96", "--overwrite",
+                                 "--shard-packs", "1000", "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert [p.name for p in shard_paths(out)] == ["train-00000-of-00001.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".tfpack", "96_metadata.jsonl", "README.md", "data",
+                                                     "dropped.jsonl", "errors.jsonl", "manifest.json"]
 
 
 def test_stats_agree_with_shards(packed: Path) -> None:

@@ -54,6 +54,7 @@ from tfpack.workdir import (
     WORK_DIR,
     atomic_path,
     fingerprint_file,
+    megatron_metadata_paths,
     prepare_out_dir,
     read_manifest,
     shard_name,
@@ -283,7 +284,8 @@ def run_pack(
                           f"exchange already takes {overhead} tokens ({tokenizer.template_source} with "
                           f"{tokenizer.name})")
     prepare_out_dir(out_dir, overwrite)
-    for stale in shard_paths(out_dir):
+    # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
+    for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
         stale.unlink()
     if len(sources) == 1 and is_run_dir(Path(sources[0])):
         run_dir = Path(sources[0])

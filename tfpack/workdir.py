@@ -148,3 +148,8 @@ def shard_paths(out_dir: Path) -> list[Path]:
 def megatron_metadata_name(max_len: int) -> str:
     """Megatron-Bridge's packing-metadata file name for packs of `max_len` tokens."""
     return f"{max_len}_metadata.jsonl"
+
+
+def megatron_metadata_paths(out_dir: Path) -> list[Path]:
+    """The Megatron-Bridge packing-metadata files at the top of a pack output directory (one per --max-len written)."""
+    return sorted(out_dir.glob("[0-9]*_metadata.jsonl"))
