@@ -55,6 +55,22 @@ def test_inspect_shows_every_token_of_the_pack(packed: Path) -> None:
     assert bad.exit_code == 2 and "--pack" in bad.stderr
 
 
+def test_stats_and_inspect_show_the_attention_mode(packed: Path, packed_default: Path) -> None:
+    """The mode is in `stats` and `inspect`, as data and for people; a default pack is one segment, its samples
+    continuing one another."""
+    for out, mode in ((packed, "segment"), (packed_default, "pack")):
+        assert orjson.loads(runner.invoke(app, ["stats", str(out), "--json"]).stdout)["attention"] == mode
+        index = next(i for i, r in enumerate(pq.read_table(shard_paths(out)).to_pylist()) if len(r["sample_ids"]) > 1)
+        assert f"attention={mode}" in runner.invoke(app, ["inspect", str(out), "--pack", str(index)]).stdout
+        view = orjson.loads(runner.invoke(app, ["inspect", str(out), "--pack", str(index), "--json"]).stdout)
+        assert view["attention"] == mode and len(view["samples"]) > 1
+        expected_segments = len(view["samples"]) if mode == "segment" else 1
+        assert view["segments"] == expected_segments
+        assert [s["new_segment"] for s in view["samples"]][1:] == [mode == "segment"] * (len(view["samples"]) - 1)
+    human = runner.invoke(app, ["stats", str(packed_default)])
+    assert human.exit_code == 0 and "attention" in human.stdout and "pack" in human.stdout
+
+
 def test_sweep_one_object_per_threshold(packed: Path) -> None:
     result = runner.invoke(app, ["sweep", str(packed / ".tfpack" / "embed"), "--thresholds", "0.5,0.9,none",
                                  *DEMO_TOKENIZER, "--max-len", "128", "--json"])

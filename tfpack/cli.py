@@ -326,7 +326,9 @@ def pack(
     ],
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", help="Output directory for part-*.parquet shards and manifest.json."),
+        typer.Option("--out", "-o", help="Output directory, laid out as a Hub dataset repository: shards in "
+                                         "data/, manifest.json, a dataset card README.md, dropped.jsonl, "
+                                         "errors.jsonl, Megatron-Bridge metadata; working files in .tfpack/."),
     ],
     max_len: Annotated[
         int | None,
