@@ -44,20 +44,43 @@ def test_dataset_reads_every_pack(packed: Path) -> None:
         ds[len(ds)]
 
 
-def test_dataset_is_lazy_and_bounded(packed: Path, tmp_path: Path) -> None:
-    """Shards rewritten with 2 packs per row group: nothing is decoded at construction, items equal an eager read,
-    and at most `cached_row_groups` row groups are held, also in a pickled copy (a DataLoader worker)."""
+def test_dataset_is_lazy_and_bounded(packed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards rewritten with 2 packs per row group: construction decodes no data (footers only), a pass in order
+    decodes each row group once, random access holds at most `cached_row_groups` of them, also in a pickled copy
+    (a DataLoader worker), and the items equal an eager read."""
     import pickle
 
     (tmp_path / "data").mkdir()
     for path in shard_paths(packed):
         pq.write_table(pq.read_table(path), tmp_path / "data" / path.name, row_group_size=2)
     rows = pq.read_table(shard_paths(tmp_path)).to_pylist()
+    decoded: list[int] = []
+    read_row_group = pq.ParquetFile.read_row_group
+
+    def counted(self: pq.ParquetFile, i: int, *args: object, **kwargs: object) -> object:
+        decoded.append(i)
+        return read_row_group(self, i, *args, **kwargs)
+
+    def whole(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a whole shard was decoded")
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted)
+    monkeypatch.setattr(pq.ParquetFile, "read", whole)
+    monkeypatch.setattr(pq, "read_table", whole)
     ds = PackedDataset(tmp_path, cached_row_groups=2)
-    assert len(ds) == len(rows) and len(ds.groups) > 4 and not ds._cache
+    assert len(ds) == len(rows) and len(ds.groups) > 4 and not decoded and not ds._cache
     for i in range(len(ds)):
         assert ds[i]["labels"].tolist() == rows[i]["labels"]
         assert len(ds._cache) <= 2
+    assert len(decoded) == len(ds.groups)
+    ds._cache.clear()
+    decoded.clear()
+    for i in (0, len(ds) - 1, 1, 0, len(ds) - 1):  # two row groups (rows 0 and 1 share one), alternating: kept
+        assert ds[i]["input_ids"].tolist() == rows[i]["input_ids"]
+    assert len(decoded) == 2
+    for i in (2, 0):  # a third row group evicts the least recently used (row 0's), which is decoded again
+        assert ds[i]["input_ids"].tolist() == rows[i]["input_ids"]
+    assert len(decoded) == 4 and len(ds._cache) == 2
     copy = pickle.loads(pickle.dumps(ds))
     assert not copy._cache and copy[-1]["input_ids"].tolist() == rows[-1]["input_ids"]
 
