@@ -47,7 +47,8 @@ def test_torchtune_layout(packed: Path) -> None:
         assert int(item["seq_lens"].sum()) == 128
         assert torch.equal(item["tokens"][:n], pack["input_ids"]) and torch.equal(item["labels"][:n], pack["labels"])
         assert (item["labels"][n:] == IGNORE_INDEX).all()
-        for start, length in zip(np.cumsum([0, *item["seq_lens"][:-1].tolist()]), item["seq_lens"].tolist(), strict=True):
+        seq_lens = item["seq_lens"].tolist()
+        for start, length in zip(np.cumsum([0, *seq_lens[:-1]]), seq_lens, strict=True):
             if start < n:
                 assert item["input_pos"][start : start + length].tolist() == list(range(length))
         if pad:
@@ -112,22 +113,27 @@ def test_default_packs_are_one_causal_context(packed_default: Path) -> None:
 
 
 def test_megatron_bridge_metadata_matches_the_shards(packed_default: Path, packed: Path) -> None:
+    """The metadata as Megatron-Bridge's packer writes it: one sequence per attention segment (split at seq_start_id),
+    a segment of L tokens counted as its L - 1 inputs, as its packed collator feeds them."""
     import orjson
 
     for out in (packed_default, packed):
         manifest = orjson.loads((out / "manifest.json").read_bytes())
         [meta] = orjson.loads((out / f"{manifest['max_len']}_metadata.jsonl").read_bytes())
         all_rows = rows(out)
-        segments = [len(r["seq_lengths"]) for r in all_rows]
+        inputs = []  # per pack: what the collator feeds, segment by segment (ids[s:e-1])
+        for r in all_rows:
+            bounds = [*r["seq_start_id"], len(r["input_ids"])]
+            inputs.append([e - s - 1 for s, e in zip(bounds[:-1], bounds[1:], strict=True)])
         assert meta == {
-            "max_samples_per_bin": max(segments),
-            "dataset_max_seqlen": max(x for r in all_rows for x in r["seq_lengths"]),
-            "packing_factor": round(sum(segments) / len(all_rows), 2),
-            "packing_efficiency": round(sum(r["num_tokens"] for r in all_rows) / (len(all_rows) * manifest["max_len"])
-                                        * 100, 2),
+            "max_samples_per_bin": max(len(x) for x in inputs),
+            "dataset_max_seqlen": max(max(x) for x in inputs),
+            "packing_factor": round(sum(len(x) for x in inputs) / len(inputs), 2),
+            "packing_efficiency": round(sum(map(sum, inputs)) / (len(inputs) * manifest["max_len"]) * 100, 2),
             "pack_size": manifest["max_len"],
-            "min_packed_seqlen": min(r["num_tokens"] for r in all_rows),
+            "min_packed_seqlen": min(map(sum, inputs)),
         }
+    assert meta["max_samples_per_bin"] > 1, "segment mode: several samples per pack"
 
 
 def test_dataset_card_declares_the_shards(packed_default: Path) -> None:

@@ -5,10 +5,15 @@ so `datasets.load_dataset(OUT_DIR)` (and a push of OUT_DIR to the Hub) loads exa
 attention mode, the schema, the counts and the tfpack settings from the manifest.
 
 `{max_len}_metadata.jsonl` is the packing metadata Megatron-Bridge's packed SFT dataset reads
-(`pack_metadata_file_path`): a JSON list with one entry per dataset split (here the one train split) holding
-`max_samples_per_bin` (most attention segments in one pack: it sizes padded `cu_seqlens`), `dataset_max_seqlen`
-(longest segment), `packing_factor` (mean segments per pack), `packing_efficiency` (tokens / (packs × pack_size), in
-percent), `pack_size` (`--max-len`) and `min_packed_seqlen` (shortest pack).
+(`pack_metadata_file_path`, the name its SFT builder gives it): despite the suffix, one JSON list with one entry per
+dataset split (here the one train split). Its values are counted the way Megatron-Bridge's packer
+(`create_packing_strategy`) and packed collator count them: one sequence per attention segment (the reader splits a
+row at `seq_start_id`), and a segment of L tokens as L - 1 (the collator feeds `ids[s:e-1]` and predicts
+`ids[s+1:e]`). So `max_samples_per_bin` is the most segments in one pack (it sizes padded `cu_seqlens`),
+`dataset_max_seqlen` the longest segment minus 1 (the attention kernels' `max_seqlen`), `packing_factor` the mean
+segments per pack, `min_packed_seqlen` the shortest pack's input length (its tokens minus its segments: with it the
+collator bounds the padding segment), `packing_efficiency` the mean input length over `pack_size`, in percent, and
+`pack_size` is `--max-len`.
 """
 
 from __future__ import annotations
@@ -44,24 +49,30 @@ COLUMNS = (
 
 
 def megatron_metadata(out_dir: Path, max_len: int) -> dict[str, Any]:
-    """Megatron-Bridge's packing statistics of the shards in `out_dir`, for packs of `max_len` tokens."""
+    """Megatron-Bridge's packing statistics of the shards in `out_dir`, for packs of `max_len` tokens, counted as
+    Megatron-Bridge counts them (a segment of L tokens is L - 1 inputs; see the module docstring).
+
+    Example: packs with segments [[5, 3], [6]] give max_samples_per_bin 2, dataset_max_seqlen 5, packing_factor 1.5,
+    min_packed_seqlen min(8 - 2, 6 - 1) = 5.
+    """
     table = pq.read_table(shard_paths(out_dir), columns=["seq_lengths", "num_tokens"])
     segments = table.column("seq_lengths").combine_chunks()
     per_pack = np.diff(segments.offsets.to_numpy())
     lengths = segments.values.to_numpy()
-    tokens = table.column("num_tokens").to_numpy()
-    packs = len(tokens)
+    inputs = table.column("num_tokens").to_numpy().astype(np.int64) - per_pack
+    packs = len(inputs)
     return {
         "max_samples_per_bin": int(per_pack.max()) if packs else 0,
-        "dataset_max_seqlen": int(lengths.max()) if packs else 0,
+        "dataset_max_seqlen": int(lengths.max()) - 1 if packs else 0,
         "packing_factor": round(float(per_pack.mean()), 2) if packs else 0.0,
-        "packing_efficiency": round(float(tokens.sum()) / (packs * max_len) * 100, 2) if packs else 0.0,
+        "packing_efficiency": round(float(inputs.sum()) / (packs * max_len) * 100, 2) if packs else 0.0,
         "pack_size": max_len,
-        "min_packed_seqlen": int(tokens.min()) if packs else 0,
+        "min_packed_seqlen": int(inputs.min()) if packs else 0,
     }
 
 
 def write_megatron_metadata(out_dir: Path, max_len: int) -> None:
+    """Write `{max_len}_metadata.jsonl` beside the manifest, from the shards already written."""
     write_json(out_dir / megatron_metadata_name(max_len), [megatron_metadata(out_dir, max_len)])
 
 
