@@ -98,6 +98,27 @@ def test_missing_shard_and_wrong_type(packed: Path, tmp_path: Path) -> None:
         verify(copy)
 
 
+@pytest.mark.parametrize("damage,message", [
+    (lambda meta: meta[0].update(max_samples_per_bin=meta[0]["max_samples_per_bin"] - 1),
+     "max_samples_per_bin is .*, the shards give"),
+    (lambda meta: meta.clear(), "a JSON list holding one object"),
+])
+def test_stale_megatron_metadata_is_caught(
+    packed: Path, tmp_path: Path, damage: Callable[[list[dict]], None], message: str
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(packed, copy)
+    [path] = copy.glob("*_metadata.jsonl")
+    meta = orjson.loads(path.read_bytes())
+    damage(meta)
+    path.write_bytes(orjson.dumps(meta))
+    with pytest.raises(VerifyError, match=message):
+        verify(copy)
+    path.unlink()
+    with pytest.raises(VerifyError, match="missing"):
+        verify(copy)
+
+
 def test_lost_sample_is_caught(packed: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(packed, copy)

@@ -5,7 +5,8 @@ list columns of one pack agree in length; `num_tokens` ≤ max_len; segments (`s
 the pack and match the attention mode; `position_ids` restart per segment; `labels` are −100 or the token, and −100
 on each segment's first token; `loss_mask` is the prediction-aligned view of `labels`; `num_loss_tokens` agrees;
 samples (`sample_ids`, `sample_lengths`, `path_sim`) tile the pack; every sample id appears exactly once in the
-shards or in `dropped.jsonl`, and the manifest's counts and shard list agree with what is on disk.
+shards or in `dropped.jsonl`; the manifest's counts and shard list agree with what is on disk, and so does
+Megatron-Bridge's packing metadata (a trainer sizes `cu_seqlens` and the kernels' `max_seqlen` from it).
 """
 
 from __future__ import annotations
@@ -19,10 +20,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from tfpack.card import megatron_metadata
 from tfpack.errors import InputError
 from tfpack.shards import SCHEMA
 from tfpack.tokenize import IGNORE_INDEX
-from tfpack.workdir import DATA_DIR, DROPPED_FILE, ERRORS_FILE, read_manifest, shard_paths
+from tfpack.workdir import (
+    DATA_DIR,
+    DROPPED_FILE,
+    ERRORS_FILE,
+    megatron_metadata_name,
+    read_manifest,
+    shard_paths,
+)
 
 TOKEN_COLUMNS = ("labels", "loss_mask", "position_ids")
 SAMPLE_COLUMNS = ("sample_lengths", "path_sim")
@@ -191,5 +200,25 @@ def verify(out_dir: Path) -> dict[str, Any]:
                        ("dropped", len(dropped)), ("refused", len(refused))):
         if counts_m.get(key, 0 if key == "refused" else None) != value:
             raise VerifyError(f"{out_dir}/manifest.json: counts.{key} is {counts_m.get(key)}, the shards hold {value}")
+    check_megatron_metadata(out_dir, int(manifest["max_len"]))
     return {"ok": True, "shards": len(listed), "packs": packs, "samples": int(len(packed)), "tokens": tokens,
             "loss_tokens": loss, "dropped": int(len(dropped)), "ids_checked_against_input": expected is not None}
+
+
+def check_megatron_metadata(out_dir: Path, max_len: int) -> None:
+    """`{max_len}_metadata.jsonl` holds exactly the statistics of the shards on disk."""
+    path = out_dir / megatron_metadata_name(max_len)
+    rerun = f"run `tfpack pack RUN_DIR -o {out_dir} --overwrite`"
+    if not path.is_file():
+        raise VerifyError(f"{path}: missing (Megatron-Bridge's packing metadata); {rerun}")
+    try:
+        written = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise VerifyError(f"{path}: not JSON ({e}); {rerun}") from None
+    expected = megatron_metadata(out_dir, max_len)
+    got = written[0] if isinstance(written, list) and len(written) == 1 and isinstance(written[0], dict) else None
+    if got is None:
+        raise VerifyError(f"{path}: expected a JSON list holding one object; {rerun}")
+    wrong = next((key for key in expected if got.get(key) != expected[key]), None)
+    if wrong is not None:
+        raise VerifyError(f"{path}: {wrong} is {got.get(wrong)}, the shards give {expected[wrong]}; {rerun}")
