@@ -55,6 +55,27 @@ def test_inspect_shows_every_token_of_the_pack(packed: Path) -> None:
     assert bad.exit_code == 2 and "--pack" in bad.stderr
 
 
+def test_inspect_reads_the_row_group_of_the_pack(packed: Path, tmp_path: Path) -> None:
+    """Shards of several row groups: every pack is found in its own; a shard shorter than the manifest says is named."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(packed, out, symlinks=True)
+    for path in shard_paths(out):
+        pq.write_table(pq.read_table(path), path, row_group_size=3)
+    rows = pq.read_table(shard_paths(out)).to_pylist()
+    assert pq.ParquetFile(shard_paths(out)[0]).num_row_groups > 1
+    for index, row in enumerate(rows):
+        result = runner.invoke(app, ["inspect", str(out), "--pack", str(index), "--json"])
+        assert result.exit_code == 0, result.stderr
+        assert [s["sample_id"] for s in orjson.loads(result.stdout)["samples"]] == row["sample_ids"]
+    first = shard_paths(out)[0]
+    table = pq.read_table(first)
+    pq.write_table(table.slice(0, table.num_rows - 1), first, row_group_size=3)
+    last = runner.invoke(app, ["inspect", str(out), "--pack", str(table.num_rows - 1)])
+    assert last.exit_code == 1 and f"{first.name}: holds fewer packs than manifest.json lists" in last.stderr
+
+
 def test_stats_and_inspect_show_the_attention_mode(packed: Path, packed_default: Path) -> None:
     """The mode is in `stats` and `inspect`, as data and for people; a default pack is one segment, its samples
     continuing one another."""
