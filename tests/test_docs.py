@@ -1,4 +1,4 @@
-"""The README's code is what runs: its TRL recipe is executed as written."""
+"""The README's code is what runs: its TRL and Hugging Face Trainer recipes are executed as written."""
 
 from __future__ import annotations
 
@@ -42,4 +42,34 @@ def test_readme_trl_recipe_runs_as_written(
     exec(compile(block, str(README), "exec"), namespace)
     trainer = namespace["trainer"]
     assert isinstance(trainer.args, BudgetedConfig) and trainer.args.padding_free
+    assert trainer.state.global_step == 2 and np.isfinite(trainer.state.log_history[-1]["train_loss"])
+
+
+def test_readme_hf_trainer_recipe_runs_as_written(
+    packed_default: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hugging Face `Trainer` block, executed as the README prints it, with `model` bound; the same test budget
+    through the `TrainingArguments` it imports, and its `Trainer` recorded to check the steps ran."""
+    import transformers
+
+    class BudgetedArguments(transformers.TrainingArguments):
+        def __post_init__(self) -> None:
+            self.max_steps, self.report_to, self.use_cpu, self.save_strategy = 2, [], True, "no"
+            super().__post_init__()
+
+    trainers: list[transformers.Trainer] = []
+
+    class RecordedTrainer(transformers.Trainer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            trainers.append(self)
+
+    [block] = python_blocks("PackedCollator")
+    assert "from transformers import Trainer, TrainingArguments" in block
+    monkeypatch.setattr(transformers, "TrainingArguments", BudgetedArguments)
+    monkeypatch.setattr(transformers, "Trainer", RecordedTrainer)
+    os.symlink(packed_default, tmp_path / "packed")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, str(README), "exec"), {"model": tiny_llama()})
+    [trainer] = trainers
     assert trainer.state.global_step == 2 and np.isfinite(trainer.state.log_history[-1]["train_loss"])

@@ -74,8 +74,9 @@ def test_megatron_bridge_packed_parquet_trains_the_same_tokens(packed: Path) -> 
         assert sum(mask) == row["num_loss_tokens"]
 
 
-def test_hf_trainer_with_packed_collator(packed_default: Path, tmp_path: Path) -> None:
-    """Hugging Face's Trainer takes two optimizer steps on PackedDataset + PackedCollator('padded') (the README)."""
+def test_hf_trainer_with_packed_collator(packed: Path, tmp_path: Path) -> None:
+    """Hugging Face's Trainer takes two optimizer steps on PackedDataset + PackedCollator("padded") over isolated
+    segments with eager attention (the README's block, run by test_docs, trains `--attention pack` shards on SDPA)."""
     from transformers import Trainer, TrainingArguments
 
     from tests.conftest import tiny_llama
@@ -83,7 +84,7 @@ def test_hf_trainer_with_packed_collator(packed_default: Path, tmp_path: Path) -
 
     args = TrainingArguments(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=2, max_steps=2,
                              remove_unused_columns=False, report_to=[], use_cpu=True, save_strategy="no")
-    trainer = Trainer(model=tiny_llama("sdpa"), args=args, train_dataset=PackedDataset(packed_default),
+    trainer = Trainer(model=tiny_llama("eager"), args=args, train_dataset=PackedDataset(packed),
                       data_collator=PackedCollator("padded", pad_token_id=0))
     result = trainer.train()
     assert trainer.state.global_step == 2 and np.isfinite(result.training_loss)
