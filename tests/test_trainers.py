@@ -137,7 +137,21 @@ def test_megatron_bridge_metadata_matches_the_shards(packed_default: Path, packe
     assert meta["max_samples_per_bin"] > 1, "segment mode: several samples per pack"
 
 
-def test_dataset_card_declares_the_shards(packed_default: Path) -> None:
-    card = (packed_default / "README.md").read_text()
-    assert card.startswith("---\nconfigs:\n") and "path: data/train-*.parquet" in card
-    assert "**Attention: `pack`**" in card and "| `labels` |" in card
+def test_dataset_card_declares_the_shards(packed_default: Path, packed: Path) -> None:
+    """The card's front matter names the shards as the train split; its body leads with the attention mode, then the
+    manifest's counts and settings."""
+    import orjson
+    import yaml
+
+    for out in (packed_default, packed):
+        manifest = orjson.loads((out / "manifest.json").read_bytes())
+        card = (out / "README.md").read_text()
+        _, front, body = card.split("---\n", 2)
+        [config] = yaml.safe_load(front)["configs"]
+        assert config["data_files"] == [{"split": "train", "path": "data/train-*.parquet"}]
+        assert body.index(f"**Attention: `{manifest['attention']}`**") < body.index("## Counts")
+        c = manifest["counts"]
+        assert (f"| {c['packs']} | {c['samples']} | {c['tokens']} | {c['loss_tokens']} | {c['fill_rate']} | "
+                f"{c['dropped']} | {c['refused']} | {c['input_errors']} |") in body
+        assert f"| tokenizer | `{manifest['tokenizer']}` |" in body and f"| max_len | `{manifest['max_len']}` |" in body
+        assert "| `labels` |" in body and f"`{manifest['max_len']}_metadata.jsonl`" in body
