@@ -101,6 +101,19 @@ def test_load_dataset_reads_exactly_the_packs(packed_default: Path) -> None:
         assert ds["input_ids"] == [r["input_ids"] for r in expected]
 
 
+def test_hub_upload_as_the_readme_says_sends_the_dataset_repository(packed_default: Path) -> None:
+    """The README's `ignore_patterns` leaves exactly the Hub layout to upload (not the embed run under .tfpack/)."""
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert 'ignore_patterns=[".tfpack/*"]' in readme
+    files = [p.relative_to(packed_default).as_posix() for p in packed_default.rglob("*") if p.is_file()]
+    assert any(f.startswith(".tfpack/embed/") for f in files)
+    sent = set(filter_repo_objects(files, ignore_patterns=[".tfpack/*", *DEFAULT_IGNORE_PATTERNS]))
+    assert sent == {"README.md", "manifest.json", "dropped.jsonl", "errors.jsonl", "256_metadata.jsonl",
+                    *(f"data/{p.name}" for p in shard_paths(packed_default))}
+
+
 def test_default_packs_are_one_causal_context(packed_default: Path) -> None:
     """`--attention pack` (the default): one segment per pack, positions run on across samples."""
     import orjson
