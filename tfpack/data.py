@@ -6,7 +6,8 @@ models.
 
 - `mode="flat"` (padding-free, for flash-attention kernels): all packs of the batch concatenated into one row
   `[1, T]` with `position_ids` restarting per attention segment and `cu_seq_lens_q/k` + `max_length_q/k`, the
-  keyword arguments Hugging Face's flash-attention path takes (as `DataCollatorWithFlattening` produces).
+  keyword arguments Hugging Face's flash-attention path takes (as `DataCollatorWithFlattening` produces). Eager and
+  SDPA ignore them (transformers 4.57 on CPU: the flattened row is one causal context), so use `padded` there.
 - `mode="padded"`: packs right-padded to the longest in the batch `[B, T]`, with a float additive block-diagonal
   causal `attention_mask` `[B, 1, T, T]` (0 = attend, dtype minimum = masked) for eager or SDPA attention, which use
   a 4D mask as given. Pad tokens get label -100.
