@@ -51,8 +51,10 @@ def test_parquet_missing_columns(tmp_path: Path) -> None:
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"foo": ["a", "b"], "bar": [1, 2]}), path)
     code, err = invoke("embed", str(path), "-o", str(tmp_path / "run"))
-    assert code == 1 and f"{path}:row 0: cannot detect the format (keys seen: bar, foo)" in err and "--text-field" in err
-    code, err = invoke("embed", str(path), "-o", str(tmp_path / "run2"), "--prompt-field", "foo", "--response-field", "baz")
+    assert code == 1 and f"{path}:row 0: cannot detect the format (keys seen: bar, foo)" in err
+    assert "--text-field" in err
+    code, err = invoke("embed", str(path), "-o", str(tmp_path / "run2"), "--prompt-field", "foo",
+                       "--response-field", "baz")
     assert code == 1 and f"{path}:row 0" in err and "baz" in err
 
 
@@ -164,9 +166,10 @@ def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path
     assert invoke("stats", str(out), "--verify", "--json")[0] == 0
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not an object", "missing key"])
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "missing key", "wrong type", "no stage"])
 def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: str) -> None:
-    """A corrupt, partial or key-missing manifest.json: every command that reads it says so in one line, exit 1."""
+    """A corrupt, partial, key-missing or mistyped manifest.json: every command that reads it says so in one line,
+    exit 1."""
     import shutil
 
     out = tmp_path / "out"
@@ -181,10 +184,16 @@ def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: s
         elif damage == "not an object":
             path.write_bytes(b"[1, 2]")
         else:
-            manifest.pop("max_len" if target == out else "dim")
+            if damage == "missing key":
+                manifest.pop("max_len" if target == out else "dim")
+            elif damage == "wrong type":
+                manifest.update({"shards": None} if target == out else {"n": "24"})
+            else:
+                manifest.pop("stage")
             path.write_bytes(orjson.dumps(manifest))
     expected = {"truncated": "corrupt or partial manifest", "not an object": "not a manifest",
-                "missing key": "manifest lacks"}[damage]
+                "missing key": "manifest lacks", "wrong type": ", expected a",
+                "no stage": "manifest lacks stage"}[damage]
     for args in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out), "--pack", "0"],
                  ["stats", str(run)], ["order", str(run), "-o", str(tmp_path / "order.npy")],
                  ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"]):
@@ -201,9 +210,9 @@ def test_pack_with_every_sample_dropped_fails_cleanly(qa_file: Path, tmp_path: P
     assert code == 1 and "nothing to pack, all 24 samples were left out (24 longer than max_len)" in err, err
     assert "--max-len" in err and "Traceback" not in err
     assert not (out / "manifest.json").exists()
-    for args in (["stats", str(out)], ["stats", str(out), "--verify"]):
+    for args in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out)]):
         code, err = invoke(*args)
-        assert code == 1 and "no manifest.json" in err and "Traceback" not in err, err
+        assert code == 1 and "is incomplete (no manifest.json" in err and "Traceback" not in err, err
 
 
 def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: Path) -> None:
@@ -224,3 +233,33 @@ def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: 
     assert run.returncode == 0 and run.stderr == ""
     loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60)
     assert "Loading weights" in loud.stderr  # the control: without the switches both lines print
+
+
+def test_quiet_and_json_keep_faiss_training_warnings_off_stderr(tmp_path: Path) -> None:
+    """faiss's k-means warns on stderr from C++ when it has under 39 training rows per centroid (IVF with a small k,
+    the 16-centroid PQ of ivfpq below 624 rows): neither --quiet nor --json output may carry it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 16))[rng.integers(0, 6, 300)] + 0.5 * rng.normal(size=(300, 16))
+    np.save(tmp_path / "e.npy", (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+
+    def order(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tfpack", "order", str(tmp_path / "e.npy"), "-o",
+                               str(tmp_path / "o.npy"), *args], capture_output=True, text=True, timeout=600)
+
+    ivf = order("--knn", "ivf", "--k", "4", "--quiet")
+    assert ivf.returncode == 0 and ivf.stderr == "" and ivf.stdout == ""
+    ivfpq = order("--knn", "ivfpq", "--json")
+    assert ivfpq.returncode == 0 and ivfpq.stderr == "", ivfpq.stderr
+    assert orjson.loads(ivfpq.stdout)["knn"] == "ivfpq" and len(ivfpq.stdout.splitlines()) == 1
+
+
+def test_json_silences_other_libraries_like_quiet() -> None:
+    """--json keeps progress bars on a terminal but, like --quiet, no other library's log lines: stdout is the JSON."""
+    probe = ("import logging; from tfpack.cli import _progress; logging.basicConfig()\n"
+             "with _progress(quiet=False, as_json=True):\n"
+             "    logging.getLogger('transformers.modeling_utils').warning('Loading weights')")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == ""
+    loud = subprocess.run([sys.executable, "-c", probe.replace("as_json=True", "as_json=False")], capture_output=True,
+                          text=True, timeout=60)
+    assert "Loading weights" in loud.stderr  # the control: a plain run lets it through

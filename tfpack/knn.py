@@ -37,6 +37,9 @@ _TRAIN_PER_CLUSTER = 64
 _KMEANS_ITERS = 12
 _RERANK = 8  # ivfpq: candidates re-ranked per sample, in multiples of k+1
 _PQ_TRAIN = 65_536  # ivfpq: at most this many rows train the product quantiser (plus 40 per inverted list)
+# faiss's k-means prints "WARNING clustering N points to K centroids" on stderr (past --quiet) below this many
+# training rows per centroid, and uses the setting for nothing else: tfpack sizes its samples itself.
+_QUIET_MIN_POINTS = 1
 
 
 def import_faiss() -> Any:
@@ -101,7 +104,8 @@ def train_centroids(emb: NDArray[Any], n_clusters: int, seed: int) -> NDArray[np
     rng = np.random.default_rng(seed)
     train_ids = np.sort(rng.choice(n, size=min(n, n_clusters * _TRAIN_PER_CLUSTER), replace=False))
     kmeans = faiss.Kmeans(dim, n_clusters, niter=_KMEANS_ITERS, spherical=True, seed=seed,
-                          gpu=gpu_count(faiss) > 0, max_points_per_centroid=_TRAIN_PER_CLUSTER)
+                          gpu=gpu_count(faiss) > 0, max_points_per_centroid=_TRAIN_PER_CLUSTER,
+                          min_points_per_centroid=_QUIET_MIN_POINTS)
     kmeans.train(as_float32(emb[train_ids]))
     return np.asarray(kmeans.centroids, dtype=np.float32)
 
@@ -222,9 +226,11 @@ def ivfpq_knn(
     index = faiss.index_factory(dim, pq_spec(dim, n_lists, gpu), faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     train_ids = np.sort(rng.choice(n, size=min(n, max(_PQ_TRAIN, 40 * n_lists)), replace=False))
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.min_points_per_centroid = _QUIET_MIN_POINTS
+    faiss.downcast_index(ivf).pq.cp.min_points_per_centroid = _QUIET_MIN_POINTS
     with progress.task("training IVF-PQ", total=None):
         index.train(as_float32(emb[train_ids]))
-    ivf = faiss.extract_index_ivf(index)
     ivf.nprobe = nprobe
     centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
     if gpu:
