@@ -41,7 +41,7 @@ def near_duplicate_rate(unit: NDArray[np.float32], groups: list[NDArray[np.int64
         if len(rows) >= 2:
             sims = unit[rows] @ unit[rows].T
             upper = sims[np.triu_indices(len(rows), 1)]
-            close += int((upper > threshold).sum())
+            close += int((np.minimum(upper, 1.0) > threshold).sum())  # duplicates' float32 dots can exceed 1
             pairs += len(upper)
     return close / pairs if pairs else 0.0
 
