@@ -94,6 +94,26 @@ def test_cli_order_json(tmp_path: Path) -> None:
     assert order.dtype == np.int64 and sorted(order.tolist()) == list(range(200))
 
 
+def test_damaged_knn_cache_is_rebuilt(tmp_path: Path) -> None:
+    """A truncated marker, a truncated array or a missing one in RUN_DIR/knn/: the graph is rebuilt (same path), never
+    a traceback nor a wrong-shaped graph."""
+    run = tmp_path / "run"
+    np.save(tmp_path / "own.npy", clustered(300).astype(np.float16))
+    run_embed([str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))], run, EmbedConfig(dtype="float16"),
+              FormatOptions(), precomputed=tmp_path / "own.npy")
+    first = run_order(run, tmp_path / "a.npy", OrderConfig(k=16))
+    cache = run / "knn"
+    damages = [lambda: (cache / "knn.json").write_bytes((cache / "knn.json").read_bytes()[:30]),
+               lambda: (cache / "nbr_ids.npy").write_bytes((cache / "nbr_ids.npy").read_bytes()[:1000]),
+               lambda: (cache / "nbr_sims.npy").unlink()]
+    for damage in damages:
+        damage()
+        again = run_order(run, tmp_path / "b.npy", OrderConfig(k=16))
+        assert not again["knn_cached"]
+        np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+        assert run_order(run, tmp_path / "c.npy", OrderConfig(k=16))["knn_cached"]
+    assert not first["knn_cached"]
+
 def test_cli_order_rejects_bad_threshold_and_nan(tmp_path: Path) -> None:
     x = clustered(50)
     np.save(tmp_path / "e.npy", x)

@@ -271,6 +271,24 @@ def build_knn(
     return (*ivf_knn(emb, k, nprobe, seed, progress), method)
 
 
+def load_cached_knn(
+    cache_dir: Path, key: dict[str, Any], shape: tuple[int, int]
+) -> tuple[NDArray[np.int32], NDArray[np.float32], str] | None:
+    """The cached graph (memory-mapped) when its marker matches `key` and its arrays are whole; None when there is
+    none or it is damaged (unreadable, truncated, another shape): a cache is rebuilt, never trusted or fatal."""
+    try:
+        saved = orjson.loads((cache_dir / "knn.json").read_bytes())
+        if not isinstance(saved, dict) or saved.get("key") != key or not isinstance(saved.get("method_used"), str):
+            return None
+        ids = np.load(cache_dir / "nbr_ids.npy", mmap_mode="r")
+        sims = np.load(cache_dir / "nbr_sims.npy", mmap_mode="r")
+    except (OSError, ValueError, EOFError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if ids.shape != shape or sims.shape != shape or ids.dtype != np.int32 or sims.dtype != np.float32:
+        return None
+    return ids, sims, saved["method_used"]
+
+
 def cached_knn(
     cache_dir: Path, fingerprint: str, emb: NDArray[Any], k: int, method: str, nprobe: int, seed: int,
     progress: Progress = NULL_PROGRESS,
@@ -278,12 +296,8 @@ def cached_knn(
     """`build_knn`, cached in `cache_dir` keyed by embeddings fingerprint, k, method and nprobe; last = cache hit."""
     key = {"fingerprint": fingerprint, "k": k, "method": method, "nprobe": nprobe, "seed": seed}
     marker = cache_dir / "knn.json"
-    if marker.is_file():
-        saved = orjson.loads(marker.read_bytes())
-        if saved.get("key") == key:
-            ids = np.load(cache_dir / "nbr_ids.npy", mmap_mode="r")
-            sims = np.load(cache_dir / "nbr_sims.npy", mmap_mode="r")
-            return ids, sims, saved["method_used"], True
+    if (cached := load_cached_knn(cache_dir, key, (len(emb), k))) is not None:
+        return (*cached, True)
     nbr_ids, nbr_sims, used = build_knn(emb, k, method, nprobe, seed, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
