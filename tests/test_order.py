@@ -236,3 +236,17 @@ def test_duplicates_at_cosine_one_on_float16_memory_maps(tmp_path: Path) -> None
         assert result.summary["threshold_violations"] == 0 and result.summary["forced_steps"] == 0
         same = (emb[result.path[1:]] == emb[result.path[:-1]]).all(axis=1)
         assert same.sum() == 2 * len(base), kwargs
+
+
+def test_unreadable_embeddings_and_directory_output_are_one_line(tmp_path: Path) -> None:
+    """An empty or truncated .npy, and -o naming a directory (checked before any work), each give one line."""
+    np.save(tmp_path / "ok.npy", clustered(50, 8))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:500])
+    for name, message in (("empty.npy", "not a .npy array: No data left in file"),
+                          ("cut.npy", "not a .npy array: mmap length is greater than file size")):
+        result = runner.invoke(app, ["order", str(tmp_path / name), "-o", str(tmp_path / "o.npy")])
+        assert result.exit_code == 1 and f"{tmp_path / name}: {message}" in result.stderr, result.output
+    (tmp_path / "dir").mkdir()
+    result = runner.invoke(app, ["order", str(tmp_path / "empty.npy"), "-o", str(tmp_path / "dir")])
+    assert result.exit_code == 2 and f"-o {tmp_path / 'dir'}: is a directory" in result.stderr

@@ -52,8 +52,8 @@ def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
         raise InputError(f"{source}: no such embeddings file")
     try:
         emb = np.load(source, mmap_mode="r")
-    except ValueError as e:
-        raise InputError(f"{source}: not a .npy array: {e}") from e
+    except (ValueError, EOFError) as e:  # EOFError: an empty file
+        raise InputError(f"{source}: not a .npy array: {e or 'empty file'}") from None
     if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32) or len(emb) < 2:
         raise InputError(f"{source}: expected float16/float32 [N >= 2, d] embeddings, got {emb.dtype} {emb.shape}")
     if run_dir is not None and manifest is not None:
@@ -237,12 +237,14 @@ def order_embeddings(
 
 def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """`tfpack order`: write the permutation to `out` (atomically) and return the summary."""
+    if out.name == MANIFEST:
+        raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
+    if out.is_dir():
+        raise ConfigError(f"-o {out}: is a directory; name the .npy file to write (e.g. -o {out / 'order.npy'})")
     emb, emb_file, run_dir = load_embeddings(source)
     cache_dir = run_dir / "knn" if run_dir is not None else None
     fingerprint = fingerprint_file(emb_file) if cache_dir is not None else None
     result = order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
-    if out.name == MANIFEST:
-        raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.save(f, result.path.astype(np.int64))
