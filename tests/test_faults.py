@@ -196,7 +196,8 @@ def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: s
                 "no stage": "manifest lacks stage"}[damage]
     for args in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out), "--pack", "0"],
                  ["stats", str(run)], ["order", str(run), "-o", str(tmp_path / "order.npy")],
-                 ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"]):
+                 ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"],
+                 ["sweep", str(run), "--thresholds", "0.9", "--tokenizer", "packaged-minilm"]):
         code, err = invoke(*args)
         assert code == 1, (args, err)
         assert expected in err and "manifest.json" in err and "Traceback" not in err, (args, err)
