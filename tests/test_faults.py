@@ -204,15 +204,34 @@ def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: s
         assert len(err.strip().splitlines()) <= 2, err
 
 
-def test_pack_with_every_sample_dropped_fails_cleanly(qa_file: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["too long, --long drop", "prompt too long", "all refused"])
+def test_pack_with_every_sample_left_out_fails_cleanly(qa_file: Path, tmp_path: Path, case: str) -> None:
+    """Nothing to pack: exit 1, one line with how many, the main reasons, where they are listed and the change that
+    helps for those reasons; the lists are written, no manifest, and stats/verify/inspect then say incomplete."""
     out = tmp_path / "out"
-    code, err = invoke("pack", str(qa_file), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "34",
-                       "--long", "drop")
-    assert code == 1 and "nothing to pack, all 24 samples were left out (24 longer than max_len)" in err, err
-    assert "--max-len" in err and "Traceback" not in err
+    if case == "too long, --long drop":
+        args, listed, count = [str(qa_file), "--max-len", "34", "--long", "drop"], "dropped.jsonl", 24
+        expected = ("all 24 samples were left out (24 longer than max_len; listed in {}); raise --max-len or pass "
+                    "--long truncate")
+    elif case == "prompt too long":
+        data = write_jsonl(tmp_path / "long.jsonl", [{"question": f"why {i} " * 40, "answer": "ok"} for i in range(3)])
+        args, listed, count = [str(data), "--max-len", "40"], "dropped.jsonl", 3
+        expected = ("all 3 samples were left out (3 prompt alone is N tokens, no room for a response within max_len N; "
+                    "listed in {}); raise --max-len\n")
+    else:
+        rows = [{"messages": [{"role": "user", "content": f"call {i}"}, {"role": "tool", "content": f"result {i}"},
+                              {"role": "assistant", "content": f"done {i}"}]} for i in range(5)]
+        args = [str(write_jsonl(tmp_path / "tool.jsonl", rows)), "--template", "plain", "--on-error", "skip"]
+        listed, count = "errors.jsonl", 5
+        expected = ("all 5 samples were left out (5 the chat template refused the sample; listed in {}); fix the "
+                    "samples the chat template refuses (or pass another --template)\n")
+    code, err = invoke("pack", *args, "-o", str(out), *DEMO_TOKENIZER)
+    assert code == 1 and f"{out}: nothing to pack, " + expected.format(out / listed) in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert len((out / listed).read_bytes().splitlines()) == count
     assert not (out / "manifest.json").exists()
-    for args in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out)]):
-        code, err = invoke(*args)
+    for command in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out)]):
+        code, err = invoke(*command)
         assert code == 1 and "is incomplete (no manifest.json" in err and "Traceback" not in err, err
 
 
