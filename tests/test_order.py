@@ -250,3 +250,20 @@ def test_unreadable_embeddings_and_directory_output_are_one_line(tmp_path: Path)
     (tmp_path / "dir").mkdir()
     result = runner.invoke(app, ["order", str(tmp_path / "empty.npy"), "-o", str(tmp_path / "dir")])
     assert result.exit_code == 2 and f"-o {tmp_path / 'dir'}: is a directory" in result.stderr
+
+
+def test_ordering_scaled_rows_equals_ordering_their_embed_run(tmp_path: Path) -> None:
+    """`order X.npy` normalises rows exactly as `embed --embeddings X.npy` stores them (bit for bit): same path, same
+    threshold."""
+    scaled = clustered(300, 16) * np.random.default_rng(2).uniform(0.5, 3.0, (300, 1)).astype(np.float32)
+    np.save(tmp_path / "scaled.npy", scaled)
+    run_embed([str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))], tmp_path / "run", EmbedConfig(),
+              FormatOptions(), precomputed=tmp_path / "scaled.npy")
+    cfg = OrderConfig(threshold="auto", exact=True)
+    direct = run_order(tmp_path / "scaled.npy", tmp_path / "a.npy", cfg)
+    via_run = run_order(tmp_path / "run", tmp_path / "b.npy", cfg)
+    assert direct["normalised"] and not via_run["normalised"]
+    copy = order_embeddings(scaled, OrderConfig(threshold="none", knn="exact")).vectors
+    np.testing.assert_array_equal(copy, np.load(tmp_path / "run" / "embeddings.npy"))  # bit for bit
+    assert direct["distance_threshold"] == via_run["distance_threshold"]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))

@@ -105,13 +105,14 @@ def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
 def unit_rows_in_place(vectors: NDArray[np.float32]) -> bool:
     """L2-normalise the rows of an in-memory float32 array when any is off unit length; returns whether it did.
 
-    Unit rows are left bit for bit as they are (re-dividing by norms within rounding of 1 would move boundary pairs
-    of the paper's threshold)."""
-    norms = row_norms(vectors)
-    if not (np.abs(norms - 1) > UNIT_TOLERANCE).any():
+    Rows are divided by their float32 norm as `tfpack embed --embeddings` stores them, so ordering a `.npy` gives the
+    path of ordering its embed run. Unit rows are left bit for bit as they are (re-dividing by norms within rounding
+    of 1 would move boundary pairs of the paper's threshold)."""
+    if not (np.abs(row_norms(vectors) - 1) > UNIT_TOLERANCE).any():
         return False
     for start in range(0, len(vectors), _CHUNK):
-        vectors[start : start + _CHUNK] /= norms[start : start + _CHUNK, None].astype(np.float32)
+        block = vectors[start : start + _CHUNK]
+        block /= np.linalg.norm(block, axis=1, keepdims=True)  # zero rows were refused by `to_float32`
     return True
 
 
