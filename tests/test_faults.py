@@ -283,3 +283,26 @@ def test_json_silences_other_libraries_like_quiet() -> None:
     loud = subprocess.run([sys.executable, "-c", probe.replace("as_json=True", "as_json=False")], capture_output=True,
                           text=True, timeout=60)
     assert "Loading weights" in loud.stderr  # the control: a plain run lets it through
+
+
+def test_damaged_pack_output_gives_one_line(packed: Path, tmp_path: Path) -> None:
+    """A shard the manifest lists gone, or the embed run the pack was made from gone: stats and inspect name what is
+    missing in one line (verify keeps its own message), exit 1."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(packed, out, symlinks=True)
+    gone = sorted((out / "data").glob("train-*.parquet"))[0]
+    gone.unlink()
+    for args in (["stats", str(out)], ["inspect", str(out), "--pack", "0"]):
+        code, err = invoke(*args)
+        assert code == 1 and f"{gone}: listed in {out / 'manifest.json'} but missing (1 of" in err, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    moved = tmp_path / "moved"
+    shutil.copytree(packed, moved, symlinks=True)
+    manifest = orjson.loads((moved / "manifest.json").read_bytes())
+    manifest["run_dir"] = str(tmp_path / "no-such-run")
+    (moved / "manifest.json").write_bytes(orjson.dumps(manifest))
+    for args in (["stats", str(moved)], ["stats", str(moved), "--verify"]):
+        code, err = invoke(*args)
+        assert code == 1 and f"{tmp_path / 'no-such-run'}: the embed run {moved} was packed from is gone" in err, err

@@ -188,6 +188,16 @@ def shard_name(index: int, count: int) -> str:
     return f"{DATA_DIR}/train-{index:05d}-of-{count:05d}.parquet"
 
 
+def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The shards a pack output's manifest lists, in its order; raise naming the first one missing on disk."""
+    paths = [out_dir / shard["file"] for shard in manifest["shards"]]
+    if missing := [path for path in paths if not path.is_file()]:
+        raise StaleArtifactError(f"{missing[0]}: listed in {out_dir / MANIFEST} but missing ({len(missing)} of "
+                                 f"{len(paths)} shards): the output is damaged; run `tfpack pack RUN_DIR -o {out_dir} "
+                                 "--overwrite`")
+    return paths
+
+
 def shard_paths(out_dir: Path) -> list[Path]:
     """The shards on disk in a pack output directory, in name order."""
     return sorted((out_dir / DATA_DIR).glob(SHARD_GLOB))
