@@ -237,7 +237,8 @@ def test_pack_with_every_sample_left_out_fails_cleanly(qa_file: Path, tmp_path: 
 
 def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: Path) -> None:
     """--quiet: a real embed and pack leave stderr empty; the switches also hold for a library's own tqdm bar and
-    warning log line (what transformers 5 prints while loading weights)."""
+    warning log line (what transformers 5 prints while loading weights) and for a logger a library configures itself
+    with its own handler and level (as ray.data does on import)."""
     def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600)
 
@@ -248,11 +249,15 @@ def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: 
     assert pack.returncode == 0 and pack.stderr == "" and pack.stdout == ""
     probe = ("from tfpack.progress import silence_third_party; silence_third_party(quiet=True)\n"
              "import logging, tqdm; [None for _ in tqdm.tqdm(range(3), desc='Loading weights')]\n"
-             "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')")
+             "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')\n"
+             "own = logging.getLogger('ray.data'); own.setLevel(logging.DEBUG); own.propagate = False\n"
+             "own.addHandler(logging.StreamHandler()); own.info('Starting execution of Dataset')")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stderr == ""
     loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60)
-    assert "Loading weights" in loud.stderr  # the control: without the switches both lines print
+    # the control: without the switches the bar, the warning and the self-configured logger's line all print
+    assert "Loading weights:" in loud.stderr and "WARNING:transformers" in loud.stderr
+    assert "Starting execution of Dataset" in loud.stderr
 
 
 def test_quiet_and_json_keep_faiss_training_warnings_off_stderr(tmp_path: Path) -> None:
