@@ -239,8 +239,14 @@ def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: 
     """--quiet: a real embed and pack leave stderr empty; the switches also hold for a library's own tqdm bar and
     warning log line (what transformers 5 prints while loading weights) and for a logger a library configures itself
     with its own handler and level (as ray.data does on import)."""
+    # without the switches an earlier in-process test left in os.environ: the command must set them itself
+    switches = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY",
+                "TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    env = {k: v for k, v in os.environ.items() if k not in switches}
+
     def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600)
+        return subprocess.run([sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600,
+                              env=env)
 
     embed = run_cli("embed", str(qa_file), "-o", str(tmp_path / "run"), "--quiet")
     assert embed.returncode == 0 and embed.stderr == "" and embed.stdout == ""
@@ -252,9 +258,10 @@ def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: 
              "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')\n"
              "own = logging.getLogger('ray.data'); own.setLevel(logging.DEBUG); own.propagate = False\n"
              "own.addHandler(logging.StreamHandler()); own.info('Starting execution of Dataset')")
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 0 and run.stderr == ""
-    loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60)
+    loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60,
+                          env=env)
     # the control: without the switches the bar, the warning and the self-configured logger's line all print
     assert "Loading weights:" in loud.stderr and "WARNING:transformers" in loud.stderr
     assert "Starting execution of Dataset" in loud.stderr
