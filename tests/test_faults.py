@@ -51,8 +51,10 @@ def test_parquet_missing_columns(tmp_path: Path) -> None:
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"foo": ["a", "b"], "bar": [1, 2]}), path)
     code, err = invoke("embed", str(path), "-o", str(tmp_path / "run"))
-    assert code == 1 and f"{path}:row 0: cannot detect the format (keys seen: bar, foo)" in err and "--text-field" in err
-    code, err = invoke("embed", str(path), "-o", str(tmp_path / "run2"), "--prompt-field", "foo", "--response-field", "baz")
+    assert code == 1 and f"{path}:row 0: cannot detect the format (keys seen: bar, foo)" in err
+    assert "--text-field" in err
+    code, err = invoke("embed", str(path), "-o", str(tmp_path / "run2"), "--prompt-field", "foo",
+                       "--response-field", "baz")
     assert code == 1 and f"{path}:row 0" in err and "baz" in err
 
 
@@ -164,9 +166,10 @@ def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path
     assert invoke("stats", str(out), "--verify", "--json")[0] == 0
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not an object", "missing key"])
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "missing key", "wrong type", "no stage"])
 def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: str) -> None:
-    """A corrupt, partial or key-missing manifest.json: every command that reads it says so in one line, exit 1."""
+    """A corrupt, partial, key-missing or mistyped manifest.json: every command that reads it says so in one line,
+    exit 1."""
     import shutil
 
     out = tmp_path / "out"
@@ -181,36 +184,69 @@ def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: s
         elif damage == "not an object":
             path.write_bytes(b"[1, 2]")
         else:
-            manifest.pop("max_len" if target == out else "dim")
+            if damage == "missing key":
+                manifest.pop("max_len" if target == out else "dim")
+            elif damage == "wrong type":
+                manifest.update({"shards": None} if target == out else {"n": "24"})
+            else:
+                manifest.pop("stage")
             path.write_bytes(orjson.dumps(manifest))
     expected = {"truncated": "corrupt or partial manifest", "not an object": "not a manifest",
-                "missing key": "manifest lacks"}[damage]
+                "missing key": "manifest lacks", "wrong type": ", expected a",
+                "no stage": "manifest lacks stage"}[damage]
     for args in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out), "--pack", "0"],
                  ["stats", str(run)], ["order", str(run), "-o", str(tmp_path / "order.npy")],
-                 ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"]):
+                 ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"],
+                 ["sweep", str(run), "--thresholds", "0.9", "--tokenizer", "packaged-minilm"]):
         code, err = invoke(*args)
         assert code == 1, (args, err)
         assert expected in err and "manifest.json" in err and "Traceback" not in err, (args, err)
         assert len(err.strip().splitlines()) <= 2, err
 
 
-def test_pack_with_every_sample_dropped_fails_cleanly(qa_file: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["too long, --long drop", "prompt too long", "all refused"])
+def test_pack_with_every_sample_left_out_fails_cleanly(qa_file: Path, tmp_path: Path, case: str) -> None:
+    """Nothing to pack: exit 1, one line with how many, the main reasons, where they are listed and the change that
+    helps for those reasons; the lists are written, no manifest, and stats/verify/inspect then say incomplete."""
     out = tmp_path / "out"
-    code, err = invoke("pack", str(qa_file), "-o", str(out), "--tokenizer", "packaged-minilm", "--max-len", "34",
-                       "--long", "drop")
-    assert code == 1 and "nothing to pack, all 24 samples were left out (24 longer than max_len)" in err, err
-    assert "--max-len" in err and "Traceback" not in err
+    if case == "too long, --long drop":
+        args, listed, count = [str(qa_file), "--max-len", "34", "--long", "drop"], "dropped.jsonl", 24
+        expected = ("all 24 samples were left out (24 longer than max_len; listed in {}); raise --max-len or pass "
+                    "--long truncate")
+    elif case == "prompt too long":
+        data = write_jsonl(tmp_path / "long.jsonl", [{"question": f"why {i} " * 40, "answer": "ok"} for i in range(3)])
+        args, listed, count = [str(data), "--max-len", "40"], "dropped.jsonl", 3
+        expected = ("all 3 samples were left out (3 prompt alone is N tokens, no room for a response within max_len N; "
+                    "listed in {}); raise --max-len\n")
+    else:
+        rows = [{"messages": [{"role": "user", "content": f"call {i}"}, {"role": "tool", "content": f"result {i}"},
+                              {"role": "assistant", "content": f"done {i}"}]} for i in range(5)]
+        args = [str(write_jsonl(tmp_path / "tool.jsonl", rows)), "--template", "plain", "--on-error", "skip"]
+        listed, count = "errors.jsonl", 5
+        expected = ("all 5 samples were left out (5 the chat template refused the sample; listed in {}); fix the "
+                    "samples the chat template refuses (or pass another --template)\n")
+    code, err = invoke("pack", *args, "-o", str(out), *DEMO_TOKENIZER)
+    assert code == 1 and f"{out}: nothing to pack, " + expected.format(out / listed) in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert len((out / listed).read_bytes().splitlines()) == count
     assert not (out / "manifest.json").exists()
-    for args in (["stats", str(out)], ["stats", str(out), "--verify"]):
-        code, err = invoke(*args)
-        assert code == 1 and "no manifest.json" in err and "Traceback" not in err, err
+    for command in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out)]):
+        code, err = invoke(*command)
+        assert code == 1 and "is incomplete (no manifest.json" in err and "Traceback" not in err, err
 
 
 def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: Path) -> None:
     """--quiet: a real embed and pack leave stderr empty; the switches also hold for a library's own tqdm bar and
-    warning log line (what transformers 5 prints while loading weights)."""
+    warning log line (what transformers 5 prints while loading weights) and for a logger a library configures itself
+    with its own handler and level (as ray.data does on import)."""
+    # without the switches an earlier in-process test left in os.environ: the command must set them itself
+    switches = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY",
+                "TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    env = {k: v for k, v in os.environ.items() if k not in switches}
+
     def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600)
+        return subprocess.run([sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600,
+                              env=env)
 
     embed = run_cli("embed", str(qa_file), "-o", str(tmp_path / "run"), "--quiet")
     assert embed.returncode == 0 and embed.stderr == "" and embed.stdout == ""
@@ -219,8 +255,66 @@ def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: 
     assert pack.returncode == 0 and pack.stderr == "" and pack.stdout == ""
     probe = ("from tfpack.progress import silence_third_party; silence_third_party(quiet=True)\n"
              "import logging, tqdm; [None for _ in tqdm.tqdm(range(3), desc='Loading weights')]\n"
-             "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')")
+             "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')\n"
+             "own = logging.getLogger('ray.data'); own.setLevel(logging.DEBUG); own.propagate = False\n"
+             "own.addHandler(logging.StreamHandler()); own.info('Starting execution of Dataset')")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0 and run.stderr == ""
+    loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60,
+                          env=env)
+    # the control: without the switches the bar, the warning and the self-configured logger's line all print
+    assert "Loading weights:" in loud.stderr and "WARNING:transformers" in loud.stderr
+    assert "Starting execution of Dataset" in loud.stderr
+
+
+def test_quiet_and_json_keep_faiss_training_warnings_off_stderr(tmp_path: Path) -> None:
+    """faiss's k-means warns on stderr from C++ when it has under 39 training rows per centroid (IVF with a small k,
+    the 16-centroid PQ of ivfpq below 624 rows): neither --quiet nor --json output may carry it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 16))[rng.integers(0, 6, 300)] + 0.5 * rng.normal(size=(300, 16))
+    np.save(tmp_path / "e.npy", (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+
+    def order(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tfpack", "order", str(tmp_path / "e.npy"), "-o",
+                               str(tmp_path / "o.npy"), *args], capture_output=True, text=True, timeout=600)
+
+    ivf = order("--knn", "ivf", "--k", "4", "--quiet")
+    assert ivf.returncode == 0 and ivf.stderr == "" and ivf.stdout == ""
+    ivfpq = order("--knn", "ivfpq", "--json")
+    assert ivfpq.returncode == 0 and ivfpq.stderr == "", ivfpq.stderr
+    assert orjson.loads(ivfpq.stdout)["knn"] == "ivfpq" and len(ivfpq.stdout.splitlines()) == 1
+
+
+def test_json_silences_other_libraries_like_quiet() -> None:
+    """--json keeps progress bars on a terminal but, like --quiet, no other library's log lines: stdout is the JSON."""
+    probe = ("import logging; from tfpack.cli import _progress; logging.basicConfig()\n"
+             "with _progress(quiet=False, as_json=True):\n"
+             "    logging.getLogger('transformers.modeling_utils').warning('Loading weights')")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stderr == ""
-    loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60)
-    assert "Loading weights" in loud.stderr  # the control: without the switches both lines print
+    loud = subprocess.run([sys.executable, "-c", probe.replace("as_json=True", "as_json=False")], capture_output=True,
+                          text=True, timeout=60)
+    assert "Loading weights" in loud.stderr  # the control: a plain run lets it through
+
+
+def test_damaged_pack_output_gives_one_line(packed: Path, tmp_path: Path) -> None:
+    """A shard the manifest lists gone, or the embed run the pack was made from gone: stats and inspect name what is
+    missing in one line (verify keeps its own message), exit 1."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(packed, out, symlinks=True)
+    gone = sorted((out / "data").glob("train-*.parquet"))[0]
+    gone.unlink()
+    for args in (["stats", str(out)], ["inspect", str(out), "--pack", "0"]):
+        code, err = invoke(*args)
+        assert code == 1 and f"{gone}: listed in {out / 'manifest.json'} but missing (1 of" in err, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    moved = tmp_path / "moved"
+    shutil.copytree(packed, moved, symlinks=True)
+    manifest = orjson.loads((moved / "manifest.json").read_bytes())
+    manifest["run_dir"] = str(tmp_path / "no-such-run")
+    (moved / "manifest.json").write_bytes(orjson.dumps(manifest))
+    for args in (["stats", str(moved)], ["stats", str(moved), "--verify"]):
+        code, err = invoke(*args)
+        assert code == 1 and f"{tmp_path / 'no-such-run'}: the embed run {moved} was packed from is gone" in err, err

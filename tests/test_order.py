@@ -94,6 +94,26 @@ def test_cli_order_json(tmp_path: Path) -> None:
     assert order.dtype == np.int64 and sorted(order.tolist()) == list(range(200))
 
 
+def test_damaged_knn_cache_is_rebuilt(tmp_path: Path) -> None:
+    """A truncated marker, a truncated array or a missing one in RUN_DIR/knn/: the graph is rebuilt (same path), never
+    a traceback nor a wrong-shaped graph."""
+    run = tmp_path / "run"
+    np.save(tmp_path / "own.npy", clustered(300).astype(np.float16))
+    run_embed([str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))], run, EmbedConfig(dtype="float16"),
+              FormatOptions(), precomputed=tmp_path / "own.npy")
+    first = run_order(run, tmp_path / "a.npy", OrderConfig(k=16))
+    cache = run / "knn"
+    damages = [lambda: (cache / "knn.json").write_bytes((cache / "knn.json").read_bytes()[:30]),
+               lambda: (cache / "nbr_ids.npy").write_bytes((cache / "nbr_ids.npy").read_bytes()[:1000]),
+               lambda: (cache / "nbr_sims.npy").unlink()]
+    for damage in damages:
+        damage()
+        again = run_order(run, tmp_path / "b.npy", OrderConfig(k=16))
+        assert not again["knn_cached"]
+        np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+        assert run_order(run, tmp_path / "c.npy", OrderConfig(k=16))["knn_cached"]
+    assert not first["knn_cached"]
+
 def test_cli_order_rejects_bad_threshold_and_nan(tmp_path: Path) -> None:
     x = clustered(50)
     np.save(tmp_path / "e.npy", x)
@@ -154,6 +174,7 @@ def test_scaled_rows_are_normalised_and_walk_as_unit_rows(tmp_path: Path) -> Non
         a, b = order_embeddings(unit, cfg), order_embeddings(scaled, cfg)
         assert not a.summary["normalised"] and b.summary["normalised"]
         assert a.summary["threshold"] == pytest.approx(b.summary["threshold"], abs=1e-5)
+        assert b.summary["threshold"] == pytest.approx(1 - b.summary["distance_threshold"] ** 2 / 2, abs=1e-6)
         assert np.array_equal(a.path, b.path)
     path = tmp_path / "scaled.npy"
     np.save(path, scaled)
@@ -171,3 +192,78 @@ def test_cosine_ceiling_one_allows_exact_duplicates() -> None:
         assert sorted(result.path.tolist()) == list(range(len(emb)))
         same = (emb[result.path[1:]] == emb[result.path[:-1]]).all(axis=1)
         assert same.sum() == 2 * len(base)
+
+
+def test_rows_a_little_off_unit_are_normalised_float16_rounding_is_not(tmp_path: Path) -> None:
+    """float16 storage moves a unit row's norm by < 5e-4: left as it is (and accepted by the memory-bounded engines);
+    a 0.5% scale is not rounding: normalised (it would shift the cosine threshold by ~1%), or refused naming the row."""
+    unit = clustered(300, 16)
+    x16 = unit.astype(np.float16)
+    assert not order_embeddings(x16, OrderConfig(threshold="0.9")).summary["normalised"]
+    np.save(tmp_path / "x16.npy", x16)
+    mapped = np.load(tmp_path / "x16.npy", mmap_mode="r")
+    assert not order_embeddings(mapped, OrderConfig(threshold="0.9", buckets=2)).summary["normalised"]
+    off = unit.copy()
+    off[42] *= 1.005
+    result = order_embeddings(off, OrderConfig(threshold="0.9", exact=True))
+    assert result.summary["normalised"]
+    assert np.array_equal(result.path, order_embeddings(unit, OrderConfig(threshold="0.9", exact=True)).path)
+    np.save(tmp_path / "off.npy", off)
+    result = runner.invoke(app, ["order", str(tmp_path / "off.npy"), "-o", str(tmp_path / "o.npy"), "--buckets", "2"])
+    assert result.exit_code == 1 and "embeddings row 42 has L2 norm 1.005, not 1" in result.stderr
+
+
+@pytest.mark.parametrize("engine", ["copy", "--buckets", "--knn ivfpq"])
+def test_zero_rows_are_refused_naming_the_row(tmp_path: Path, engine: str) -> None:
+    x = clustered(300, 16)
+    x[123] = 0
+    np.save(tmp_path / "e.npy", x)
+    args = ["order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy"), "--quiet"]
+    args += {"copy": [], "--buckets": ["--buckets", "2"], "--knn ivfpq": ["--knn", "ivfpq"]}[engine]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "embeddings row 123 has zero norm" in result.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_duplicates_at_cosine_one_on_float16_memory_maps(tmp_path: Path) -> None:
+    """The memory-bounded engines read float16 rows in place: duplicated rows still pass S = 1.0 (their float64
+    squared distance is 0, never a rounding error below it)."""
+    base = clustered(100, 16)
+    np.save(tmp_path / "dup.npy", np.repeat(base, 3, axis=0).astype(np.float16))
+    emb = np.load(tmp_path / "dup.npy", mmap_mode="r")
+    for kwargs in ({"buckets": 2}, {"buckets": 2, "exact": True}, {"knn": "ivfpq"}):
+        result = order_embeddings(emb, OrderConfig(threshold="1.0", k=8, **kwargs))  # type: ignore[arg-type]
+        assert result.summary["threshold_violations"] == 0 and result.summary["forced_steps"] == 0
+        same = (emb[result.path[1:]] == emb[result.path[:-1]]).all(axis=1)
+        assert same.sum() == 2 * len(base), kwargs
+
+
+def test_unreadable_embeddings_and_directory_output_are_one_line(tmp_path: Path) -> None:
+    """An empty or truncated .npy, and -o naming a directory (checked before any work), each give one line."""
+    np.save(tmp_path / "ok.npy", clustered(50, 8))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:500])
+    for name, message in (("empty.npy", "not a .npy array: No data left in file"),
+                          ("cut.npy", "not a .npy array: mmap length is greater than file size")):
+        result = runner.invoke(app, ["order", str(tmp_path / name), "-o", str(tmp_path / "o.npy")])
+        assert result.exit_code == 1 and f"{tmp_path / name}: {message}" in result.stderr, result.output
+    (tmp_path / "dir").mkdir()
+    result = runner.invoke(app, ["order", str(tmp_path / "empty.npy"), "-o", str(tmp_path / "dir")])
+    assert result.exit_code == 2 and f"-o {tmp_path / 'dir'}: is a directory" in result.stderr
+
+
+def test_ordering_scaled_rows_equals_ordering_their_embed_run(tmp_path: Path) -> None:
+    """`order X.npy` normalises rows exactly as `embed --embeddings X.npy` stores them (bit for bit): same path, same
+    threshold."""
+    scaled = clustered(300, 16) * np.random.default_rng(2).uniform(0.5, 3.0, (300, 1)).astype(np.float32)
+    np.save(tmp_path / "scaled.npy", scaled)
+    run_embed([str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))], tmp_path / "run", EmbedConfig(),
+              FormatOptions(), precomputed=tmp_path / "scaled.npy")
+    cfg = OrderConfig(threshold="auto", exact=True)
+    direct = run_order(tmp_path / "scaled.npy", tmp_path / "a.npy", cfg)
+    via_run = run_order(tmp_path / "run", tmp_path / "b.npy", cfg)
+    assert direct["normalised"] and not via_run["normalised"]
+    copy = order_embeddings(scaled, OrderConfig(threshold="none", knn="exact")).vectors
+    np.testing.assert_array_equal(copy, np.load(tmp_path / "run" / "embeddings.npy"))  # bit for bit
+    assert direct["distance_threshold"] == via_run["distance_threshold"]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))

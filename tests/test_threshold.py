@@ -84,3 +84,18 @@ def test_exact_quantile_small_and_sparse(n: int, d: int) -> None:
     for q in (0.02, 0.5, 0.97):
         expected = np.float32(torch.quantile(dist[dist > 0], q).item())
         assert abs(exact_quantile_distance(x, q) - expected) <= np.spacing(expected)  # torch rounds its weight
+
+
+def test_cosine_one_rejects_no_duplicate_and_counts_none_as_too_similar() -> None:
+    """At S = 1.0 nothing is more similar than allowed: identical rows have squared distance 0 (not below the bound)
+    and, in `stats`, a float32 dot just above 1 is not a near-duplicate."""
+    from tfpack.stats import near_duplicate_rate
+
+    assert from_cosine(1.0).reject_d2 == 0.0
+    row = np.zeros((1, 8), dtype=np.float32)
+    row[0, 0] = np.nextafter(np.float32(1), np.float32(2))  # unit within float32 rounding; its dot with itself > 1
+    twins = np.repeat(row, 2, axis=0)
+    assert float((twins @ twins.T)[0, 1]) > 1.0
+    assert pair_distances(twins, twins).max() == 0.0
+    assert near_duplicate_rate(twins, [np.array([0, 1])], 1.0) == 0.0
+    assert near_duplicate_rate(twins, [np.array([0, 1])], 0.999) == 1.0

@@ -68,9 +68,10 @@ class _RichProgress(Progress):
 
 
 @contextmanager
-def _progress(quiet: bool) -> Iterator[Progress]:
-    """Rich bars on a terminal's stderr; a no-op otherwise (and, with `quiet`, no other library's output either)."""
-    if quiet:
+def _progress(quiet: bool, as_json: bool) -> Iterator[Progress]:
+    """Rich bars on a terminal's stderr; a no-op otherwise. With `quiet` or `as_json`, no other library's output either
+    (set here, before the command imports them)."""
+    if quiet or as_json:
         silence_third_party(quiet=True)
     if quiet or not err_console.is_terminal:
         yield NULL_PROGRESS
@@ -222,7 +223,7 @@ def embed(
             str(config),
         )
         formats = FormatOptions(input_format, prompt_field, response_field, text_field, id_field)
-        with _progress(quiet) as progress:
+        with _progress(quiet, as_json) as progress:
             return run_embed(inputs, out, cfg, formats, on_error, overwrite, progress, resume, embeddings,
                              engine or "local")
 
@@ -308,7 +309,7 @@ def order(
                      "window": window, "k": k, "knn": knn, "nprobe": nprobe, "exact": exact, "buckets": buckets,
                      "engine": engine, "start": start, "seed": seed},
                     str(config))
-        with _progress(quiet) as progress:
+        with _progress(quiet, as_json) as progress:
             return run_order(embeddings, out, cfg, progress)
 
     summary = _run(action)
@@ -417,7 +418,7 @@ def pack(
                            "window": window, "k": k, "knn": knn, "exact": exact, "buckets": buckets, "seed": seed,
                            "engine": engine},
                           str(config))
-        with _progress(quiet) as progress:
+        with _progress(quiet, as_json) as progress:
             return run_pack(sources, out, pack_cfg, order_cfg, on_error=on_error, overwrite=overwrite,
                             progress=progress)
 
@@ -466,6 +467,8 @@ def inspect(
 
     from tfpack.inspection import inspect_pack
 
+    if as_json:
+        silence_third_party(quiet=True)
     view = _run(lambda: inspect_pack(out_dir, pack_index))
     if as_json:
         _emit(view, True, False, "")
@@ -522,7 +525,7 @@ def sweep(
         order_cfg = build(OrderConfig, sections.get("order"),
                           {"window": window, "k": k, "knn": knn, "exact": exact, "seed": seed}, str(config))
         values = parse_thresholds(thresholds)
-        with _progress(quiet) as progress:
+        with _progress(quiet, as_json) as progress:
             return run_sweep(run_dir, values, order_cfg, pack_cfg, progress)
 
     rows = _run(action)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError, StaleArtifactError
 from tfpack.tokenize import IGNORE_INDEX, load_tokenizer
-from tfpack.workdir import read_manifest
+from tfpack.workdir import listed_shards, read_manifest
 
 
 def read_pack(out_dir: Path, manifest: dict[str, Any], index: int) -> tuple[dict[str, Any], str]:
@@ -22,15 +22,15 @@ def read_pack(out_dir: Path, manifest: dict[str, Any], index: int) -> tuple[dict
     total = manifest["counts"]["packs"]
     if not 0 <= index < total:
         raise ConfigError(f"--pack: {out_dir} has packs 0..{total - 1}, got {index}")
-    for shard in manifest["shards"]:
+    for shard, path in zip(manifest["shards"], listed_shards(out_dir, manifest), strict=True):
         if index < shard["packs"]:
-            parquet = pq.ParquetFile(out_dir / shard["file"])
+            parquet = pq.ParquetFile(path)
             for group in range(parquet.num_row_groups):
                 rows = parquet.metadata.row_group(group).num_rows
                 if index < rows:
                     return parquet.read_row_group(group).slice(index, 1).to_pylist()[0], shard["file"]
                 index -= rows
-            raise StaleArtifactError(f"{out_dir / shard['file']}: holds fewer packs than manifest.json lists; run "
+            raise StaleArtifactError(f"{path}: holds fewer packs than manifest.json lists; run "
                                      f"`tfpack stats {out_dir} --verify`")
         index -= shard["packs"]
     raise ConfigError(f"--pack: manifest.json of {out_dir} lists fewer packs than counts.packs")

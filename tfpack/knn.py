@@ -37,6 +37,9 @@ _TRAIN_PER_CLUSTER = 64
 _KMEANS_ITERS = 12
 _RERANK = 8  # ivfpq: candidates re-ranked per sample, in multiples of k+1
 _PQ_TRAIN = 65_536  # ivfpq: at most this many rows train the product quantiser (plus 40 per inverted list)
+# faiss's k-means prints "WARNING clustering N points to K centroids" on stderr (past --quiet) below this many
+# training rows per centroid, and uses the setting for nothing else: tfpack sizes its samples itself.
+_QUIET_MIN_POINTS = 1
 
 
 def import_faiss() -> Any:
@@ -101,7 +104,8 @@ def train_centroids(emb: NDArray[Any], n_clusters: int, seed: int) -> NDArray[np
     rng = np.random.default_rng(seed)
     train_ids = np.sort(rng.choice(n, size=min(n, n_clusters * _TRAIN_PER_CLUSTER), replace=False))
     kmeans = faiss.Kmeans(dim, n_clusters, niter=_KMEANS_ITERS, spherical=True, seed=seed,
-                          gpu=gpu_count(faiss) > 0, max_points_per_centroid=_TRAIN_PER_CLUSTER)
+                          gpu=gpu_count(faiss) > 0, max_points_per_centroid=_TRAIN_PER_CLUSTER,
+                          min_points_per_centroid=_QUIET_MIN_POINTS)
     kmeans.train(as_float32(emb[train_ids]))
     return np.asarray(kmeans.centroids, dtype=np.float32)
 
@@ -222,9 +226,11 @@ def ivfpq_knn(
     index = faiss.index_factory(dim, pq_spec(dim, n_lists, gpu), faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     train_ids = np.sort(rng.choice(n, size=min(n, max(_PQ_TRAIN, 40 * n_lists)), replace=False))
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.min_points_per_centroid = _QUIET_MIN_POINTS
+    faiss.downcast_index(ivf).pq.cp.min_points_per_centroid = _QUIET_MIN_POINTS
     with progress.task("training IVF-PQ", total=None):
         index.train(as_float32(emb[train_ids]))
-    ivf = faiss.extract_index_ivf(index)
     ivf.nprobe = nprobe
     centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
     if gpu:
@@ -265,6 +271,24 @@ def build_knn(
     return (*ivf_knn(emb, k, nprobe, seed, progress), method)
 
 
+def load_cached_knn(
+    cache_dir: Path, key: dict[str, Any], shape: tuple[int, int]
+) -> tuple[NDArray[np.int32], NDArray[np.float32], str] | None:
+    """The cached graph (memory-mapped) when its marker matches `key` and its arrays are whole; None when there is
+    none or it is damaged (unreadable, truncated, another shape): a cache is rebuilt, never trusted or fatal."""
+    try:
+        saved = orjson.loads((cache_dir / "knn.json").read_bytes())
+        if not isinstance(saved, dict) or saved.get("key") != key or not isinstance(saved.get("method_used"), str):
+            return None
+        ids = np.load(cache_dir / "nbr_ids.npy", mmap_mode="r")
+        sims = np.load(cache_dir / "nbr_sims.npy", mmap_mode="r")
+    except (OSError, ValueError, EOFError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if ids.shape != shape or sims.shape != shape or ids.dtype != np.int32 or sims.dtype != np.float32:
+        return None
+    return ids, sims, saved["method_used"]
+
+
 def cached_knn(
     cache_dir: Path, fingerprint: str, emb: NDArray[Any], k: int, method: str, nprobe: int, seed: int,
     progress: Progress = NULL_PROGRESS,
@@ -272,12 +296,8 @@ def cached_knn(
     """`build_knn`, cached in `cache_dir` keyed by embeddings fingerprint, k, method and nprobe; last = cache hit."""
     key = {"fingerprint": fingerprint, "k": k, "method": method, "nprobe": nprobe, "seed": seed}
     marker = cache_dir / "knn.json"
-    if marker.is_file():
-        saved = orjson.loads(marker.read_bytes())
-        if saved.get("key") == key:
-            ids = np.load(cache_dir / "nbr_ids.npy", mmap_mode="r")
-            sims = np.load(cache_dir / "nbr_sims.npy", mmap_mode="r")
-            return ids, sims, saved["method_used"], True
+    if (cached := load_cached_knn(cache_dir, key, (len(emb), k))) is not None:
+        return (*cached, True)
     nbr_ids, nbr_sims, used = build_knn(emb, k, method, nprobe, seed, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)

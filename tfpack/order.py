@@ -25,7 +25,9 @@ from tfpack.walk import squared_norms, walk
 from tfpack.workdir import MANIFEST, atomic_path, fingerprint_file, read_manifest
 
 EMBEDDINGS_FILE = "embeddings.npy"
-UNIT_TOLERANCE = 1e-2  # |norm - 1| allowed for a unit row (float16 storage moves norms by < 1e-3)
+# |norm - 1| allowed for a unit row: float16 storage moves a unit row's norm by at most 2^-11 (4.9e-4); beyond this
+# the cosine threshold would be misreported by more than float16 rounding does.
+UNIT_TOLERANCE = 2e-3
 _CHUNK = 65_536
 
 
@@ -50,8 +52,8 @@ def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
         raise InputError(f"{source}: no such embeddings file")
     try:
         emb = np.load(source, mmap_mode="r")
-    except ValueError as e:
-        raise InputError(f"{source}: not a .npy array: {e}") from e
+    except (ValueError, EOFError) as e:  # EOFError: an empty file
+        raise InputError(f"{source}: not a .npy array: {e or 'empty file'}") from None
     if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32) or len(emb) < 2:
         raise InputError(f"{source}: expected float16/float32 [N >= 2, d] embeddings, got {emb.dtype} {emb.shape}")
     if run_dir is not None and manifest is not None:
@@ -75,42 +77,42 @@ def check_run_dir(run_dir: Path, manifest: dict[str, Any], emb: NDArray[Any]) ->
                                      f"run `{rerun}`")
 
 
-def check_block(block: NDArray[Any], start: int) -> None:
-    """Reject NaN/inf and zero rows of one chunk of embeddings (`start`: the chunk's first row)."""
+def check_block(block: NDArray[Any], start: int) -> NDArray[np.float64]:
+    """Reject NaN/inf and zero rows of one chunk of embeddings (`start`: the chunk's first row); returns the norms."""
     norms = row_norms(block)
     bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
     if bad.size:
         kind = "is not finite" if not np.isfinite(norms[bad[0]]) else "has zero norm"
         raise InputError(f"embeddings row {start + int(bad[0])} {kind}; re-embed the inputs (`tfpack embed`)")
+    return norms
 
 
 def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
     """Reject NaN/inf, zero and non-unit rows, reading `emb` chunk by chunk (nothing kept): the memory-bounded
-    engines read rows in place, so they cannot normalise them."""
+    engines read rows in place, so they cannot normalise them without the full copy they exist to avoid."""
     with progress.task("checking embeddings", total=len(emb)) as task:
         for start in range(0, len(emb), _CHUNK):
-            block = emb[start : start + _CHUNK]
-            check_block(block, start)
-            off = np.flatnonzero(np.abs(row_norms(block) - 1) > UNIT_TOLERANCE)
+            norms = check_block(emb[start : start + _CHUNK], start)
+            off = np.flatnonzero(np.abs(norms - 1) > UNIT_TOLERANCE)
             if off.size:
-                row = start + int(off[0])
-                raise InputError(f"embeddings row {row} has L2 norm {float(row_norms(emb[row : row + 1])[0]):.4g}, "
-                                 "not 1: the walk compares L2 distances of unit rows; L2-normalise the embeddings "
-                                 "(`tfpack embed --embeddings FILE` does), or order without --buckets/--knn ivfpq, "
-                                 "which normalise a float32 copy")
-            task.advance(min(_CHUNK, len(emb) - start))
+                raise InputError(f"embeddings row {start + int(off[0])} has L2 norm {norms[off[0]]:.4g}, not 1: the "
+                                 "walk compares L2 distances of unit rows; L2-normalise the embeddings (`tfpack embed "
+                                 "--embeddings FILE` does), or order without --buckets/--knn ivfpq, which normalise a "
+                                 "float32 copy")
+            task.advance(len(norms))
 
 
 def unit_rows_in_place(vectors: NDArray[np.float32]) -> bool:
     """L2-normalise the rows of an in-memory float32 array when any is off unit length; returns whether it did.
 
-    Unit rows are left bit for bit as they are (re-dividing by norms within rounding of 1 would move boundary pairs
-    of the paper's threshold)."""
-    norms = row_norms(vectors)
-    if not (np.abs(norms - 1) > UNIT_TOLERANCE).any():
+    Rows are divided by their float32 norm as `tfpack embed --embeddings` stores them, so ordering a `.npy` gives the
+    path of ordering its embed run. Unit rows are left bit for bit as they are (re-dividing by norms within rounding
+    of 1 would move boundary pairs of the paper's threshold)."""
+    if not (np.abs(row_norms(vectors) - 1) > UNIT_TOLERANCE).any():
         return False
     for start in range(0, len(vectors), _CHUNK):
-        vectors[start : start + _CHUNK] /= norms[start : start + _CHUNK, None].astype(np.float32)
+        block = vectors[start : start + _CHUNK]
+        block /= np.linalg.norm(block, axis=1, keepdims=True)  # zero rows were refused by `to_float32`
     return True
 
 
@@ -236,12 +238,14 @@ def order_embeddings(
 
 def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
     """`tfpack order`: write the permutation to `out` (atomically) and return the summary."""
+    if out.name == MANIFEST:
+        raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
+    if out.is_dir():
+        raise ConfigError(f"-o {out}: is a directory; name the .npy file to write (e.g. -o {out / 'order.npy'})")
     emb, emb_file, run_dir = load_embeddings(source)
     cache_dir = run_dir / "knn" if run_dir is not None else None
     fingerprint = fingerprint_file(emb_file) if cache_dir is not None else None
     result = order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
-    if out.name == MANIFEST:
-        raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.save(f, result.path.astype(np.int64))

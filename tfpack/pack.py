@@ -195,11 +195,30 @@ def tokenize_samples(
 
 
 def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
-    """The commonest reasons in a drop list, counted (`12 longer than max_len, 2 the chat template refused ...`)."""
+    """The commonest reasons in a drop list, counted, their figures as N (`12 longer than max_len, 2 prompt alone is N
+    tokens, no room for a response within max_len N`)."""
+    import re
     from collections import Counter
 
-    kinds = Counter(entry["reason"].split(" (")[0].split(":")[0] for entry in left_out)
+    kinds = Counter(re.sub(r"\d+", "N", entry["reason"].split(" (")[0].split(":")[0]) for entry in left_out)
     return ", ".join(f"{count} {reason}" for reason, count in kinds.most_common(top))
+
+
+def nothing_to_pack(out_dir: Path, total: int, dropped: list[dict[str, Any]], refused: list[dict[str, Any]],
+                    long: str) -> InputError:
+    """The error for a pack that left every sample out, after writing the lists that say why (dropped.jsonl,
+    errors.jsonl; no manifest, so the directory never looks finished): how many, the main reasons, what to change."""
+    write_jsonl(out_dir / DROPPED_FILE, dropped)
+    write_jsonl(out_dir / ERRORS_FILE, refused)
+    fixes = []
+    if dropped:
+        fixes.append("raise --max-len" + (" or pass --long truncate" if long == "drop" else ""))
+    if refused:
+        fixes.append("fix the samples the chat template refuses (or pass another --template)")
+    listed = " and ".join(str(out_dir / name) for name, rows in ((DROPPED_FILE, dropped), (ERRORS_FILE, refused))
+                          if rows)
+    return InputError(f"{out_dir}: nothing to pack, all {total} samples were left out "
+                      f"({summarise_reasons(dropped + refused)}; listed in {listed}); {'; '.join(fixes)}")
 
 
 PackSpec = tuple[list[NDArray[np.int32]], list[NDArray[np.int32]], list[int], list[float]]
@@ -303,9 +322,7 @@ def run_pack(
                                                            progress, on_error, embed_manifest.get("inputs", []))
     if not tokens.kept.any():
         shutil.rmtree(store_dir)
-        raise InputError(f"{run_dir}: nothing to pack, all {len(tokens.kept)} samples were left out ("
-                         f"{summarise_reasons(dropped + refused)}); raise --max-len, pass --long truncate, or fix the "
-                         "refused samples (--on-error skip lists them in errors.jsonl)")
+        raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long)
     ordered = order_embeddings(emb, order_cfg, run_dir / "knn", fingerprint_file(emb_file), progress)
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     sim_of_row = np.empty(len(sample_ids), dtype=np.float32)

@@ -33,14 +33,11 @@ class Progress:
 NULL_PROGRESS = Progress()
 
 
-THIRD_PARTY_LOGGERS = ("transformers", "sentence_transformers", "huggingface_hub", "datasets", "optimum", "nncf")
-
-
 def silence_third_party(quiet: bool) -> None:
     """Keep other libraries' output off the terminal: always their progress bars (tfpack draws its own) and their
     known advisory noise; with `quiet`, every warning and log line below an error ("Loading weights", hub notices).
     The switches are environment variables those libraries read when imported (tfpack imports them late, inside the
-    commands), plus the standard logging levels."""
+    commands), warning filters and `logging.disable`, which also holds for loggers a library configures itself."""
     import logging
     import os
     import warnings
@@ -57,5 +54,4 @@ def silence_third_party(quiet: bool) -> None:
         os.environ["TRANSFORMERS_VERBOSITY"] = "error"
         os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
         warnings.filterwarnings("ignore")
-        for name in THIRD_PARTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.disable(logging.WARNING)  # every logger, also those a library configures on import (ray.data's)

@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from tfpack.errors import StaleArtifactError
 from tfpack.order import load_embeddings, to_float32
 from tfpack.threshold import resolve_threshold
-from tfpack.workdir import manifest_stage, read_manifest, shard_paths
+from tfpack.workdir import listed_shards, manifest_stage, read_manifest
 
 
 def pack_similarities(unit: NDArray[np.float32], groups: list[NDArray[np.int64]]) -> NDArray[np.float64]:
@@ -41,7 +42,7 @@ def near_duplicate_rate(unit: NDArray[np.float32], groups: list[NDArray[np.int64
         if len(rows) >= 2:
             sims = unit[rows] @ unit[rows].T
             upper = sims[np.triu_indices(len(rows), 1)]
-            close += int((upper > threshold).sum())
+            close += int((np.minimum(upper, 1.0) > threshold).sum())  # duplicates' float32 dots can exceed 1
             pairs += len(upper)
     return close / pairs if pairs else 0.0
 
@@ -54,7 +55,10 @@ def histogram(values: NDArray[Any], bins: Sequence[float]) -> dict[str, int]:
 def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
     """Counts, fill, pack sizes, length histograms and relatedness of a `tfpack pack` output."""
     manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
-    table = pq.read_table(shard_paths(out_dir),
+    if not Path(manifest["run_dir"]).is_dir():
+        raise StaleArtifactError(f"{manifest['run_dir']}: the embed run {out_dir} was packed from is gone (stats "
+                                 f"reads its embeddings); restore it, or pack again with --overwrite")
+    table = pq.read_table(listed_shards(out_dir, manifest),
                           columns=["sample_ids", "sample_lengths", "num_tokens", "num_loss_tokens"])
     ids_per_pack = table.column("sample_ids").to_pylist()
     sizes = np.asarray([len(x) for x in ids_per_pack])

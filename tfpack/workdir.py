@@ -72,13 +72,24 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json(run_dir / MANIFEST, manifest)
 
 
-# What readers of each stage's manifest rely on; a manifest without one of these is not a finished run of that stage.
-REQUIRED_KEYS = {
-    "embed": ("n", "dim", "model", "backend", "dtype", "inputs"),
-    "pack": ("counts", "shards", "max_len", "attention", "tokenizer", "threshold", "window", "k", "run_dir",
-             "embedding_model"),
+_NONE = type(None)
+_INT = (int,)
+# What readers of each stage's manifest rely on, and the JSON types each may have; a manifest without one of these is
+# not a finished run of that stage. `counts` is an object of integers; `inputs` and `shards` are lists of objects.
+REQUIRED_KEYS: dict[str, dict[str, tuple[type, ...]]] = {
+    "embed": {"n": _INT, "dim": _INT, "model": (str,), "backend": (str,), "dtype": (str,), "inputs": (list,)},
+    "pack": {"counts": (dict,), "shards": (list,), "max_len": _INT, "attention": (str,), "tokenizer": (str,),
+             "threshold": (int, float, _NONE), "window": _INT, "k": _INT, "run_dir": (str,),
+             "embedding_model": (str, _NONE)},
 }
 REQUIRED_COUNTS = ("packs", "samples", "tokens", "loss_tokens", "dropped", "truncated")
+REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "counts": dict.fromkeys(REQUIRED_COUNTS, _INT),
+    "inputs": {"path": (str,), "fingerprint": (str,)},
+    "shards": {"file": (str,), "packs": _INT},
+}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "a boolean", _NONE: "null"}
 
 
 def _load_manifest(path: Path, rerun: str) -> dict[str, Any]:
@@ -91,31 +102,68 @@ def _load_manifest(path: Path, rerun: str) -> dict[str, Any]:
     return manifest
 
 
+def _json_name(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _field_problems(obj: dict[str, Any], fields: dict[str, tuple[type, ...]], prefix: str) -> list[str]:
+    """`lacks counts.packs`, `max_len is a string, expected an integer`, ... for each field of `obj` that is not as
+    `fields` requires (a JSON boolean is no integer)."""
+    problems = []
+    for name, types in fields.items():
+        if name not in obj:
+            problems.append(f"lacks {prefix}{name}")
+        elif not isinstance(obj[name], types) or (isinstance(obj[name], bool) and bool not in types):
+            expected = " or ".join(_JSON_NAMES[t] for t in types)
+            problems.append(f"{prefix}{name} is {_json_name(obj[name])}, expected {expected}")
+    return problems
+
+
+def manifest_problems(manifest: dict[str, Any], stage: str) -> list[str]:
+    """What a `stage` manifest lacks or holds in the wrong type; empty when its readers can rely on it."""
+    keys = REQUIRED_KEYS.get(stage, {})
+    problems = _field_problems(manifest, keys, "")
+    for key, fields in REQUIRED_FIELDS.items():
+        value = manifest.get(key) if key in keys else None
+        if isinstance(value, dict):
+            problems += _field_problems(value, fields, f"{key}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    problems += _field_problems(item, fields, f"{key}[{i}].")
+                else:
+                    problems.append(f"{key}[{i}] is {_json_name(item)}, expected an object")
+    return problems
+
+
 def manifest_stage(run_dir: Path, rerun: str) -> Any:
     """The stage a finished directory's manifest records (None when it records none)."""
     path = run_dir / MANIFEST
     if not path.is_file():
-        raise StaleArtifactError(f"{run_dir}: no manifest.json; {rerun}")
+        raise StaleArtifactError(f"{run_dir}: {_absent(run_dir)}; {rerun}")
     return _load_manifest(path, rerun).get("stage")
+
+
+def _absent(run_dir: Path) -> str:
+    return "is incomplete (no manifest.json: the run did not finish)" if run_dir.is_dir() else "does not exist"
 
 
 def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
     """Load a completed stage's manifest, or raise naming the file, what is wrong and the command that rewrites it."""
     path = run_dir / MANIFEST
     if not path.is_file():
-        state = "is incomplete (no manifest.json: the run did not finish)" if run_dir.is_dir() else "does not exist"
-        raise StaleArtifactError(f"{run_dir}: {state}; run `{rerun}`")
+        raise StaleArtifactError(f"{run_dir}: {_absent(run_dir)}; run `{rerun}`")
     manifest = _load_manifest(path, rerun)
-    if manifest.get("stage") != stage:
+    if "stage" not in manifest:
+        raise StaleArtifactError(f"{path}: manifest lacks stage (edited, or not written by tfpack); run `{rerun}`")
+    if manifest["stage"] != stage:
         raise StaleArtifactError(
-            f"{path}: is a '{manifest.get('stage')}' output, expected '{stage}'; run `{rerun}`"
+            f"{path}: is a '{manifest['stage']}' output, expected '{stage}'; run `{rerun}`"
         )
-    missing = [key for key in REQUIRED_KEYS.get(stage, ()) if key not in manifest]
-    if stage == "pack" and isinstance(manifest.get("counts"), dict):
-        missing += [f"counts.{key}" for key in REQUIRED_COUNTS if key not in manifest["counts"]]
-    if missing:
-        raise StaleArtifactError(f"{path}: manifest lacks {', '.join(missing)} (written by another tfpack version, or "
-                                 f"edited); run `{rerun}`")
+    if problems := manifest_problems(manifest, stage):
+        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        raise StaleArtifactError(f"{path}: manifest {shown} (written by another tfpack version, or edited); "
+                                 f"run `{rerun}`")
     return manifest
 
 
@@ -138,6 +186,16 @@ def shard_name(index: int, count: int) -> str:
     """Shard `index` of `count` inside a pack output directory, as the manifest lists it: the Hub's naming, so that
     loaders take `data/train-*` as the train split and nothing else."""
     return f"{DATA_DIR}/train-{index:05d}-of-{count:05d}.parquet"
+
+
+def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The shards a pack output's manifest lists, in its order; raise naming the first one missing on disk."""
+    paths = [out_dir / shard["file"] for shard in manifest["shards"]]
+    if missing := [path for path in paths if not path.is_file()]:
+        raise StaleArtifactError(f"{missing[0]}: listed in {out_dir / MANIFEST} but missing ({len(missing)} of "
+                                 f"{len(paths)} shards): the output is damaged; run `tfpack pack RUN_DIR -o {out_dir} "
+                                 "--overwrite`")
+    return paths
 
 
 def shard_paths(out_dir: Path) -> list[Path]:
