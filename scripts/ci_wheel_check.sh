@@ -22,6 +22,7 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet "${wheel}[cpu]" || fail "install of ${wheel}[cpu]"
 "$work/venv/bin/pip" check || fail "pip check"
 "$work/venv/bin/python" "$repo/ci/versions.py" "wheel check ($(basename "$wheel"))"
+echo "wheel check: built and installed in ${SECONDS}s"
 
 cd "$work"
 "$work/venv/bin/python" - <<'PY'
@@ -53,3 +54,4 @@ stats = json.loads(pathlib.Path("stats.json").read_text())
 assert stats["verify"]["ok"] and stats["packs"] > 0, stats
 print(f"wheel check ok: {pathlib.Path(tokenize.__file__).parent} -> {stats['packs']} packs, verify ok")
 PY
+echo "wheel check: done in ${SECONDS}s"
