@@ -7,7 +7,7 @@ DEMO := demo
 
 OLDEST := .venv-oldest
 
-.PHONY: install demo test test-oldest wheel-check versions lint clean
+.PHONY: install install-oldest demo test test-oldest wheel-check lint clean
 
 install: $(VENV)/.installed
 
@@ -26,26 +26,28 @@ demo: install
 	@echo "demo finished: shards in $(DEMO)/packed/"
 
 test: install
+	@$(BIN)/python ci/versions.py "make test ($(VENV))"
 	$(BIN)/python -m pytest -q
 
-# The same suite on the oldest supported transformers / TRL / sentence-transformers (ci/constraints-oldest.txt).
+# The same suite on the oldest supported releases (ci/constraints-oldest.txt: transformers, TRL,
+# sentence-transformers, datasets, tokenizers, the ONNX stack).
+install-oldest: $(OLDEST)/.installed
+
 $(OLDEST)/.installed: pyproject.toml ci/constraints-oldest.txt
 	$(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install --upgrade pip
 	$(OLDEST)/bin/pip install torch==2.13.0
 	$(OLDEST)/bin/pip install -e ".[cpu,dev]" -c ci/constraints-oldest.txt
+	$(OLDEST)/bin/pip check
 	touch $@
 
 test-oldest: $(OLDEST)/.installed
+	@$(OLDEST)/bin/python ci/versions.py "make test-oldest ($(OLDEST))"
 	$(OLDEST)/bin/python -m pytest -q
 
 # The built wheel, installed non-editable in a fresh venv, runs embed -> pack -> stats --verify outside the repo.
 wheel-check: install
 	bash scripts/ci_wheel_check.sh $(BIN)/python
-
-versions:
-	@for venv in $(VENV) $(OLDEST); do [ -x $$venv/bin/pip ] && echo "$$venv:" && $$venv/bin/pip list 2>/dev/null \
-		| grep -iE '^(torch|transformers|tokenizers|trl|datasets|sentence-transformers|openvino|onnxruntime) '; done; true
 
 lint: install
 	$(BIN)/ruff check tfpack tests scripts

@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Build the wheel, install it (not editable) with its CPU extra into a fresh venv, and run the whole job from a
-# directory outside the repository: embed -> pack (built-in chatml template) -> stats --verify. Proves the package
-# is complete as installed (templates are package data) and the console script works. Usage: ci_wheel_check.sh PYTHON
+# directory outside the repository: embed (ONNX export into an empty cache) -> pack (built-in chatml template) ->
+# stats --verify. Proves the package is complete as installed (templates are package data), its declared
+# dependencies suffice (a full install from the wheel's metadata, not a venv sharing the test venv's packages, which
+# would hide a missing one), and the console script works. Usage: ci_wheel_check.sh PYTHON
 set -euo pipefail
 python=${1:-python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+unset PYTHONPATH
+export TFPACK_CACHE=$work/cache
 
-"$python" -m pip wheel --no-deps --quiet --wheel-dir "$work/dist" "$repo"
+fail() { echo "wheel check FAILED: $*" >&2; exit 1; }
+"$python" -m pip wheel --no-deps --quiet --wheel-dir "$work/dist" "$repo" || fail "pip wheel"
 wheel=$(ls "$work"/dist/tfpack-*.whl)
+python3 -m zipfile -l "$wheel" | grep -q 'tfpack/templates/chatml.jinja' || fail "$wheel has no tfpack/templates/*.jinja"
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --upgrade pip
-"$work/venv/bin/pip" install --quiet torch==2.13.0
-"$work/venv/bin/pip" install --quiet "${wheel}[cpu]"
+"$work/venv/bin/pip" install --quiet --upgrade pip || fail "pip upgrade"
+"$work/venv/bin/pip" install --quiet torch==2.13.0 || fail "torch install"
+"$work/venv/bin/pip" install --quiet "${wheel}[cpu]" || fail "install of ${wheel}[cpu]"
+"$work/venv/bin/pip" check || fail "pip check"
+"$work/venv/bin/python" "$repo/ci/versions.py" "wheel check ($(basename "$wheel"))"
+echo "wheel check: built and installed in ${SECONDS}s"
 
 cd "$work"
 "$work/venv/bin/python" - <<'PY'
@@ -26,10 +35,10 @@ with open("chats.jsonl", "w") as f:
                                          {"role": "assistant", "content": f"The answer is {i}."}]}) + "\n")
 PY
 tfpack=$work/venv/bin/tfpack
-"$tfpack" embed chats.jsonl -o run --quiet
-"$tfpack" pack run -o packed --tokenizer packaged-minilm --template chatml --max-len 256 --quiet
-"$tfpack" stats packed --verify --json > stats.json
-"$work/venv/bin/python" - "$repo" <<'PY'
+"$tfpack" embed chats.jsonl -o run --quiet || fail "tfpack embed"
+"$tfpack" pack run -o packed --tokenizer packaged-minilm --template chatml --max-len 256 --quiet || fail "tfpack pack"
+"$tfpack" stats packed --verify --json > stats.json || fail "tfpack stats --verify"
+"$work/venv/bin/python" - "$repo" <<'PY' || fail "installed package, templates or outputs (above)"
 import json, pathlib, sys
 import tfpack.tokenize as tokenize
 
@@ -38,7 +47,11 @@ installed = tokenize.TEMPLATES_DIR.resolve()
 assert repo not in installed.parents and "site-packages" in installed.parts, f"templates from {installed}"
 manifest = json.loads(pathlib.Path("packed/manifest.json").read_text())
 assert manifest["template_source"] == "builtin:chatml", manifest["template_source"]
+embedded = json.loads(pathlib.Path("run/manifest.json").read_text())
+assert embedded["backend"] == "openvino", embedded["backend"]
+assert any(pathlib.Path("cache/onnx").rglob("model.onnx")), "no ONNX export in the empty cache"
 stats = json.loads(pathlib.Path("stats.json").read_text())
 assert stats["verify"]["ok"] and stats["packs"] > 0, stats
 print(f"wheel check ok: {pathlib.Path(tokenize.__file__).parent} -> {stats['packs']} packs, verify ok")
 PY
+echo "wheel check: done in ${SECONDS}s"

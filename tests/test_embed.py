@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tfpack import embed
 from tfpack.config import EmbedConfig
 from tfpack.embed import check_embeddings, encode_texts, load_encoder, packaged_model_path, resolve_model
-from tfpack.errors import ConfigError, InputError
+from tfpack.errors import ConfigError, DependencyError, InputError
 
 TEXTS = ["How many apples are left?", "Write a Python function to sort a list.", "What is the capital of France?",
          "Compute 12 times 7.", "Implement binary search in Python.", "Name the largest city in Japan."]
@@ -49,6 +50,50 @@ def test_openvino_agrees_with_fp32(torch_vectors: np.ndarray) -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.min(np.sum(vectors * torch_vectors, axis=1)) > 0.995
     assert np.array_equal(encode_texts(model, TEXTS[::-1], 2)[::-1], vectors)  # batching and order do not matter
+
+
+def test_onnx_fp32_matches_torch(torch_vectors: np.ndarray) -> None:
+    model, resolved = load_encoder(EmbedConfig(backend="onnx", device="cpu"))
+    assert resolved["backend"] == "onnx" and resolved["precision"] == "fp32"
+    vectors = encode_texts(model, TEXTS, 4)
+    assert vectors.shape == (6, 384) and vectors.dtype == np.float32
+    assert np.min(np.sum(vectors * torch_vectors, axis=1)) > 0.9999  # the same fp32 weights and graph
+    np.testing.assert_allclose(encode_texts(model, TEXTS[::-1], 3)[::-1], vectors, atol=1e-5)
+
+
+def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    from importlib import metadata
+
+    model_path = resolve_model("all-MiniLM-L6-v2")
+    key = embed._model_key(model_path)
+    monkeypatch.setattr(embed, "EXPORTER", "optimum")
+    assert embed._model_key(model_path) != key
+    monkeypatch.undo()
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "5.0.0" if name == "transformers" else real_version(name))
+    assert embed._model_key(model_path) != key
+    monkeypatch.undo()
+
+    monkeypatch.setenv("TFPACK_CACHE", str(tmp_path))
+    exports: list[Path] = []
+
+    def fake_export(path: str, out: Path) -> None:
+        exports.append(out)
+        out.parent.mkdir(parents=True)
+        out.write_bytes(b"graph")
+
+    monkeypatch.setattr(embed, "export_onnx", fake_export)
+    assert embed._onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
+    assert embed._onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
+    assert len(exports) == 1 and exports[0].parent != tmp_path / "onnx" / key  # written aside, then renamed
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [key]
+
+
+def test_export_without_onnxscript_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embed, "_installed", lambda *modules: "onnxscript" not in modules)
+    with pytest.raises(DependencyError, match=r"needs onnx and onnxscript; run `pip install 'tfpack\[cpu\]'`"):
+        load_encoder(EmbedConfig(backend="onnx", device="cpu"))
 
 
 def test_auto_backend_on_cpu_is_openvino() -> None:

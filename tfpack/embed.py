@@ -139,23 +139,29 @@ def cache_root() -> Path:
 
 
 def _model_key(model_path: str) -> str:
-    """Cache key of a model: its name plus, for a local directory, the sizes and mtimes of its files."""
-    parts = [EXPORTER, model_path]
+    """Cache key of a model's export: the exporter and the library versions that shape the graph (torch,
+    transformers, onnxscript), the model's name plus, for a local directory, the sizes and mtimes of its files."""
+    from importlib import metadata
+
+    parts = [EXPORTER, *(f"{name}=={metadata.version(name)}" for name in EXPORT_LIBRARIES), model_path]
     root = Path(model_path)
     if root.is_dir():
         parts += [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*"))]
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
-# Part of the export cache key: a change of exporter never reuses an export made by another one.
-EXPORTER = "torch.onnx-dynamo-opset18-v1"
+# Part of the export cache key, with the versions of EXPORT_LIBRARIES: an export made by another exporter (an
+# earlier optimum export, or one made under another torch, transformers or onnxscript) is never reused.
+EXPORTER = "torch.onnx.export-dynamo-v2"
+EXPORT_LIBRARIES = ("torch", "transformers", "onnxscript")
 TRANSFORMER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def export_onnx(model_path: str, out: Path) -> None:
     """Export the transformer (first module) of a sentence-transformers model to ONNX: its tokenizer's inputs in,
     token embeddings out, batch and sequence dynamic. torch's own exporter (torch.export, `dynamo=True`), so it
-    follows whatever transformers version is installed; fp32 weights, eager attention."""
+    follows whatever transformers version is installed (4.56 to 5.x); fp32 weights, eager attention. The exporter is
+    deterministic: the same versions write a byte-identical file."""
     import contextlib
     import io
     import logging
@@ -164,11 +170,10 @@ def export_onnx(model_path: str, out: Path) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(model_path, device="cpu")
+    st = SentenceTransformer(model_path, device="cpu", model_kwargs={"attn_implementation": "eager"})
     hf = st[0].auto_model.eval()
-    if hasattr(hf, "set_attn_implementation"):
-        hf.set_attn_implementation("eager")
-    example = st.tokenize(["an example sentence to trace", "another"])
+    preprocess = getattr(st, "preprocess", None) or st.tokenize  # `tokenize` is deprecated in sentence-transformers 6
+    example = preprocess(["an example sentence to trace", "another"])
     names = [n for n in TRANSFORMER_INPUTS if n in example]
 
     class TokenEmbeddings(torch.nn.Module):
@@ -207,6 +212,9 @@ def _onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
     Each file appears under its final name only when complete (temporary name, then rename), so concurrent runs
     never load a half-written model.
     """
+    if not _installed("onnx", "onnxscript"):
+        raise DependencyError("the ONNX export (--backend onnx, onnx-int8, openvino) needs onnx and onnxscript; "
+                              "run `pip install 'tfpack[cpu]'` or use --backend torch")
     cache = cache_root() / "onnx" / _model_key(model_path)
     fp32 = cache / "model.onnx"
     if not fp32.is_file():  # exported into a directory of its own (a large model keeps weights beside the graph)
