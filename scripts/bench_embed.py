@@ -22,8 +22,8 @@ DATA = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
 sys.path.insert(0, str(ROOT))
 
 from tfpack.config import EmbedConfig  # noqa: E402
-from tfpack.embed import encode_texts, load_encoder, resolve_model  # noqa: E402
-from tfpack.knn import build_knn  # noqa: E402
+from tfpack.embedding.stage import encode_texts, load_encoder, resolve_model  # noqa: E402
+from tfpack.ordering.knn import build_knn  # noqa: E402
 
 
 def recall_at(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:

@@ -31,9 +31,9 @@ GOLDEN = ROOT.parent / "shared" / "golden"
 sys.path.insert(0, str(ROOT))
 
 from tfpack.config import OrderConfig  # noqa: E402
-from tfpack.order import order_embeddings  # noqa: E402
-from tfpack.threshold import from_cosine  # noqa: E402
-from tfpack.walk import walk  # noqa: E402
+from tfpack.ordering.stage import order_embeddings  # noqa: E402
+from tfpack.ordering.threshold import from_cosine  # noqa: E402
+from tfpack.ordering.walk import walk  # noqa: E402
 
 
 def reference_algorithm(x: np.ndarray) -> list[int]:
@@ -170,7 +170,7 @@ def recall(source: str, probes: list[int], method: str = "ivf", k: int = 64, n_q
     """
     import faiss
 
-    from tfpack.knn import build_knn
+    from tfpack.ordering.knn import build_knn
 
     x = load_source(source)
     n = len(x)
@@ -189,8 +189,8 @@ def buckets(source: str, counts: list[int], max_len: int = 2048, threshold: floa
     Lengths are synthetic token counts (log-normal, median ~250, clipped to max_len) so fill and pack relatedness
     can be computed without tokenizing.
     """
-    from tfpack.packer import pack_path
-    from tfpack.stats import mean_pairwise_similarity
+    from tfpack.packing.packer import pack_path
+    from tfpack.report.stats import mean_pairwise_similarity
 
     x = load_source(source)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -15,7 +15,7 @@ export TFPACK_CACHE=$work/cache
 fail() { echo "wheel check FAILED: $*" >&2; exit 1; }
 "$python" -m pip wheel --no-deps --quiet --wheel-dir "$work/dist" "$repo" || fail "pip wheel"
 wheel=$(ls "$work"/dist/tfpack-*.whl)
-python3 -m zipfile -l "$wheel" | grep -q 'tfpack/templates/chatml.jinja' || fail "$wheel has no tfpack/templates/*.jinja"
+python3 -m zipfile -l "$wheel" | grep -q 'tfpack/packing/templates/chatml.jinja' || fail "$wheel has no tfpack/packing/templates/*.jinja"
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --upgrade pip || fail "pip upgrade"
 "$work/venv/bin/pip" install --quiet torch==2.13.0 || fail "torch install"
@@ -40,7 +40,7 @@ tfpack=$work/venv/bin/tfpack
 "$tfpack" stats packed --verify --json > stats.json || fail "tfpack stats --verify"
 "$work/venv/bin/python" - "$repo" <<'PY' || fail "installed package, templates or outputs (above)"
 import json, pathlib, sys
-import tfpack.tokenize as tokenize
+import tfpack.packing.tokenizer as tokenize
 
 repo = pathlib.Path(sys.argv[1]).resolve()
 installed = tokenize.TEMPLATES_DIR.resolve()

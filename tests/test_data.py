@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import tiny_llama as conftest_llama
 from tfpack.data import PackedCollator, PackedDataset, block_causal_mask
-from tfpack.tokenize import IGNORE_INDEX
+from tfpack.packing.tokenizer import IGNORE_INDEX
 from tfpack.workdir import shard_paths
 
 

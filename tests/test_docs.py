@@ -26,7 +26,7 @@ def test_readme_trl_recipe_runs_as_written(
     output, with `model` and `tokenizer` bound (a tiny random Llama; the packaged tokenizer). The test budget (2 steps
     on the CPU, no reporting, no checkpoint) comes from the `SFTConfig` the block imports, not from edited text."""
     trl = pytest.importorskip("trl")
-    from tfpack.tokenize import load_tokenizer
+    from tfpack.packing.tokenizer import load_tokenizer
 
     class BudgetedConfig(trl.SFTConfig):  # type: ignore[misc]
         def __post_init__(self) -> None:

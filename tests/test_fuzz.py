@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tfpack.errors import InputError
-from tfpack.formats import FormatOptions
-from tfpack.samples import ingest
-from tfpack.shards import pack_row, write_shard
-from tfpack.tokenize import IGNORE_INDEX
-from tfpack.verify import Shard, check_shard
+from tfpack.ingest.formats import FormatOptions
+from tfpack.ingest.samples import ingest
+from tfpack.packing.shards import pack_row, write_shard
+from tfpack.packing.tokenizer import IGNORE_INDEX
+from tfpack.report.verify import Shard, check_shard
 
 KEYS = ["messages", "conversations", "instruction", "input", "output", "response", "question", "answer", "prompt",
         "completion", "text", "role", "content", "from", "value", "system", "x"]

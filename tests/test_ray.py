@@ -58,8 +58,8 @@ def test_ray_engine_parity_on_gsm8k(local_ray, tmp_path: Path) -> None:  # type:
 def test_ray_ingest_reads_each_input_in_a_task_like_local(local_ray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import pyarrow.parquet as pq
 
-    from tfpack.formats import FormatOptions
-    from tfpack.samples import ingest
+    from tfpack.ingest.formats import FormatOptions
+    from tfpack.ingest.samples import ingest
 
     rows = chat_rows(90)
     for i, row in enumerate(rows):
@@ -91,7 +91,7 @@ def test_ray_ingest_reads_each_input_in_a_task_like_local(local_ray, tmp_path: P
 
 def test_ray_bucket_walks_equal_local(local_ray) -> None:  # type: ignore[no-untyped-def]
     from tfpack.config import OrderConfig
-    from tfpack.order import order_embeddings
+    from tfpack.ordering.stage import order_embeddings
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 32))[rng.integers(0, 6, 3000)] + 0.6 * rng.normal(size=(3000, 32))

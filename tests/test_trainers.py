@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tfpack.data import PackedDataset, TorchtuneDataset, to_torchtune
-from tfpack.tokenize import IGNORE_INDEX
+from tfpack.packing.tokenizer import IGNORE_INDEX
 from tfpack.workdir import shard_paths
 
 

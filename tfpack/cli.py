@@ -211,8 +211,8 @@ def embed(
 ) -> None:
     """Read and normalise INPUTS, then embed every sample into OUT/embeddings.npy (L2-normalised rows)."""
     from tfpack.config import EmbedConfig, build, load_yaml
-    from tfpack.embed import run_embed
-    from tfpack.formats import FormatOptions
+    from tfpack.embedding.stage import run_embed
+    from tfpack.ingest.formats import FormatOptions
 
     def action() -> dict[str, Any]:
         cfg = build(
@@ -301,7 +301,7 @@ def order(
 ) -> None:
     """Walk the threshold-filtered nearest-neighbour path over EMBEDDINGS and write it as a permutation."""
     from tfpack.config import OrderConfig, build, load_yaml
-    from tfpack.order import run_order
+    from tfpack.ordering.stage import run_order
 
     def action() -> dict[str, Any]:
         cfg = build(OrderConfig, load_yaml(config).get("order"),
@@ -404,7 +404,7 @@ def pack(
 ) -> None:
     """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
     from tfpack.config import OrderConfig, PackConfig, build, load_yaml
-    from tfpack.pack import run_pack
+    from tfpack.packing.stage import run_pack
 
     def action() -> dict[str, Any]:
         sections = load_yaml(config)
@@ -445,8 +445,8 @@ def stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Counts, fill rate and relatedness (TFP packs vs random packs) of a pack output; or an embed run's summary."""
-    from tfpack.stats import stats as compute
-    from tfpack.verify import verify as check
+    from tfpack.report.stats import stats as compute
+    from tfpack.report.verify import verify as check
 
     def action() -> dict[str, Any]:
         checked = check(path) if verify else None
@@ -465,7 +465,7 @@ def inspect(
     """Decode one pack: its samples in path order, segment boundaries, trained (green) vs masked (dim) tokens."""
     from rich.text import Text
 
-    from tfpack.inspection import inspect_pack
+    from tfpack.report.inspection import inspect_pack
 
     if as_json:
         silence_third_party(quiet=True)
@@ -515,8 +515,8 @@ def sweep(
 ) -> None:
     """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each."""
     from tfpack.config import OrderConfig, PackConfig, build, load_yaml
-    from tfpack.sweep import parse_thresholds
-    from tfpack.sweep import sweep as run_sweep
+    from tfpack.report.sweep import parse_thresholds
+    from tfpack.report.sweep import sweep as run_sweep
 
     def action() -> list[dict[str, Any]]:
         sections = load_yaml(config)

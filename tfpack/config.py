@@ -75,7 +75,7 @@ class OrderConfig:
     engine: str = "local"
 
     def __post_init__(self) -> None:
-        from tfpack.threshold import parse_threshold
+        from tfpack.ordering.threshold import parse_threshold
 
         parse_threshold(str(self.threshold))
         if self.distance_threshold is not None and self.threshold not in ("auto",):

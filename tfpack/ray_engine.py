@@ -42,7 +42,7 @@ def ensure_ray() -> Any:
 
 
 def _conversations(batch: dict[str, Any]) -> list[Any]:
-    from tfpack.samples import as_conversations
+    from tfpack.ingest.samples import as_conversations
 
     tools = batch.get("tools")
     return as_conversations(list(batch["turns"]), None if tools is None else list(tools))
@@ -53,14 +53,14 @@ class EmbedWorker:
 
     def __init__(self, config: dict[str, Any]) -> None:
         from tfpack.config import EmbedConfig
-        from tfpack.embed import load_encoder, text_selector
+        from tfpack.embedding.stage import load_encoder, text_selector
 
         cfg = EmbedConfig(**config)
         self.model, self.resolved = load_encoder(cfg)
         self.select = text_selector(cfg.embed_on)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from tfpack.embed import encode_texts
+        from tfpack.embedding.stage import encode_texts
 
         texts = [self.select(c.turns) for c in _conversations(batch)]
         vectors = encode_texts(self.model, texts, self.resolved["batch_size"])
@@ -71,13 +71,13 @@ class TokenizeWorker:
     """Ray task body: renders and tokenizes a batch of samples (ids, labels, prompt length, refusal per sample)."""
 
     def __init__(self, tokenizer: str | None, template: str | None, train_on: str) -> None:
-        from tfpack.tokenize import load_tokenizer
+        from tfpack.packing.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer, template)
         self.train_on = train_on
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from tfpack.tokenize import Refusal, tokenize_batch
+        from tfpack.packing.tokenizer import Refusal, tokenize_batch
 
         out = tokenize_batch(_conversations(batch), self.tokenizer, self.train_on)
         empty = np.zeros(0, dtype=np.int32)
@@ -103,7 +103,7 @@ def read_inputs(paths: list[str], options: Any, on_error: str, parts_dir: Path) 
 
     Input paths and `parts_dir` must be visible to every node (a shared file system) on a multi-node cluster.
     """
-    from tfpack.samples import read_input
+    from tfpack.ingest.samples import read_input
 
     ray = ensure_ray()
     task = ray.remote(num_cpus=1, max_retries=0)(read_input)

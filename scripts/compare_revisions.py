@@ -1,0 +1,129 @@
+"""Run the same inputs and flags through two revisions of tfpack and compare what they write, byte for byte.
+
+A refactoring must not change a single output byte. This script checks out `--base` (any git revision) in a
+temporary worktree, runs `python -m tfpack` from it and from the current working tree (same interpreter, same
+installed dependencies) over one embed run and a matrix of `order` and `pack` flag sets, and compares every file
+each run writes, except the manifests' timings and the tfpack version they record.
+
+    python scripts/compare_revisions.py --base main            # demo data, 400 samples
+    python scripts/compare_revisions.py --base v0.1 --n 1600 --keep /tmp/cmp
+
+Prints one line per run (identical or the differing files) and exits 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+# Manifest fields that legitimately differ between two runs of the same code: wall times and the version string.
+VOLATILE = {"seconds", "embed_seconds", "walk_seconds", "tokenize_seconds", "write_seconds", "tfpack_version"}
+
+PACK_RUNS: dict[str, list[str]] = {
+    "default": [],
+    "segment": ["--attention", "segment"],
+    "chatml-all": ["--template", "chatml", "--train-on", "all"],
+    "plain-completion": ["--template", "plain", "--train-on", "completion"],
+    "short-drop": ["--max-len", "128", "--long", "drop"],
+    "short-truncate": ["--max-len", "128"],
+    "threshold-0.8": ["--threshold", "0.8", "--window", "2"],
+    "greedy": ["--threshold", "none"],
+    "exact": ["--exact"],
+    "buckets": ["--buckets", "4"],
+    "pack-filter": ["--pack-filter", "0.9"],
+    "small-shards": ["--shard-packs", "7", "--lookahead", "0", "--pack-seed", "3"],
+}
+ORDER_RUNS: dict[str, list[str]] = {
+    "auto": [],
+    "exact-start": ["--exact", "--start", "5"],
+    "ivf": ["--knn", "ivf", "--threshold", "0.9"],
+}
+
+
+def tfpack(tree: Path, *args: str) -> None:
+    """`python -m tfpack ARGS` with `tree` first on the import path; raises with its stderr on failure."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-m", "tfpack", *args, "--quiet"], env=env, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: tfpack {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+
+
+def digests(out: Path) -> dict[str, str]:
+    """sha256 of every file under `out` (manifests without their volatile fields), by relative path."""
+    found = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.name == "manifest.json":
+            data = orjson.dumps(strip(orjson.loads(data)), option=orjson.OPT_SORT_KEYS)
+        found[str(path.relative_to(out))] = hashlib.sha256(data).hexdigest()
+    return found
+
+
+def strip(obj: object) -> object:
+    """`obj` without the VOLATILE keys, at any depth."""
+    if isinstance(obj, dict):
+        return {k: strip(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [strip(v) for v in obj]
+    return obj
+
+
+def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str]]:
+    """Every run of the matrix with the code in `tree`; digests per run name."""
+    results = {}
+    embed_dir = work / "embed"
+    tfpack(tree, "embed", *map(str, data), "-o", str(embed_dir))
+    results["embed"] = digests(embed_dir)
+    for name, flags in ORDER_RUNS.items():
+        out = work / f"order-{name}.npy"
+        tfpack(tree, "order", str(embed_dir), "-o", str(out), *flags)
+        results[f"order {name}"] = {out.name: hashlib.sha256(out.read_bytes()).hexdigest()}
+    for name, flags in PACK_RUNS.items():
+        out = work / f"pack-{name}"
+        tfpack(tree, "pack", str(embed_dir), "-o", str(out), "--tokenizer", "packaged-minilm", *flags)
+        results[f"pack {name}"] = digests(out)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True, help="git revision to compare the working tree against")
+    parser.add_argument("--n", type=int, default=400, help="demo samples over the four input files (default 400)")
+    parser.add_argument("--keep", type=Path, help="keep the outputs under this directory (default: a temp dir)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
+        base_tree = Path(tmp) / "base-tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), args.base],
+                       check=True)
+        try:
+            data_dir = work / "data"
+            subprocess.run([sys.executable, str(ROOT / "scripts/make_demo_data.py"), "--out", str(data_dir),
+                            "--n", str(args.n)], check=True, capture_output=True)
+            data = sorted(data_dir.iterdir())
+            base = run_all(base_tree, data, work / "base")
+            head = run_all(ROOT, data, work / "head")
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=True)
+    differing = 0
+    for name in base:
+        same = base[name] == head[name]
+        differing += not same
+        detail = f"{len(base[name])} files identical" if same else "DIFFER: " + ", ".join(
+            sorted(k for k in base[name].keys() | head[name].keys() if base[name].get(k) != head[name].get(k)))
+        print(f"{name:24s} {detail}")
+    print(f"{len(base) - differing} of {len(base)} runs byte-identical to {args.base}")
+    sys.exit(1 if differing else 0)
+
+
+if __name__ == "__main__":
+    main()

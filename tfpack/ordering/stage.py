@@ -1,0 +1,252 @@
+"""Order stage: embeddings → threshold → kNN graph → TFP walk → an int64 permutation, with quality metrics.
+
+Input is a run directory from `tfpack embed` (its kNN graph is cached in `RUN_DIR/knn/`, keyed by the embeddings'
+fingerprint, k, method and nprobe) or any `.npy` of `[N, d]` float16/float32 embeddings (memory-mapped).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from tfpack.ordering.buckets import bucketed_walk
+from tfpack.config import OrderConfig
+from tfpack.errors import ConfigError, InputError, StaleArtifactError
+from tfpack.ordering.knn import build_knn, cached_knn
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.ordering.threshold import Threshold, parse_threshold, resolve_threshold
+from tfpack.ordering.walk import squared_norms, walk
+from tfpack.workdir import MANIFEST, atomic_path, fingerprint_file, read_manifest
+
+EMBEDDINGS_FILE = "embeddings.npy"
+# |norm - 1| allowed for a unit row: float16 storage moves a unit row's norm by at most 2^-11 (4.9e-4); beyond this
+# the cosine threshold would be misreported by more than float16 rounding does.
+UNIT_TOLERANCE = 2e-3
+_CHUNK = 65_536
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """The path and what is reported about it."""
+
+    path: NDArray[np.int64]
+    vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or (--buckets, ivfpq) the input itself
+    threshold: Threshold
+    summary: dict[str, Any]
+
+
+def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
+    """Memory-map embeddings from a run directory or `.npy`; returns (array, file, run dir or None)."""
+    run_dir = source if source.is_dir() else None
+    manifest = None
+    if run_dir is not None:
+        manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+        source = run_dir / EMBEDDINGS_FILE
+    if not source.is_file():
+        raise InputError(f"{source}: no such embeddings file")
+    try:
+        emb = np.load(source, mmap_mode="r")
+    except (ValueError, EOFError) as e:  # EOFError: an empty file
+        raise InputError(f"{source}: not a .npy array: {e or 'empty file'}") from None
+    if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32) or len(emb) < 2:
+        raise InputError(f"{source}: expected float16/float32 [N >= 2, d] embeddings, got {emb.dtype} {emb.shape}")
+    if run_dir is not None and manifest is not None:
+        check_run_dir(run_dir, manifest, emb)
+    return emb, source, run_dir
+
+
+def check_run_dir(run_dir: Path, manifest: dict[str, Any], emb: NDArray[Any]) -> None:
+    """A run directory is stale when its embeddings, samples and manifest disagree, or an input file changed."""
+    inputs = [i["path"] for i in manifest.get("inputs", [])]
+    rerun = f"tfpack embed {' '.join(inputs) or 'INPUT...'} -o {run_dir} --overwrite"
+    samples = run_dir / "samples.parquet"
+    rows = pq.ParquetFile(samples).metadata.num_rows if samples.is_file() else None
+    if not len(emb) == manifest.get("n") == rows:
+        raise StaleArtifactError(f"{run_dir}: embeddings.npy has {len(emb)} rows, samples.parquet {rows}, the manifest "
+                                 f"says {manifest.get('n')}; the run directory is stale, run `{rerun}`")
+    for item in manifest.get("inputs", []):
+        path = Path(item["path"])
+        if item["path"] != "-" and path.is_file() and fingerprint_file(path) != item["fingerprint"]:
+            raise StaleArtifactError(f"{run_dir}: input {path} changed since it was embedded (fingerprint differs); "
+                                     f"run `{rerun}`")
+
+
+def check_block(block: NDArray[Any], start: int) -> NDArray[np.float64]:
+    """Reject NaN/inf and zero rows of one chunk of embeddings (`start`: the chunk's first row); returns the norms."""
+    norms = row_norms(block)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
+    if bad.size:
+        kind = "is not finite" if not np.isfinite(norms[bad[0]]) else "has zero norm"
+        raise InputError(f"embeddings row {start + int(bad[0])} {kind}; re-embed the inputs (`tfpack embed`)")
+    return norms
+
+
+def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
+    """Reject NaN/inf, zero and non-unit rows, reading `emb` chunk by chunk (nothing kept): the memory-bounded
+    engines read rows in place, so they cannot normalise them without the full copy they exist to avoid."""
+    with progress.task("checking embeddings", total=len(emb)) as task:
+        for start in range(0, len(emb), _CHUNK):
+            norms = check_block(emb[start : start + _CHUNK], start)
+            off = np.flatnonzero(np.abs(norms - 1) > UNIT_TOLERANCE)
+            if off.size:
+                raise InputError(f"embeddings row {start + int(off[0])} has L2 norm {norms[off[0]]:.4g}, not 1: the "
+                                 "walk compares L2 distances of unit rows; L2-normalise the embeddings (`tfpack embed "
+                                 "--embeddings FILE` does), or order without --buckets/--knn ivfpq, which normalise a "
+                                 "float32 copy")
+            task.advance(len(norms))
+
+
+def unit_rows_in_place(vectors: NDArray[np.float32]) -> bool:
+    """L2-normalise the rows of an in-memory float32 array when any is off unit length; returns whether it did.
+
+    Rows are divided by their float32 norm as `tfpack embed --embeddings` stores them, so ordering a `.npy` gives the
+    path of ordering its embed run. Unit rows are left bit for bit as they are (re-dividing by norms within rounding
+    of 1 would move boundary pairs of the paper's threshold)."""
+    if not (np.abs(row_norms(vectors) - 1) > UNIT_TOLERANCE).any():
+        return False
+    for start in range(0, len(vectors), _CHUNK):
+        block = vectors[start : start + _CHUNK]
+        block /= np.linalg.norm(block, axis=1, keepdims=True)  # zero rows were refused by `to_float32`
+    return True
+
+
+def row_norms(rows: NDArray[Any]) -> NDArray[np.float64]:
+    """L2 norm of each row, accumulated in float64 one chunk at a time."""
+    return np.sqrt(squared_norms(rows))
+
+
+def to_float32(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> NDArray[np.float32]:
+    """A float32 in-memory copy, converted chunk by chunk in one pass; rejects NaN/inf and zero rows."""
+    out = np.empty(emb.shape, dtype=np.float32)
+    with progress.task("loading embeddings", total=len(emb)) as task:
+        for start in range(0, len(emb), _CHUNK):
+            block = np.asarray(emb[start : start + _CHUNK], dtype=np.float32)
+            check_block(block, start)
+            out[start : start + len(block)] = block
+            task.advance(len(block))
+    return out
+
+
+def window_metrics(emb: NDArray[Any], path: NDArray[np.int64], window: int, reject_d2: float,
+                   seed: int) -> dict[str, Any]:
+    """Mean cosine of adjacent path samples vs a random order, and the steps that break the window rule."""
+    n = len(path)
+    norms = row_norms(emb)
+
+    def adjacent_mean(order: NDArray[np.int64]) -> float:
+        total = 0.0
+        for s in range(0, n - 1, _CHUNK):
+            a, b = order[s : s + _CHUNK], order[s + 1 : s + 1 + _CHUNK]
+            a = a[: len(b)]
+            dots = np.einsum("ij,ij->i", emb[a], emb[b], dtype=np.float64)
+            total += float((dots / (norms[a] * norms[b])).sum())
+        return total / (n - 1)
+
+    violations = np.zeros(n, dtype=bool)
+    norms2 = norms * norms
+    for lag in range(1, window + 1):
+        for s in range(lag, n, _CHUNK):
+            cur, prev = path[s : s + _CHUNK], path[s - lag : s - lag + _CHUNK]
+            prev = prev[: len(cur)]
+            d2 = np.maximum(norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev],
+                                                                       dtype=np.float64), 0.0)
+            violations[s : s + len(cur)] |= d2 < reject_d2
+    rng = np.random.default_rng(seed)
+    return {
+        "mean_adjacent_similarity": round(adjacent_mean(path), 6),
+        "random_adjacent_similarity": round(adjacent_mean(rng.permutation(n)), 6),
+        "threshold_violations": int(violations.sum()),
+    }
+
+
+def order_embeddings(
+    emb: NDArray[Any],
+    cfg: OrderConfig,
+    cache_dir: Path | None = None,
+    fingerprint: str | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> OrderResult:
+    """Threshold, kNN graph and walk over `emb`; the engine shared by `tfpack order` and `tfpack pack`."""
+    started = time.perf_counter()
+    if cfg.start >= len(emb):
+        raise ConfigError(f"--start: must be in [0, {len(emb) - 1}], got {cfg.start}")
+    method = "exact" if cfg.exact else cfg.knn
+    if cfg.buckets > 1 or method == "ivfpq":  # memory-bounded: rows are read from `emb` (memory-mapped) as needed
+        check_rows(emb, progress)
+        vectors = emb
+        normalised = False
+    else:
+        vectors = to_float32(emb, progress)
+        normalised = unit_rows_in_place(vectors)
+    t0 = time.perf_counter()
+    threshold = resolve_threshold(vectors, parse_threshold(str(cfg.threshold)), cfg.distance_threshold,
+                                  cfg.quantile, cfg.sample_pairs, cfg.seed)
+    t1 = time.perf_counter()
+    k = min(cfg.k, len(vectors) - 1)
+    bucket_summary: dict[str, Any] = {}
+    if cfg.buckets > 1:
+        t2 = time.perf_counter()
+        path, fallbacks, forced, bucket_summary = bucketed_walk(
+            vectors, cfg.buckets, cfg.start, threshold.reject_d2, k, cfg.window, cfg.exact, cfg.n_random, cfg.seed,
+            cfg.hops, cfg.knn, cfg.nprobe, progress, cfg.engine)
+        used, hit = f"{method} per bucket", False
+    else:
+        if cache_dir is not None and fingerprint is not None:
+            nbr_ids, nbr_sims, used, hit = cached_knn(cache_dir, fingerprint, vectors, k, method, cfg.nprobe, cfg.seed,
+                                                      progress)
+        else:
+            (nbr_ids, nbr_sims, used), hit = build_knn(vectors, k, method, cfg.nprobe, cfg.seed, progress), False
+        t2 = time.perf_counter()
+        with progress.task("walking", total=None):
+            result = walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg.window, cfg.start, cfg.exact,
+                          cfg.n_random, cfg.seed, cfg.hops)
+        path, fallbacks, forced = result.path, result.fallbacks, result.forced
+    t3 = time.perf_counter()
+    metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)
+    summary = {
+        "n": len(vectors),
+        "dim": int(vectors.shape[1]),
+        "normalised": normalised,
+        "threshold": threshold.cosine,
+        "distance_threshold": threshold.distance,
+        "threshold_mode": threshold.mode,
+        "threshold_estimate_error": threshold.estimate_error,
+        "quantile": threshold.quantile,
+        "window": cfg.window,
+        "k": k,
+        "knn": used,
+        "knn_cached": hit,
+        "exact": cfg.exact,
+        "start": cfg.start,
+        "fallbacks": fallbacks,
+        "forced_steps": forced,
+        **bucket_summary,
+        **metrics,
+        "threshold_seconds": round(t1 - t0, 3),
+        "knn_seconds": round(t2 - t1, 3),
+        "walk_seconds": round(t3 - t2, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return OrderResult(path, vectors, threshold, summary)
+
+
+def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """`tfpack order`: write the permutation to `out` (atomically) and return the summary."""
+    if out.name == MANIFEST:
+        raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
+    if out.is_dir():
+        raise ConfigError(f"-o {out}: is a directory; name the .npy file to write (e.g. -o {out / 'order.npy'})")
+    emb, emb_file, run_dir = load_embeddings(source)
+    cache_dir = run_dir / "knn" if run_dir is not None else None
+    fingerprint = fingerprint_file(emb_file) if cache_dir is not None else None
+    result = order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, result.path.astype(np.int64))
+    return {"order": str(out), **result.summary, "config": asdict(cfg)}

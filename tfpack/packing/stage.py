@@ -1,0 +1,400 @@
+"""Pack stage: order the samples along the TFP path, tokenize them, cut packs, write shards and a manifest.
+
+Input is a run directory from `tfpack embed`, or input files (embedded first into `OUT_DIR/embed/` with the
+default embed settings). Every valid sample ends in exactly one pack or in `dropped.jsonl` with its reason;
+malformed input records skipped with `--on-error skip` are listed in `errors.jsonl`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from tfpack import __version__
+from tfpack.packing.card import write_card, write_megatron_metadata
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig
+from tfpack.embedding.stage import SAMPLES_FILE, run_embed
+from tfpack.errors import ConfigError, InputError
+from tfpack.arrays import gather_float32
+from tfpack.ingest.formats import FormatOptions
+from tfpack.ordering.stage import load_embeddings, order_embeddings
+from tfpack.packing.packer import pack_path, separate_near_duplicates
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.ingest.readers import Location, file_kind
+from tfpack.ingest.samples import count_samples, iter_sample_batches
+from tfpack.packing.shards import pack_row, write_shard
+from tfpack.packing.tokenizer import (
+    IGNORE_INDEX,
+    Refusal,
+    TokenizedSample,
+    Tokenizer,
+    encode,
+    label_batch,
+    load_tokenizer,
+    render_batch,
+    set_tokenizer_threads,
+    template_overhead,
+)
+from tfpack.packing.tokenstore import TokenStore
+from tfpack.workdir import (
+    DATA_DIR,
+    DROPPED_FILE,
+    ERRORS_FILE,
+    MANIFEST,
+    WORK_DIR,
+    atomic_path,
+    fingerprint_file,
+    megatron_metadata_paths,
+    prepare_out_dir,
+    read_manifest,
+    shard_name,
+    shard_paths,
+    write_jsonl,
+    write_manifest,
+)
+
+SCHEMA_VERSION = 1
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def fit_to_max_len(
+    ids: NDArray[np.int32], labels: NDArray[np.int32], prompt_len: int, max_len: int, long: str, eos_id: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]] | str:
+    """The sample itself when it fits; else truncated (prompt kept, response cut, EOS kept) or a drop reason."""
+    if len(ids) <= max_len:
+        return ids, labels
+    if long == "drop":
+        return f"longer than max_len ({len(ids)} > {max_len} tokens)"
+    if prompt_len >= max_len - 1:
+        return f"prompt alone is {prompt_len} tokens, no room for a response within max_len {max_len}"
+    cut_ids = np.append(ids[: max_len - 1], np.int32(eos_id)).astype(np.int32)
+    cut_labels = np.append(labels[: max_len - 1], np.int32(eos_id)).astype(np.int32)
+    return cut_ids, cut_labels
+
+
+def unit_rows(emb: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.float32]:
+    """L2-normalised float32 embeddings of `rows` (read from the memory-mapped array)."""
+    v = gather_float32(emb, rows)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def path_similarities(vectors: NDArray[Any], path: NDArray[np.int64], chunk: int = 65_536) -> NDArray[np.float32]:
+    """Cosine similarity of each path sample to the previous one on the path (NaN for the first), chunk by chunk."""
+    out = np.full(len(path), np.nan, dtype=np.float32)
+    for start in range(1, len(path), chunk):
+        cur, prev = path[start : start + chunk], path[start - 1 : start - 1 + chunk]
+        a, b = vectors[cur], vectors[prev[: len(cur)]]
+        dots = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+        out[start : start + len(cur)] = dots / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return out
+
+
+Tokenized = Iterator[tuple[list[int], list[TokenizedSample | Refusal]]]
+
+
+def local_tokenized(samples_file: Path, tokenizer: Tokenizer, pack_cfg: PackConfig) -> Tokenized:
+    """(sample ids, per-sample (ids, labels, prompt length) or `Refusal`) per batch, in order, pipelined: while the
+    fast tokenizer encodes one batch in a worker thread (Rust, outside the GIL), this thread renders the next batch's
+    template and labels the previous one."""
+    with ThreadPoolExecutor(1) as pool:
+        pending: tuple[list[int], list[Any], Future[list[Any]]] | None = None
+        for ids, conversations in iter_sample_batches(samples_file, pack_cfg.batch_size):
+            rendered = render_batch(conversations, tokenizer, pack_cfg.train_on)
+            encoded = pool.submit(encode, rendered, tokenizer)
+            if pending is not None:
+                yield pending[0], label_batch(pending[2].result(), pending[1], tokenizer.eos_id)
+            pending = (ids, rendered, encoded)
+        if pending is not None:
+            yield pending[0], label_batch(pending[2].result(), pending[1], tokenizer.eos_id)
+
+
+def ray_tokenized(samples_file: Path, pack_cfg: PackConfig) -> Tokenized:
+    """The same batches tokenized by Ray Data CPU tasks (`--engine ray`)."""
+    from tfpack.ray_engine import TokenizeWorker, actor_count, map_samples
+
+    kwargs = {"tokenizer": pack_cfg.tokenizer, "template": pack_cfg.template, "train_on": pack_cfg.train_on}
+    for b in map_samples(samples_file, TokenizeWorker, kwargs, pack_cfg.batch_size, actor_count(0)):
+        results: list[TokenizedSample | Refusal] = [
+            Refusal(str(why)) if why else (np.asarray(i, dtype=np.int32), np.asarray(lab, dtype=np.int32), int(p))
+            for i, lab, p, why in zip(b["input_ids"], b["labels"], b["prompt_len"], b["refusal"], strict=True)]
+        yield b["sample_id"].tolist(), results
+
+
+class SampleSources:
+    """Where samples came from (`FILE:LINE`), from samples.parquet and the embed manifest's inputs; the columns are
+    read on the first look-up only (refusals are rare)."""
+
+    def __init__(self, samples_file: Path, inputs: list[dict[str, Any]]) -> None:
+        self.samples_file, self.inputs = samples_file, inputs
+        self.table: Any = None
+
+    def __call__(self, sample_id: int) -> Location:
+        if self.table is None:
+            self.table = pq.read_table(self.samples_file, columns=["sample_id", "input_index", "record_index"])
+        row = int(np.searchsorted(self.table.column("sample_id").to_numpy(), sample_id))
+        if not self.inputs:  # a run directory without its inputs listed: name the stored row
+            return Location(str(self.samples_file), "row", row)
+        entry = self.inputs[self.table.column("input_index")[row].as_py()]
+        unit = entry.get("unit") or {"jsonl": "line", "json": "item", "parquet": "row"}[file_kind(entry["path"])]
+        return Location(entry["path"], unit, int(self.table.column("record_index")[row].as_py()))
+
+
+def tokenize_samples(
+    samples_file: Path, tokenizer: Tokenizer, pack_cfg: PackConfig, store_dir: Path, progress: Progress = NULL_PROGRESS,
+    on_error: str = "fail", inputs: list[dict[str, Any]] | None = None,
+) -> tuple[TokenStore, list[dict[str, Any]], int, list[dict[str, Any]]]:
+    """Tokenize every sample, in batches, into a `TokenStore` in `store_dir`; returns (store, drop list, truncated,
+    refused). A sample whose labels cannot be verified raises naming it and its source (`on_error='fail'`) or is
+    listed as refused (`'skip'`); it is never written with plausible-looking wrong labels."""
+    store = TokenStore(store_dir)
+    dropped: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    source_of = SampleSources(samples_file, inputs or [])
+    truncated = 0
+    if pack_cfg.engine == "ray":
+        batches = ray_tokenized(samples_file, pack_cfg)
+    else:
+        batches = local_tokenized(samples_file, tokenizer, pack_cfg)
+    with progress.task("tokenizing", total=count_samples(samples_file)) as task:
+        for ids, results in batches:
+            for sample_id, result in zip(ids, results, strict=True):
+                if isinstance(result, Refusal):
+                    loc = source_of(int(sample_id))
+                    if on_error == "fail":
+                        raise InputError(f"{loc}: sample_id {sample_id}: {result.reason} (template "
+                                         f"{tokenizer.template_source}); fix the record, or pass --on-error skip to "
+                                         "list it in errors.jsonl")
+                    refused.append({"file": loc.source, loc.unit: loc.index, "sample_id": int(sample_id),
+                                    "stage": "pack", "reason": result.reason})
+                    store.skip()
+                    continue
+                tok, labels, prompt_len = result
+                fitted = fit_to_max_len(tok, labels, prompt_len, pack_cfg.max_len, pack_cfg.long, tokenizer.eos_id)
+                if isinstance(fitted, str):
+                    dropped.append({"sample_id": int(sample_id), "reason": fitted})
+                    store.skip()
+                else:
+                    truncated += len(fitted[0]) < len(tok)
+                    store.add(*fitted)
+            task.advance(len(ids))
+    store.close()
+    return store, dropped, truncated, refused
+
+
+def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
+    """The commonest reasons in a drop list, counted, their figures as N (`12 longer than max_len, 2 prompt alone is N
+    tokens, no room for a response within max_len N`)."""
+    import re
+    from collections import Counter
+
+    kinds = Counter(re.sub(r"\d+", "N", entry["reason"].split(" (")[0].split(":")[0]) for entry in left_out)
+    return ", ".join(f"{count} {reason}" for reason, count in kinds.most_common(top))
+
+
+def nothing_to_pack(out_dir: Path, total: int, dropped: list[dict[str, Any]], refused: list[dict[str, Any]],
+                    long: str) -> InputError:
+    """The error for a pack that left every sample out, after writing the lists that say why (dropped.jsonl,
+    errors.jsonl; no manifest, so the directory never looks finished): how many, the main reasons, what to change."""
+    write_jsonl(out_dir / DROPPED_FILE, dropped)
+    write_jsonl(out_dir / ERRORS_FILE, refused)
+    fixes = []
+    if dropped:
+        fixes.append("raise --max-len" + (" or pass --long truncate" if long == "drop" else ""))
+    if refused:
+        fixes.append("fix the samples the chat template refuses (or pass another --template)")
+    listed = " and ".join(str(out_dir / name) for name, rows in ((DROPPED_FILE, dropped), (ERRORS_FILE, refused))
+                          if rows)
+    return InputError(f"{out_dir}: nothing to pack, all {total} samples were left out "
+                      f"({summarise_reasons(dropped + refused)}; listed in {listed}); {'; '.join(fixes)}")
+
+
+PackSpec = tuple[list[NDArray[np.int32]], list[NDArray[np.int32]], list[int], list[float]]
+
+
+def build_shard(path: Path, specs: list[PackSpec], attention: str, row_group_packs: int) -> tuple[int, int, int]:
+    """Assemble packs (ids, labels, sample ids, path sims per sample) and write them as one shard; returns (packs,
+    tokens, loss tokens). Self-contained, so it runs as a Ray task as well as in-process."""
+    rows = [pack_row(ids, labels, members, sims, attention) for ids, labels, members, sims in specs]
+    write_shard(path, rows, row_group_packs)
+    return len(rows), sum(r["num_tokens"] for r in rows), sum(r["num_loss_tokens"] for r in rows)
+
+
+def write_packs(
+    out_dir: Path, packs: list[NDArray[np.int64]], pack_order: NDArray[np.int64], path: NDArray[np.int64],
+    tokens: TokenStore, sample_ids: NDArray[np.int64], sim_of_row: NDArray[np.float32], pack_cfg: PackConfig,
+    progress: Progress = NULL_PROGRESS,
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Write packs (positions on `path`, in `pack_order`) as shards; returns (tokens, loss tokens, shard list).
+
+    With `--engine ray` each shard is assembled and written by a Ray task (at most two in flight beyond the
+    workers, so the driver never holds more than a few shards' tokens); `out_dir` must then be reachable from
+    the workers (a shared filesystem on a multi-node cluster).
+    """
+    def specs_of(first: int) -> list[PackSpec]:
+        specs = []
+        for p in pack_order[first : first + pack_cfg.shard_packs]:
+            members = path[packs[p]]
+            samples = [tokens.get(r) for r in members]
+            specs.append(([np.array(ids) for ids, _ in samples], [np.array(lab) for _, lab in samples],
+                          sample_ids[members].tolist(), sim_of_row[members].tolist()))
+        return specs
+
+    firsts = list(range(0, len(packs), pack_cfg.shard_packs))
+    names = [shard_name(i, len(firsts)) for i in range(len(firsts))]
+    (out_dir / DATA_DIR).mkdir(exist_ok=True)
+    counts: list[tuple[int, int, int]] = []
+    with progress.task("writing shards", total=len(packs)) as task:
+        if pack_cfg.engine == "ray":
+            from tfpack.ray_engine import ensure_ray
+
+            ray = ensure_ray()
+            remote = ray.remote(build_shard)
+            pending: list[Any] = []
+            for name, first in zip(names, firsts, strict=True):
+                pending.append(remote.remote(out_dir / name, specs_of(first), pack_cfg.attention,
+                                             pack_cfg.row_group_packs))
+                while len(pending) > 2 + int(ray.available_resources().get("CPU", 1)):
+                    counts.append(ray.get(pending.pop(0)))
+                    task.advance(counts[-1][0])
+            for ref in pending:
+                counts.append(ray.get(ref))
+                task.advance(counts[-1][0])
+        else:
+            for name, first in zip(names, firsts, strict=True):
+                counts.append(build_shard(out_dir / name, specs_of(first), pack_cfg.attention,
+                                          pack_cfg.row_group_packs))
+                task.advance(counts[-1][0])
+    shards = [{"file": name, "packs": c[0]} for name, c in zip(names, counts, strict=True)]
+    return sum(c[1] for c in counts), sum(c[2] for c in counts), shards
+
+
+def run_pack(
+    sources: list[str],
+    out_dir: Path,
+    pack_cfg: PackConfig,
+    order_cfg: OrderConfig,
+    formats: FormatOptions | None = None,
+    on_error: str = "fail",
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, Any]:
+    """`tfpack pack`: write `data/train-*.parquet`, `dropped.jsonl`, `errors.jsonl`, the dataset card, Megatron-Bridge's
+    packing metadata and finally `manifest.json`; working files (the embed run of input files, the token store) go
+    under `.tfpack/`."""
+    started = time.perf_counter()
+    set_tokenizer_threads(pack_cfg.workers)
+    tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
+    overhead = template_overhead(tokenizer)
+    if pack_cfg.max_len <= overhead:
+        raise ConfigError(f"--max-len {pack_cfg.max_len} is not above the template overhead: an empty user/assistant "
+                          f"exchange already takes {overhead} tokens ({tokenizer.template_source} with "
+                          f"{tokenizer.name})")
+    prepare_out_dir(out_dir, overwrite)
+    # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
+    for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
+        stale.unlink()
+    if len(sources) == 1 and is_run_dir(Path(sources[0])):
+        run_dir = Path(sources[0])
+    else:
+        run_dir = out_dir / WORK_DIR / "embed"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_embed(sources, run_dir, EmbedConfig(), formats or FormatOptions(), on_error, False, progress,
+                  engine=pack_cfg.engine)
+    embed_manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+    emb, emb_file, _ = load_embeddings(run_dir)
+    # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
+    store_dir = out_dir / WORK_DIR / "tokens.tmp"
+    tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
+                                                           progress, on_error, embed_manifest.get("inputs", []))
+    if not tokens.kept.any():
+        shutil.rmtree(store_dir)
+        raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long)
+    ordered = order_embeddings(emb, order_cfg, run_dir / "knn", fingerprint_file(emb_file), progress)
+    sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
+    sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
+    sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
+    order_summary, full_path = ordered.summary, ordered.path
+    del ordered  # the float32 embeddings are the largest thing in memory; packing does not need them
+    path = full_path[tokens.kept[full_path]]
+    packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
+    if pack_cfg.pack_filter is not None:
+        packs = separate_near_duplicates(packs, path, tokens.lengths[path], pack_cfg.max_len,
+                                         lambda rows: unit_rows(emb, rows), pack_cfg.pack_filter)
+    pack_order = np.random.default_rng(pack_cfg.seed).permutation(len(packs))
+
+    n_tokens, n_loss, shards = write_packs(out_dir, packs, pack_order, path, tokens, sample_ids, sim_of_row, pack_cfg,
+                                           progress)
+    del tokens
+    shutil.rmtree(store_dir)
+
+    write_jsonl(out_dir / DROPPED_FILE, dropped)
+    errors_src = run_dir / ERRORS_FILE
+    n_errors = embed_manifest.get("n_errors", 0)
+    with atomic_path(out_dir / ERRORS_FILE) as tmp:
+        tmp.write_bytes((errors_src.read_bytes() if errors_src.is_file() else b"")
+                        + b"".join(orjson.dumps(entry) + b"\n" for entry in refused))
+    seconds = time.perf_counter() - started
+    counts = {
+        "packs": len(packs),
+        "samples": int(len(path)),
+        "tokens": int(n_tokens),
+        "loss_tokens": int(n_loss),
+        "fill_rate": round(n_tokens / (len(packs) * pack_cfg.max_len), 6) if packs else 0.0,
+        "dropped": len(dropped),
+        "truncated": int(truncated),
+        "input_errors": int(n_errors),
+        "refused": len(refused),
+        "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
+    }
+    special = {name: getattr(tokenizer.hf, f"{name}_id", None) for name in ("eos_token", "pad_token", "bos_token")}
+    manifest = {
+        "stage": "pack",
+        "schema_version": SCHEMA_VERSION,
+        "tfpack_version": __version__,
+        "run_dir": str(run_dir.resolve()),
+        "embedding_model": embed_manifest.get("model"),
+        "tokenizer": tokenizer.name,
+        "tokenizer_hash": _tokenizer_hash(tokenizer.hf),
+        "template_source": tokenizer.template_source,
+        "template_hash": tokenizer.template_hash,
+        "end_of_turn": tokenizer.eot,
+        "special_token_ids": {**special, "eos_token_id_used": tokenizer.eos_id},
+        "ignore_index": IGNORE_INDEX,
+        "attention": pack_cfg.attention,
+        "max_len": pack_cfg.max_len,
+        "threshold": order_summary["threshold"],
+        "distance_threshold": order_summary["distance_threshold"],
+        "window": order_cfg.window,
+        "k": order_summary["k"],
+        "seed": pack_cfg.seed,
+        "counts": counts,
+        "order": {key: order_summary[key] for key in ("fallbacks", "forced_steps", "mean_adjacent_similarity",
+                                                         "random_adjacent_similarity", "threshold_violations")},
+        "shards": shards,
+        "config": {"pack": asdict(pack_cfg), "order": asdict(order_cfg)},
+    }
+    write_megatron_metadata(out_dir, pack_cfg.max_len)
+    write_card(out_dir, manifest)
+    write_manifest(out_dir, manifest)
+    return {"out_dir": str(out_dir), **counts, "threshold": order_summary["threshold"],
+            "seconds": round(seconds, 3), "samples_per_s": round(len(path) / seconds, 1)}
+
+
+def _tokenizer_hash(hf: Any) -> str:
+    import hashlib
+
+    return hashlib.blake2b(hf.backend_tokenizer.to_str().encode(), digest_size=8).hexdigest()

@@ -1,0 +1,149 @@
+"""Stats: what a pack output (or an embed run) holds, counted independently from the shards themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from tfpack.errors import StaleArtifactError
+from tfpack.ordering.stage import load_embeddings, to_float32
+from tfpack.ordering.threshold import resolve_threshold
+from tfpack.workdir import listed_shards, manifest_stage, read_manifest
+
+
+def pack_similarities(unit: NDArray[np.float32], groups: list[NDArray[np.int64]]) -> NDArray[np.float64]:
+    """Per group: mean pairwise cosine similarity of its rows (unit vectors); NaN for groups of fewer than 2."""
+    out = np.full(len(groups), np.nan)
+    for g, rows in enumerate(groups):
+        m = len(rows)
+        if m >= 2:
+            total = unit[rows].astype(np.float64).sum(0)
+            out[g] = (total @ total - m) / (m * (m - 1))
+    return out
+
+
+def mean_pairwise_similarity(unit: NDArray[np.float32], groups: list[NDArray[np.int64]]) -> float:
+    """Mean over groups of ≥ 2 rows of their mean pairwise cosine similarity (rows are unit vectors)."""
+    sims = pack_similarities(unit, groups)
+    return float(np.nanmean(sims)) if np.isfinite(sims).any() else float("nan")
+
+
+def near_duplicate_rate(unit: NDArray[np.float32], groups: list[NDArray[np.int64]], threshold: float | None) -> float:
+    """Share of same-pack sample pairs more similar than `threshold` (what the filter is meant to keep apart)."""
+    if threshold is None:
+        return float("nan")
+    close = pairs = 0
+    for rows in groups:
+        if len(rows) >= 2:
+            sims = unit[rows] @ unit[rows].T
+            upper = sims[np.triu_indices(len(rows), 1)]
+            close += int((np.minimum(upper, 1.0) > threshold).sum())  # duplicates' float32 dots can exceed 1
+            pairs += len(upper)
+    return close / pairs if pairs else 0.0
+
+
+def histogram(values: NDArray[Any], bins: Sequence[float]) -> dict[str, int]:
+    counts, edges = np.histogram(values, bins=bins)
+    return {f"{edges[i]:g}-{edges[i + 1]:g}": int(c) for i, c in enumerate(counts)}
+
+
+def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
+    """Counts, fill, pack sizes, length histograms and relatedness of a `tfpack pack` output."""
+    manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
+    if not Path(manifest["run_dir"]).is_dir():
+        raise StaleArtifactError(f"{manifest['run_dir']}: the embed run {out_dir} was packed from is gone (stats "
+                                 f"reads its embeddings); restore it, or pack again with --overwrite")
+    table = pq.read_table(listed_shards(out_dir, manifest),
+                          columns=["sample_ids", "sample_lengths", "num_tokens", "num_loss_tokens"])
+    ids_per_pack = table.column("sample_ids").to_pylist()
+    sizes = np.asarray([len(x) for x in ids_per_pack])
+    pack_tokens = table.column("num_tokens").to_numpy()
+    sample_lengths = np.concatenate(table.column("sample_lengths").to_pylist())
+    tokens = int(pack_tokens.sum())
+    max_len = int(manifest["max_len"])
+    packs = table.num_rows
+    row_of = _row_of_sample(Path(manifest["run_dir"]))
+    groups = [row_of[np.asarray(ids, dtype=np.int64)] for ids in ids_per_pack]
+    emb, _, _ = load_embeddings(Path(manifest["run_dir"]))
+    vectors = to_float32(emb)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    shuffled = np.random.default_rng(seed).permutation(np.concatenate(groups))
+    random_groups = np.split(shuffled, np.cumsum(sizes)[:-1])
+    tfp_sims, random_sims = pack_similarities(unit, groups), pack_similarities(unit, random_groups)
+    threshold = manifest["threshold"]
+    edges = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
+    summary = {
+        "packs": packs,
+        "samples": int(sizes.sum()),
+        "tokens": tokens,
+        "loss_tokens": int(table.column("num_loss_tokens").to_numpy().sum()),
+        "fill_rate": round(tokens / (packs * max_len), 6),
+        "padding_tokens": packs * max_len - tokens,
+        "samples_per_pack": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())},
+        "sample_length_histogram": histogram(sample_lengths, [e for e in edges if e < max_len] + [max_len]),
+        "pack_fill_histogram": histogram(pack_tokens / max_len, [0, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0]),
+        "dropped": manifest["counts"]["dropped"],
+        "truncated": manifest["counts"]["truncated"],
+        "input_errors": manifest["counts"].get("input_errors", 0),
+        "refused": manifest["counts"].get("refused", 0),
+        "max_len": max_len,
+        "attention": manifest["attention"],
+        "threshold": threshold,
+        "window": manifest["window"],
+        "k": manifest["k"],
+        "embedding_model": manifest["embedding_model"],
+        "mean_pack_similarity": round(float(np.nanmean(tfp_sims)), 6) if np.isfinite(tfp_sims).any() else None,
+        "random_pack_similarity": round(float(np.nanmean(random_sims)), 6) if np.isfinite(random_sims).any() else None,
+        "near_duplicate_rate": round(near_duplicate_rate(unit, groups, threshold), 6),
+        "random_near_duplicate_rate": round(near_duplicate_rate(unit, random_groups, threshold), 6),
+    }
+    pack_filter = manifest.get("config", {}).get("pack", {}).get("pack_filter")
+    if pack_filter is not None:  # the share of same-pack pairs above --pack-filter: 0 unless something went wrong
+        summary["pack_filter"] = pack_filter
+        summary["pack_filter_pair_rate"] = round(near_duplicate_rate(unit, groups, pack_filter), 6)
+    if plot is not None:
+        from tfpack.report.plots import plot_pack_stats
+
+        plot_pack_stats(plot, pack_tokens / max_len, tfp_sims, random_sims, summary)
+        summary["plot"] = str(plot)
+    return summary
+
+
+def _row_of_sample(run_dir: Path) -> NDArray[np.int64]:
+    """Embedding row of each sample_id (-1 for ids with no row)."""
+    ids = pq.read_table(run_dir / "samples.parquet", columns=["sample_id"]).column(0).to_numpy()
+    row_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+    row_of[ids] = np.arange(len(ids))
+    return row_of
+
+
+def embed_stats(run_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Size, model, similarity distribution of random pairs and what `--threshold auto` would pick."""
+    manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+    emb, _, _ = load_embeddings(run_dir)
+    vectors = to_float32(emb)
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(vectors), (2, 100_000))
+    keep = i != j
+    sims = np.einsum("ij,ij->i", vectors[i[keep]], vectors[j[keep]])
+    auto = resolve_threshold(vectors, "auto", seed=seed)
+    return {
+        "n": manifest["n"],
+        "dim": manifest["dim"],
+        "model": manifest["model"],
+        "backend": manifest["backend"],
+        "pair_similarity": {f"p{q}": round(float(np.percentile(sims, q)), 4) for q in (1, 2, 10, 50, 90, 99)},
+        "auto_threshold": round(float(auto.cosine or 0), 6),
+        "auto_distance_threshold": auto.distance,
+    }
+
+
+def stats(path: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
+    """Stats of a pack output or an embed run directory, whichever `path` is."""
+    stage = manifest_stage(path, "point stats at a finished `tfpack pack` or `tfpack embed` output")
+    return pack_stats(path, seed, plot) if stage == "pack" else embed_stats(path, seed)
