@@ -32,14 +32,15 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 from tfpack.config import EmbedConfig, OrderConfig, PackConfig  # noqa: E402
-from tfpack.embedding.stage import SAMPLES_FILE, run_embed  # noqa: E402
+from tfpack.embedding.stage import run_embed  # noqa: E402
 from tfpack.ingest.formats import FormatOptions  # noqa: E402
-from tfpack.ordering.stage import load_embeddings, order_embeddings, to_float32  # noqa: E402
-from tfpack.packing.stage import path_similarities, tokenize_samples, write_packs  # noqa: E402
-from tfpack.packing.packer import pack_path  # noqa: E402
 from tfpack.ingest.samples import iter_sample_batches  # noqa: E402
-from tfpack.report.stats import mean_pairwise_similarity  # noqa: E402
+from tfpack.ordering.stage import load_embeddings, order_embeddings, to_float32  # noqa: E402
+from tfpack.packing.packer import pack_path  # noqa: E402
+from tfpack.packing.stage import path_similarities, tokenize_samples, write_packs  # noqa: E402
 from tfpack.packing.tokenizer import Rendered, load_tokenizer, render  # noqa: E402
+from tfpack.report.stats import mean_pairwise_similarity  # noqa: E402
+from tfpack.workdir import SAMPLES_FILE  # noqa: E402
 
 
 def best_fit_decreasing(lengths: np.ndarray, max_len: int) -> list[np.ndarray]:

@@ -10,8 +10,7 @@ import torch
 
 from tests.conftest import tiny_llama as conftest_llama
 from tfpack.data import PackedCollator, PackedDataset, block_causal_mask
-from tfpack.packing.tokenizer import IGNORE_INDEX
-from tfpack.workdir import shard_paths
+from tfpack.workdir import IGNORE_INDEX, shard_paths
 
 
 def tiny_llama(attn: str) -> torch.nn.Module:

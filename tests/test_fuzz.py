@@ -14,8 +14,8 @@ from tfpack.errors import InputError
 from tfpack.ingest.formats import FormatOptions
 from tfpack.ingest.samples import ingest
 from tfpack.packing.shards import pack_row, write_shard
-from tfpack.packing.tokenizer import IGNORE_INDEX
 from tfpack.report.verify import Shard, check_shard
+from tfpack.workdir import IGNORE_INDEX
 
 KEYS = ["messages", "conversations", "instruction", "input", "output", "response", "question", "answer", "prompt",
         "completion", "text", "role", "content", "from", "value", "system", "x"]

@@ -105,7 +105,7 @@ def test_ray_bucket_walks_equal_local(local_ray) -> None:  # type: ignore[no-unt
 def test_tokenize_worker_reports_refusals() -> None:
     """The Ray tokenizing task returns a refusal per sample the template rejects, next to the others' labels, in
     the columns `pack.ray_tokenized` reads back."""
-    from tfpack.ray_engine import TokenizeWorker
+    from tfpack.packing.stage import TokenizeWorker
 
     worker = TokenizeWorker("packaged-minilm", "plain", "assistant")
     turns = [[{"role": "user", "content": "add 1 and 2"}, {"role": "assistant", "content": "3", "extra": None}],

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from tfpack.data import PackedDataset, TorchtuneDataset, to_torchtune
-from tfpack.packing.tokenizer import IGNORE_INDEX
-from tfpack.workdir import shard_paths
+from tfpack.workdir import IGNORE_INDEX, shard_paths
 
 
 def rows(out: Path) -> list[dict]:

@@ -1,3 +1,5 @@
 """tfpack: Threshold Filtering Packing (Dong et al., NAACL 2025) for SFT datasets, at scale."""
 
-__version__ = "0.1.0"
+from tfpack.version import __version__
+
+__all__ = ["__version__"]

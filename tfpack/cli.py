@@ -18,9 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
-from tfpack import __version__
 from tfpack.errors import TfpackError
 from tfpack.progress import NULL_PROGRESS, Progress, Task, silence_third_party
+from tfpack.version import __version__
 
 app = typer.Typer(
     name="tfpack",

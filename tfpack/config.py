@@ -7,6 +7,7 @@ each dataclass checks its ranges in `__post_init__`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,21 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got '{value}'")
+
+
+def parse_threshold(value: str) -> str | float:
+    """`--threshold`: 'auto', 'none', or a cosine similarity in [-1, 1]."""
+    if value in ("auto", "none"):
+        return value
+    try:
+        cosine = float(value)
+    except ValueError:
+        raise ConfigError(
+            f"--threshold: expected a cosine similarity in [-1, 1], 'auto' or 'none', got '{value}'"
+        ) from None
+    if not -1.0 <= cosine <= 1.0 or math.isnan(cosine):
+        raise ConfigError(f"--threshold: {cosine} is outside [-1, 1] (it is a cosine similarity ceiling)")
+    return cosine
 
 
 @dataclass(frozen=True)
@@ -75,8 +91,6 @@ class OrderConfig:
     engine: str = "local"
 
     def __post_init__(self) -> None:
-        from tfpack.ordering.threshold import parse_threshold
-
         parse_threshold(str(self.threshold))
         if self.distance_threshold is not None and self.threshold not in ("auto",):
             raise ConfigError("--distance-threshold and --threshold are exclusive; give one")

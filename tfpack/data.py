@@ -28,8 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from tfpack.packing.tokenizer import IGNORE_INDEX
-from tfpack.workdir import DATA_DIR, SHARD_GLOB, shard_paths
+from tfpack.workdir import DATA_DIR, IGNORE_INDEX, SHARD_GLOB, shard_paths
 
 COLUMNS = ("input_ids", "labels", "position_ids", "seq_lengths")
 

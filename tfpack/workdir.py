@@ -1,4 +1,5 @@
-"""The run directory contract: atomic writes, content fingerprints and the manifest written last.
+"""The run directory contract: every file name, the rerun hints, atomic writes, content fingerprints and the
+manifest written last.
 
 Every file is written under a temporary name and renamed into place with `os.replace`, so a crash never
 leaves a file that looks complete. `manifest.json` is written after everything else: its presence is the
@@ -19,6 +20,12 @@ import orjson
 from tfpack.errors import ConfigError, StaleArtifactError
 
 MANIFEST = "manifest.json"
+# An embed run directory (`tfpack embed -o RUN_DIR`): the samples, their embeddings and the cached kNN graph.
+SAMPLES_FILE = "samples.parquet"
+EMBEDDINGS_FILE = "embeddings.npy"
+PARTIAL_FILE = "embeddings.npy.partial"  # embeddings being written; renamed to EMBEDDINGS_FILE when complete
+PROGRESS_FILE = "embed.progress.json"  # rows of PARTIAL_FILE written so far, for `embed --resume`
+KNN_DIR = "knn"
 # A `tfpack pack` output directory is laid out as a Hugging Face dataset repository: the shards under `data/`, a dataset
 # card and the lists of left-out samples at the top, working files in a hidden directory that loaders skip.
 DATA_DIR = "data"
@@ -27,6 +34,10 @@ WORK_DIR = ".tfpack"
 DROPPED_FILE = "dropped.jsonl"
 ERRORS_FILE = "errors.jsonl"
 CARD_FILE = "README.md"
+EMBED_RUN = "embed"  # under WORK_DIR: the embed run of `pack INPUT...`
+TOKENS_DIR = "tokens.tmp"  # under WORK_DIR: the token store while packing
+# Label of a token that is not trained (PyTorch's cross-entropy `ignore_index`), in the shards' `labels` column.
+IGNORE_INDEX = -100
 _CHUNK = 1 << 20
 
 
@@ -211,3 +222,13 @@ def megatron_metadata_name(max_len: int) -> str:
 def megatron_metadata_paths(out_dir: Path) -> list[Path]:
     """The Megatron-Bridge packing-metadata files at the top of a pack output directory (one per --max-len written)."""
     return sorted(out_dir.glob("[0-9]*_metadata.jsonl"))
+
+
+def rerun_embed(run_dir: Path | str, inputs: list[str] | None = None) -> str:
+    """The command that rebuilds the embed run `run_dir` (from `inputs` when known)."""
+    return f"tfpack embed {' '.join(inputs or []) or 'INPUT...'} -o {run_dir} --overwrite"
+
+
+def rerun_pack(out_dir: Path | str) -> str:
+    """The command that rebuilds the pack output `out_dir`."""
+    return f"tfpack pack RUN_DIR -o {out_dir} --overwrite"

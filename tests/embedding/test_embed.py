@@ -84,8 +84,8 @@ def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pyte
         out.write_bytes(b"graph")
 
     monkeypatch.setattr(embed, "export_onnx", fake_export)
-    assert embed._onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
-    assert embed._onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
+    assert embed.onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
+    assert embed.onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
     assert len(exports) == 1 and exports[0].parent != tmp_path / "onnx" / key  # written aside, then renamed
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [key]
 

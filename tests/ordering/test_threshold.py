@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from tfpack.config import parse_threshold
 from tfpack.errors import ConfigError
 from tfpack.ordering.threshold import (
     exact_quantile_distance,
     from_cosine,
     from_distance,
     pair_distances,
-    parse_threshold,
     resolve_threshold,
     sampled_quantile_distance,
 )

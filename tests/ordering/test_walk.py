@@ -52,7 +52,7 @@ def test_exact_kernel_equals_slow_greedy(case: dict) -> None:
     ids, sims, _ = build_knn(x, k, "exact")
     reject_d2 = 2 - 2 * case["cosine"]
     start = case["seed"] % case["n"]
-    got = walk(x, ids, sims, reject_d2, case["window"], start, exact=True)
+    got = walk(x, ids, sims, reject_d2, window=case["window"], start=start, exact=True)
     assert got.path.tolist() == slow_greedy(x, reject_d2, case["window"], start)
 
 
@@ -63,7 +63,7 @@ def test_default_walk_is_a_permutation_that_honours_the_window(case: dict) -> No
     k = min(case["k"], case["n"] - 1)
     ids, sims, _ = build_knn(x, k, "exact")
     reject_d2 = 2 - 2 * case["cosine"]
-    got = walk(x, ids, sims, reject_d2, case["window"], 0, n_random=4, seed=case["seed"])
+    got = walk(x, ids, sims, reject_d2, window=case["window"], start=0, n_random=4, seed=case["seed"])
     assert sorted(got.path.tolist()) == list(range(case["n"]))
     assert got.path[0] == 0
     violations = window_metrics(x, got.path, case["window"], reject_d2, 0)["threshold_violations"]

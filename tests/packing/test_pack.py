@@ -13,8 +13,8 @@ from tfpack.cli import app
 from tfpack.config import PackConfig
 from tfpack.ingest.formats import Conversation, Turn
 from tfpack.packing.stage import fit_to_max_len
-from tfpack.packing.tokenizer import IGNORE_INDEX, load_tokenizer, tokenize_batch
-from tfpack.workdir import shard_paths
+from tfpack.packing.tokenizer import load_tokenizer, tokenize_batch
+from tfpack.workdir import IGNORE_INDEX, shard_paths
 
 runner = CliRunner()
 

@@ -28,7 +28,8 @@ from tests.packing.templates import (
     Refuses,
 )
 from tfpack.ingest.formats import FormatOptions, resolve_field_map, to_conversation
-from tfpack.packing.tokenizer import IGNORE_INDEX, Refusal, Rendered, Tokenizer, load_tokenizer, render, tokenize_batch
+from tfpack.packing.tokenizer import Refusal, Rendered, Tokenizer, load_tokenizer, render, tokenize_batch
+from tfpack.workdir import IGNORE_INDEX
 
 TRAIN_ON = ("assistant", "completion", "all")
 

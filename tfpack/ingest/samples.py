@@ -25,8 +25,9 @@ import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import Conversation, FieldMap, FormatOptions, Turn, resolve_field_map, to_conversation
-from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.ingest.readers import STDIN, BadRecord, Location, StdinDigest, expand_inputs, read_records
+from tfpack.parallel import LOCAL, engine_for
+from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import atomic_path, fingerprint_file
 
 ON_ERROR = ("fail", "skip")
@@ -169,7 +170,7 @@ def ingest(
 ) -> IngestResult:
     """Read and normalise all inputs into `samples_path`; bad records raise (`fail`) or are listed (`skip`).
 
-    Each input is read into a part under `.ingest/` next to `samples_path` (in parallel, one Ray task per input,
+    Each input is read into a part under `.ingest/` next to `samples_path` (by the engine: one Ray task per input
     with `engine='ray'`; stdin is always read here), then the parts are merged in input order.
     """
     if on_error not in ON_ERROR:
@@ -178,19 +179,17 @@ def ingest(
     parts_dir = samples_path.parent / ".ingest"
     shutil.rmtree(parts_dir, ignore_errors=True)
     parts_dir.mkdir(parents=True)
+    runner = LOCAL if STDIN in paths else engine_for(engine)  # stdin can only be read here
     try:
-        if engine == "ray" and STDIN not in paths:
-            from tfpack.ray_engine import read_inputs
-
-            with progress.task("reading (Ray tasks)", total=None):
-                parts = read_inputs(paths, options, on_error, parts_dir)
-        else:
-            parts = []
-            with progress.task("reading", total=None) as task:
-                for i, path in enumerate(paths):
-                    parts.append(read_input(path, i, options, on_error, parts_dir / f"{i}.parquet", task.advance))
-                    if parts[-1].failure is not None:
-                        break
+        parts = []
+        with progress.task("reading" if runner.in_process else "reading (Ray tasks)", total=None) as task:
+            advance = (task.advance,) if runner.in_process else ()  # per record here; a task reports nothing
+            calls = ((path, i, options, on_error, parts_dir.resolve() / f"{i}.parquet", *advance)
+                     for i, path in enumerate(paths))
+            for part in runner.imap(read_input, calls):
+                parts.append(part)
+                if part.failure is not None:
+                    break
         with progress.task("merging inputs", total=None):
             return merge_parts(parts, samples_path, options, on_error)
     finally:
@@ -250,6 +249,13 @@ def as_turns(row: list[dict[str, Any]]) -> tuple[Turn, ...]:
 def as_conversations(turns: list[Any], tools: list[Any] | None) -> list[Conversation]:
     """Stored `turns` (and `tools`, absent in run directories written before tool support) as conversations."""
     return [Conversation(as_turns(row), tools[i] if tools is not None else None) for i, row in enumerate(turns)]
+
+
+def batch_conversations(batch: dict[str, Any]) -> list[Conversation]:
+    """The conversations of a batch of `samples.parquet` rows as columns (`turns`, optional `tools`), e.g. a Ray
+    Data batch."""
+    tools = batch.get("tools")
+    return as_conversations(list(batch["turns"]), None if tools is None else list(tools))
 
 
 def iter_sample_batches(

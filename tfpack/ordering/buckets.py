@@ -12,15 +12,19 @@ another bucket (`scripts/bench_order.py buckets` measures the loss).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tfpack.arrays import gather_float32
+from tfpack.config import OrderConfig
 from tfpack.ordering.knn import assign, build_knn, train_centroids
-from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.ordering.walk import WalkResult, walk
+from tfpack.parallel import engine_for
+from tfpack.progress import NULL_PROGRESS, Progress
 
 
 def centroid_tour(centroids: NDArray[np.float32], first: int) -> NDArray[np.int64]:
@@ -36,55 +40,52 @@ def centroid_tour(centroids: NDArray[np.float32], first: int) -> NDArray[np.int6
     return np.asarray(tour, dtype=np.int64)
 
 
+class BucketedPath(NamedTuple):
+    path: NDArray[np.int64]  # every sample once, the buckets' paths stitched in centroid order
+    fallbacks: int
+    forced: int
+    summary: dict[str, Any]  # buckets walked, smallest and largest bucket
+
+
 def walk_bucket(
-    sub: NDArray[np.float32], members: NDArray[np.int64], start: int, reject_d2: float, k: int, window: int,
-    exact: bool, n_random: int, seed: int, hops: int, knn: str = "auto", nprobe: int = 16,
-) -> tuple[NDArray[np.int64], int, int]:
-    """One bucket's TFP path (global ids) from its member `start`, given the bucket's rows `sub`; returns (path,
-    fallbacks, forced steps). Pure and self-contained, so it runs as a Ray task as well as in-process."""
+    sub: NDArray[np.float32], members: NDArray[np.int64], start: int, reject_d2: float, k: int, cfg: OrderConfig
+) -> WalkResult:
+    """One bucket's TFP path (global ids) from its member `start`, given the bucket's rows `sub` and at most `k`
+    neighbours. Pure and self-contained, so it runs as a Ray task as well as in-process."""
     if len(members) == 1:
-        return members, 0, 0
+        return WalkResult(members, 0, 0)
     sub = np.ascontiguousarray(sub, dtype=np.float32)
-    ids, sims, _ = build_knn(sub, min(k, len(members) - 1), "exact" if exact else knn, nprobe, seed)
+    method = "exact" if cfg.exact else cfg.knn
+    ids, sims, _ = build_knn(sub, min(k, len(members) - 1), method, nprobe=cfg.nprobe, seed=cfg.seed)
     local_start = int(np.flatnonzero(members == start)[0])
-    result: WalkResult = walk(sub, ids, sims, reject_d2, window, local_start, exact, n_random, seed, hops)
-    return members[result.path], result.fallbacks, result.forced
+    result = walk(sub, ids, sims, reject_d2, window=cfg.window, start=local_start, exact=cfg.exact,
+                  n_random=cfg.n_random, seed=cfg.seed, hops=cfg.hops)
+    return replace(result, path=members[result.path])
 
 
 def bucketed_walk(
-    vectors: NDArray[Any], buckets: int, start: int, reject_d2: float, k: int, window: int, exact: bool,
-    n_random: int, seed: int, hops: int, knn: str = "auto", nprobe: int = 16, progress: Progress = NULL_PROGRESS,
-    engine: str = "local",
-) -> tuple[NDArray[np.int64], int, int, dict[str, Any]]:
-    """The stitched path over all samples; returns (path, fallbacks, forced steps, bucket sizes summary)."""
+    vectors: NDArray[Any], reject_d2: float, k: int, cfg: OrderConfig, progress: Progress = NULL_PROGRESS
+) -> BucketedPath:
+    """The stitched path over all samples in `cfg.buckets` buckets, from `cfg.start`."""
+    buckets, start, seed = cfg.buckets, cfg.start, cfg.seed
     n_buckets = max(1, min(buckets, len(vectors) // 2))
     centroids = train_centroids(vectors, n_buckets, seed)
     labels = assign(vectors, centroids, 1, progress)[:, 0]
     members = [np.flatnonzero(labels == b) for b in range(n_buckets)]
     tour = [int(b) for b in centroid_tour(centroids, int(labels[start])) if len(members[b])]
-    args = (reject_d2, k, window, exact, n_random, seed, hops, knn, nprobe)
-    remote = None
-    if engine == "ray":
-        from tfpack.ray_engine import ensure_ray
 
-        ray = ensure_ray()
-        remote = ray.remote(walk_bucket)
-    results, futures = [], []
-    with progress.task("walking buckets", total=len(tour)) as task:
+    def calls() -> Iterator[tuple[Any, ...]]:
         for i, b in enumerate(tour):
             sub = gather_float32(vectors, members[b])  # from the memory map when `vectors` is one
             first = int(members[b][np.argmax(sub @ centroids[tour[i - 1]])]) if i else start
-            if remote is not None:
-                futures.append(remote.remote(sub, members[b], first, *args))
-            else:
-                results.append(walk_bucket(sub, members[b], first, *args))
-                task.advance()
-        for future in futures:
-            results.append(ray.get(future))
+            yield sub, members[b], first, reject_d2, k, cfg
+
+    results = []
+    with progress.task("walking buckets", total=len(tour)) as task:
+        for result in engine_for(cfg.engine).imap(walk_bucket, calls()):
+            results.append(result)
             task.advance()
-    parts = [path for path, _, _ in results]
-    fallbacks = sum(f for _, f, _ in results)
-    forced = sum(x for _, _, x in results)
     sizes = np.asarray([len(members[b]) for b in tour])
     summary = {"buckets": len(tour), "bucket_size_min": int(sizes.min()), "bucket_size_max": int(sizes.max())}
-    return np.concatenate(parts), fallbacks, forced, summary
+    return BucketedPath(np.concatenate([r.path for r in results]), sum(r.fallbacks for r in results),
+                        sum(r.forced for r in results), summary)

@@ -25,8 +25,9 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from tfpack.errors import ConfigError, DependencyError
 from tfpack.arrays import gather_float32
+from tfpack.config import OrderConfig
+from tfpack.errors import ConfigError, DependencyError
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import atomic_path, write_json
 
@@ -254,7 +255,13 @@ def ivfpq_knn(
 
 
 def build_knn(
-    emb: NDArray[Any], k: int, method: str = "auto", nprobe: int = 8, seed: int = 0, progress: Progress = NULL_PROGRESS
+    emb: NDArray[Any],
+    k: int,
+    method: str = OrderConfig.knn,
+    *,
+    nprobe: int = OrderConfig.nprobe,
+    seed: int = OrderConfig.seed,
+    progress: Progress = NULL_PROGRESS,
 ) -> tuple[NDArray[np.int32], NDArray[np.float32], str]:
     """The kNN graph of `emb` ([N, d]); returns (nbr_ids, nbr_sims, method used)."""
     if method not in METHODS:
@@ -298,7 +305,7 @@ def cached_knn(
     marker = cache_dir / "knn.json"
     if (cached := load_cached_knn(cache_dir, key, (len(emb), k))) is not None:
         return (*cached, True)
-    nbr_ids, nbr_sims, used = build_knn(emb, k, method, nprobe, seed, progress)
+    nbr_ids, nbr_sims, used = build_knn(emb, k, method, nprobe=nprobe, seed=seed, progress=progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
     for name, array in (("nbr_ids.npy", nbr_ids), ("nbr_sims.npy", nbr_sims)):

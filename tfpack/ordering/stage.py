@@ -15,16 +15,24 @@ import numpy as np
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack.ordering.buckets import bucketed_walk
-from tfpack.config import OrderConfig
+from tfpack.config import OrderConfig, parse_threshold
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
+from tfpack.ordering.buckets import bucketed_walk
 from tfpack.ordering.knn import build_knn, cached_knn
-from tfpack.progress import NULL_PROGRESS, Progress
-from tfpack.ordering.threshold import Threshold, parse_threshold, resolve_threshold
+from tfpack.ordering.threshold import Threshold, resolve_threshold
 from tfpack.ordering.walk import squared_norms, walk
-from tfpack.workdir import MANIFEST, atomic_path, fingerprint_file, read_manifest
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.workdir import (
+    EMBEDDINGS_FILE,
+    KNN_DIR,
+    MANIFEST,
+    SAMPLES_FILE,
+    atomic_path,
+    fingerprint_file,
+    read_manifest,
+    rerun_embed,
+)
 
-EMBEDDINGS_FILE = "embeddings.npy"
 # |norm - 1| allowed for a unit row: float16 storage moves a unit row's norm by at most 2^-11 (4.9e-4); beyond this
 # the cosine threshold would be misreported by more than float16 rounding does.
 UNIT_TOLERANCE = 2e-3
@@ -46,7 +54,7 @@ def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
     run_dir = source if source.is_dir() else None
     manifest = None
     if run_dir is not None:
-        manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+        manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
         source = run_dir / EMBEDDINGS_FILE
     if not source.is_file():
         raise InputError(f"{source}: no such embeddings file")
@@ -64,8 +72,8 @@ def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
 def check_run_dir(run_dir: Path, manifest: dict[str, Any], emb: NDArray[Any]) -> None:
     """A run directory is stale when its embeddings, samples and manifest disagree, or an input file changed."""
     inputs = [i["path"] for i in manifest.get("inputs", [])]
-    rerun = f"tfpack embed {' '.join(inputs) or 'INPUT...'} -o {run_dir} --overwrite"
-    samples = run_dir / "samples.parquet"
+    rerun = rerun_embed(run_dir, inputs)
+    samples = run_dir / SAMPLES_FILE
     rows = pq.ParquetFile(samples).metadata.num_rows if samples.is_file() else None
     if not len(emb) == manifest.get("n") == rows:
         raise StaleArtifactError(f"{run_dir}: embeddings.npy has {len(emb)} rows, samples.parquet {rows}, the manifest "
@@ -185,27 +193,26 @@ def order_embeddings(
         vectors = to_float32(emb, progress)
         normalised = unit_rows_in_place(vectors)
     t0 = time.perf_counter()
-    threshold = resolve_threshold(vectors, parse_threshold(str(cfg.threshold)), cfg.distance_threshold,
-                                  cfg.quantile, cfg.sample_pairs, cfg.seed)
+    threshold = resolve_threshold(vectors, parse_threshold(str(cfg.threshold)), distance=cfg.distance_threshold,
+                                  quantile=cfg.quantile, sample_pairs=cfg.sample_pairs, seed=cfg.seed)
     t1 = time.perf_counter()
     k = min(cfg.k, len(vectors) - 1)
     bucket_summary: dict[str, Any] = {}
     if cfg.buckets > 1:
         t2 = time.perf_counter()
-        path, fallbacks, forced, bucket_summary = bucketed_walk(
-            vectors, cfg.buckets, cfg.start, threshold.reject_d2, k, cfg.window, cfg.exact, cfg.n_random, cfg.seed,
-            cfg.hops, cfg.knn, cfg.nprobe, progress, cfg.engine)
+        path, fallbacks, forced, bucket_summary = bucketed_walk(vectors, threshold.reject_d2, k, cfg, progress)
         used, hit = f"{method} per bucket", False
     else:
         if cache_dir is not None and fingerprint is not None:
             nbr_ids, nbr_sims, used, hit = cached_knn(cache_dir, fingerprint, vectors, k, method, cfg.nprobe, cfg.seed,
                                                       progress)
         else:
-            (nbr_ids, nbr_sims, used), hit = build_knn(vectors, k, method, cfg.nprobe, cfg.seed, progress), False
+            (nbr_ids, nbr_sims, used), hit = build_knn(vectors, k, method, nprobe=cfg.nprobe, seed=cfg.seed,
+                                                    progress=progress), False
         t2 = time.perf_counter()
         with progress.task("walking", total=None):
-            result = walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg.window, cfg.start, cfg.exact,
-                          cfg.n_random, cfg.seed, cfg.hops)
+            result = walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, window=cfg.window, start=cfg.start,
+                          exact=cfg.exact, n_random=cfg.n_random, seed=cfg.seed, hops=cfg.hops)
         path, fallbacks, forced = result.path, result.fallbacks, result.forced
     t3 = time.perf_counter()
     metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)
@@ -243,7 +250,7 @@ def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NU
     if out.is_dir():
         raise ConfigError(f"-o {out}: is a directory; name the .npy file to write (e.g. -o {out / 'order.npy'})")
     emb, emb_file, run_dir = load_embeddings(source)
-    cache_dir = run_dir / "knn" if run_dir is not None else None
+    cache_dir = run_dir / KNN_DIR if run_dir is not None else None
     fingerprint = fingerprint_file(emb_file) if cache_dir is not None else None
     result = order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
     out.parent.mkdir(parents=True, exist_ok=True)

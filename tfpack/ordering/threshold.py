@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tfpack.config import OrderConfig
 from tfpack.errors import ConfigError
 
 EXACT_MAX_N = 8192
@@ -42,21 +43,6 @@ class Threshold:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def parse_threshold(value: str) -> str | float:
-    """`--threshold`: 'auto', 'none', or a cosine similarity in [-1, 1]."""
-    if value in ("auto", "none"):
-        return value
-    try:
-        cosine = float(value)
-    except ValueError:
-        raise ConfigError(
-            f"--threshold: expected a cosine similarity in [-1, 1], 'auto' or 'none', got '{value}'"
-        ) from None
-    if not -1.0 <= cosine <= 1.0 or math.isnan(cosine):
-        raise ConfigError(f"--threshold: {cosine} is outside [-1, 1] (it is a cosine similarity ceiling)")
-    return cosine
 
 
 def float32_bound(distance: float) -> float:
@@ -206,10 +192,11 @@ def sampled_quantile_distance(
 def resolve_threshold(
     emb: NDArray[np.floating[Any]],
     threshold: str | float,
+    *,
     distance: float | None = None,
-    quantile: float = 0.02,
-    sample_pairs: int = 4_000_000,
-    seed: int = 0,
+    quantile: float = OrderConfig.quantile,
+    sample_pairs: int = OrderConfig.sample_pairs,
+    seed: int = OrderConfig.seed,
 ) -> Threshold:
     """Turn the user's choice into a `Threshold` (computing the data quantile for 'auto')."""
     if distance is not None:

@@ -25,8 +25,9 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from tfpack.errors import ConfigError
 from tfpack.arrays import as_kernel_array, value
+from tfpack.config import OrderConfig
+from tfpack.errors import ConfigError
 
 _FAST = {"nsz", "arcp", "contract", "reassoc"}
 _NEAR = 1e-4  # float32 similarities are trusted this far from the threshold
@@ -189,12 +190,13 @@ def walk(
     nbr_ids: NDArray[Any],
     nbr_sims: NDArray[np.float32],
     reject_d2: float,
-    window: int = 4,
-    start: int = 0,
-    exact: bool = False,
-    n_random: int = 256,
-    seed: int = 0,
-    hops: int = 8,
+    *,
+    window: int = OrderConfig.window,
+    start: int = OrderConfig.start,
+    exact: bool = OrderConfig.exact,
+    n_random: int = OrderConfig.n_random,
+    seed: int = OrderConfig.seed,
+    hops: int = OrderConfig.hops,
 ) -> WalkResult:
     """Validate inputs and run the walk over float32/float16 embeddings `[N, d]` and a kNN graph `[N, k]`."""
     n = len(emb)

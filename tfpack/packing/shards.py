@@ -16,8 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack.packing.tokenizer import IGNORE_INDEX
-from tfpack.workdir import atomic_path
+from tfpack.workdir import IGNORE_INDEX, atomic_path
 
 SCHEMA = pa.schema(
     [

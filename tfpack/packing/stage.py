@@ -20,21 +20,18 @@ import orjson
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack import __version__
-from tfpack.packing.card import write_card, write_megatron_metadata
-from tfpack.config import EmbedConfig, OrderConfig, PackConfig
-from tfpack.embedding.stage import SAMPLES_FILE, run_embed
-from tfpack.errors import ConfigError, InputError
 from tfpack.arrays import gather_float32
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig
+from tfpack.embedding.stage import run_embed
+from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import FormatOptions
-from tfpack.ordering.stage import load_embeddings, order_embeddings
-from tfpack.packing.packer import pack_path, separate_near_duplicates
-from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.ingest.readers import Location, file_kind
-from tfpack.ingest.samples import count_samples, iter_sample_batches
+from tfpack.ingest.samples import batch_conversations, count_samples, iter_sample_batches
+from tfpack.ordering.stage import load_embeddings, order_embeddings
+from tfpack.packing.card import write_card, write_megatron_metadata
+from tfpack.packing.packer import pack_path, separate_near_duplicates
 from tfpack.packing.shards import pack_row, write_shard
 from tfpack.packing.tokenizer import (
-    IGNORE_INDEX,
     Refusal,
     TokenizedSample,
     Tokenizer,
@@ -44,19 +41,29 @@ from tfpack.packing.tokenizer import (
     render_batch,
     set_tokenizer_threads,
     template_overhead,
+    tokenize_batch,
 )
 from tfpack.packing.tokenstore import TokenStore
+from tfpack.parallel import RayEngine, engine_for
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.version import __version__
 from tfpack.workdir import (
     DATA_DIR,
     DROPPED_FILE,
+    EMBED_RUN,
     ERRORS_FILE,
+    IGNORE_INDEX,
+    KNN_DIR,
     MANIFEST,
+    SAMPLES_FILE,
+    TOKENS_DIR,
     WORK_DIR,
     atomic_path,
     fingerprint_file,
     megatron_metadata_paths,
     prepare_out_dir,
     read_manifest,
+    rerun_embed,
     shard_name,
     shard_paths,
     write_jsonl,
@@ -121,12 +128,26 @@ def local_tokenized(samples_file: Path, tokenizer: Tokenizer, pack_cfg: PackConf
             yield pending[0], label_batch(pending[2].result(), pending[1], tokenizer.eos_id)
 
 
-def ray_tokenized(samples_file: Path, pack_cfg: PackConfig) -> Tokenized:
-    """The same batches tokenized by Ray Data CPU tasks (`--engine ray`)."""
-    from tfpack.ray_engine import TokenizeWorker, actor_count, map_samples
+class TokenizeWorker:
+    """Renders and tokenizes a batch of samples (ids, labels, prompt length, refusal per sample); a Ray actor."""
 
+    def __init__(self, tokenizer: str | None, template: str | None, train_on: str) -> None:
+        self.tokenizer = load_tokenizer(tokenizer, template)
+        self.train_on = train_on
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = tokenize_batch(batch_conversations(batch), self.tokenizer, self.train_on)
+        empty = np.zeros(0, dtype=np.int32)
+        done = [(empty, empty, 0, r.reason) if isinstance(r, Refusal) else (*r, "") for r in out]
+        return {"sample_id": np.asarray(batch["sample_id"]), "input_ids": [d[0] for d in done],
+                "labels": [d[1] for d in done], "prompt_len": np.asarray([d[2] for d in done]),
+                "refusal": np.asarray([d[3] for d in done], dtype=object)}
+
+
+def ray_tokenized(samples_file: Path, pack_cfg: PackConfig, engine: RayEngine) -> Tokenized:
+    """The same batches tokenized by Ray Data CPU tasks (`--engine ray`)."""
     kwargs = {"tokenizer": pack_cfg.tokenizer, "template": pack_cfg.template, "train_on": pack_cfg.train_on}
-    for b in map_samples(samples_file, TokenizeWorker, kwargs, pack_cfg.batch_size, actor_count(0)):
+    for b in engine.map_batches(samples_file, TokenizeWorker, kwargs, pack_cfg.batch_size):
         results: list[TokenizedSample | Refusal] = [
             Refusal(str(why)) if why else (np.asarray(i, dtype=np.int32), np.asarray(lab, dtype=np.int32), int(p))
             for i, lab, p, why in zip(b["input_ids"], b["labels"], b["prompt_len"], b["refusal"], strict=True)]
@@ -164,8 +185,9 @@ def tokenize_samples(
     refused: list[dict[str, Any]] = []
     source_of = SampleSources(samples_file, inputs or [])
     truncated = 0
-    if pack_cfg.engine == "ray":
-        batches = ray_tokenized(samples_file, pack_cfg)
+    runner = engine_for(pack_cfg.engine)
+    if isinstance(runner, RayEngine):
+        batches = ray_tokenized(samples_file, pack_cfg, runner)
     else:
         batches = local_tokenized(samples_file, tokenizer, pack_cfg)
     with progress.task("tokenizing", total=count_samples(samples_file)) as task:
@@ -239,9 +261,9 @@ def write_packs(
 ) -> tuple[int, int, list[dict[str, Any]]]:
     """Write packs (positions on `path`, in `pack_order`) as shards; returns (tokens, loss tokens, shard list).
 
-    With `--engine ray` each shard is assembled and written by a Ray task (at most two in flight beyond the
-    workers, so the driver never holds more than a few shards' tokens); `out_dir` must then be reachable from
-    the workers (a shared filesystem on a multi-node cluster).
+    With `--engine ray` each shard is assembled and written by a Ray task (a bounded number in flight, so the driver
+    never holds more than a few shards' tokens); `out_dir` must then be reachable from the workers (a shared file
+    system on a multi-node cluster).
     """
     def specs_of(first: int) -> list[PackSpec]:
         specs = []
@@ -257,26 +279,11 @@ def write_packs(
     (out_dir / DATA_DIR).mkdir(exist_ok=True)
     counts: list[tuple[int, int, int]] = []
     with progress.task("writing shards", total=len(packs)) as task:
-        if pack_cfg.engine == "ray":
-            from tfpack.ray_engine import ensure_ray
-
-            ray = ensure_ray()
-            remote = ray.remote(build_shard)
-            pending: list[Any] = []
-            for name, first in zip(names, firsts, strict=True):
-                pending.append(remote.remote(out_dir / name, specs_of(first), pack_cfg.attention,
-                                             pack_cfg.row_group_packs))
-                while len(pending) > 2 + int(ray.available_resources().get("CPU", 1)):
-                    counts.append(ray.get(pending.pop(0)))
-                    task.advance(counts[-1][0])
-            for ref in pending:
-                counts.append(ray.get(ref))
-                task.advance(counts[-1][0])
-        else:
-            for name, first in zip(names, firsts, strict=True):
-                counts.append(build_shard(out_dir / name, specs_of(first), pack_cfg.attention,
-                                          pack_cfg.row_group_packs))
-                task.advance(counts[-1][0])
+        calls = ((out_dir / name, specs_of(first), pack_cfg.attention, pack_cfg.row_group_packs)
+                 for name, first in zip(names, firsts, strict=True))
+        for count in engine_for(pack_cfg.engine).imap(build_shard, calls):
+            counts.append(count)
+            task.advance(count[0])
     shards = [{"file": name, "packs": c[0]} for name, c in zip(names, counts, strict=True)]
     return sum(c[1] for c in counts), sum(c[2] for c in counts), shards
 
@@ -309,21 +316,21 @@ def run_pack(
     if len(sources) == 1 and is_run_dir(Path(sources[0])):
         run_dir = Path(sources[0])
     else:
-        run_dir = out_dir / WORK_DIR / "embed"
+        run_dir = out_dir / WORK_DIR / EMBED_RUN
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_embed(sources, run_dir, EmbedConfig(), formats or FormatOptions(), on_error, False, progress,
                   engine=pack_cfg.engine)
-    embed_manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+    embed_manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
     emb, emb_file, _ = load_embeddings(run_dir)
     # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
-    store_dir = out_dir / WORK_DIR / "tokens.tmp"
+    store_dir = out_dir / WORK_DIR / TOKENS_DIR
     tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
                                                            progress, on_error, embed_manifest.get("inputs", []))
     if not tokens.kept.any():
         shutil.rmtree(store_dir)
         raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long)
-    ordered = order_embeddings(emb, order_cfg, run_dir / "knn", fingerprint_file(emb_file), progress)
+    ordered = order_embeddings(emb, order_cfg, run_dir / KNN_DIR, fingerprint_file(emb_file), progress)
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
     sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)

@@ -39,8 +39,8 @@ from numpy.typing import NDArray
 
 from tfpack.errors import ConfigError, DependencyError
 from tfpack.ingest.formats import Conversation
+from tfpack.workdir import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 TRAIN_ON = ("completion", "assistant", "all")
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 # `--tokenizer packaged-minilm`: the WordPiece tokenizer shipped with the packaged embedding model, for the offline

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError, StaleArtifactError
-from tfpack.packing.tokenizer import IGNORE_INDEX, load_tokenizer
-from tfpack.workdir import listed_shards, read_manifest
+from tfpack.packing.tokenizer import load_tokenizer
+from tfpack.workdir import IGNORE_INDEX, listed_shards, read_manifest
 
 
 def read_pack(out_dir: Path, manifest: dict[str, Any], index: int) -> tuple[dict[str, Any], str]:

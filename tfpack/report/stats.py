@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from tfpack.errors import StaleArtifactError
 from tfpack.ordering.stage import load_embeddings, to_float32
 from tfpack.ordering.threshold import resolve_threshold
-from tfpack.workdir import listed_shards, manifest_stage, read_manifest
+from tfpack.workdir import SAMPLES_FILE, listed_shards, manifest_stage, read_manifest, rerun_embed
 
 
 def pack_similarities(unit: NDArray[np.float32], groups: list[NDArray[np.int64]]) -> NDArray[np.float64]:
@@ -116,7 +116,7 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
 
 def _row_of_sample(run_dir: Path) -> NDArray[np.int64]:
     """Embedding row of each sample_id (-1 for ids with no row)."""
-    ids = pq.read_table(run_dir / "samples.parquet", columns=["sample_id"]).column(0).to_numpy()
+    ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     row_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
     row_of[ids] = np.arange(len(ids))
     return row_of
@@ -124,7 +124,7 @@ def _row_of_sample(run_dir: Path) -> NDArray[np.int64]:
 
 def embed_stats(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Size, model, similarity distribution of random pairs and what `--threshold auto` would pick."""
-    manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+    manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
     emb, _, _ = load_embeddings(run_dir)
     vectors = to_float32(emb)
     rng = np.random.default_rng(seed)

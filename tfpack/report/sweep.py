@@ -16,20 +16,19 @@ from typing import Any
 import numpy as np
 
 from tfpack.config import OrderConfig, PackConfig
-from tfpack.embedding.stage import SAMPLES_FILE
 from tfpack.errors import ConfigError
 from tfpack.ordering.stage import load_embeddings, order_embeddings
-from tfpack.packing.stage import tokenize_samples
 from tfpack.packing.packer import pack_path
+from tfpack.packing.stage import tokenize_samples
+from tfpack.packing.tokenizer import load_tokenizer
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.report.stats import mean_pairwise_similarity, near_duplicate_rate
-from tfpack.packing.tokenizer import load_tokenizer
-from tfpack.workdir import fingerprint_file, read_manifest
+from tfpack.workdir import KNN_DIR, SAMPLES_FILE, fingerprint_file, read_manifest, rerun_embed
 
 
 def parse_thresholds(spec: str) -> list[str]:
     """'0.5,0.6,none,auto' → ['0.5', '0.6', 'none', 'auto'] (each validated as a --threshold value)."""
-    from tfpack.ordering.threshold import parse_threshold
+    from tfpack.config import parse_threshold
 
     values = [v.strip() for v in spec.split(",") if v.strip()]
     if not values:
@@ -44,7 +43,7 @@ def sweep(
     progress: Progress = NULL_PROGRESS,
 ) -> list[dict[str, Any]]:
     """One summary per threshold, in the order given."""
-    manifest = read_manifest(run_dir, "embed", f"tfpack embed INPUT... -o {run_dir}")
+    manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
     emb, emb_file, _ = load_embeddings(run_dir)
     fingerprint = fingerprint_file(emb_file)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
@@ -56,7 +55,7 @@ def sweep(
     rng_seed = order_cfg.seed
     results = []
     for value in thresholds:
-        ordered = order_embeddings(emb, replace(order_cfg, threshold=value), run_dir / "knn", fingerprint, progress)
+        ordered = order_embeddings(emb, replace(order_cfg, threshold=value), run_dir / KNN_DIR, fingerprint, progress)
         unit = ordered.vectors / np.linalg.norm(ordered.vectors, axis=1, keepdims=True)
         path = ordered.path[kept[ordered.path]]
         groups = [path[g] for g in pack_path(lengths[path], pack_cfg.max_len, pack_cfg.lookahead)]

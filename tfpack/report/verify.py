@@ -20,16 +20,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack.packing.card import megatron_metadata
 from tfpack.errors import InputError
+from tfpack.packing.card import megatron_metadata
 from tfpack.packing.shards import SCHEMA
-from tfpack.packing.tokenizer import IGNORE_INDEX
 from tfpack.workdir import (
     DATA_DIR,
     DROPPED_FILE,
     ERRORS_FILE,
+    IGNORE_INDEX,
+    SAMPLES_FILE,
     megatron_metadata_name,
     read_manifest,
+    rerun_pack,
     shard_paths,
 )
 
@@ -157,7 +159,7 @@ def listed_ids(path: Path, stage: str | None = None) -> NDArray[np.int64]:
 
 def expected_ids(manifest: dict[str, Any]) -> NDArray[np.int64] | None:
     """The sample ids the pack's input held, from its embed run (None when that run is gone)."""
-    samples = Path(manifest.get("run_dir", "")) / "samples.parquet"
+    samples = Path(manifest.get("run_dir", "")) / SAMPLES_FILE
     if not samples.is_file():
         return None
     return pq.read_table(samples, columns=["sample_id"]).column(0).to_numpy().astype(np.int64)
@@ -208,7 +210,7 @@ def verify(out_dir: Path) -> dict[str, Any]:
 def check_megatron_metadata(out_dir: Path, max_len: int) -> None:
     """`{max_len}_metadata.jsonl` holds exactly the statistics of the shards on disk."""
     path = out_dir / megatron_metadata_name(max_len)
-    rerun = f"run `tfpack pack RUN_DIR -o {out_dir} --overwrite`"
+    rerun = f"run `{rerun_pack(out_dir)}`"
     if not path.is_file():
         raise VerifyError(f"{path}: missing (Megatron-Bridge's packing metadata); {rerun}")
     try:

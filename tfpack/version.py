@@ -1,0 +1,3 @@
+"""The tfpack release, recorded in every manifest."""
+
+__version__ = "0.1.0"
