@@ -22,7 +22,8 @@ DATA = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
 sys.path.insert(0, str(ROOT))
 
 from tfpack.config import EmbedConfig  # noqa: E402
-from tfpack.embedding.stage import encode_texts, load_encoder, resolve_model  # noqa: E402
+from tfpack.embedding.encoders import encode_texts, load_encoder  # noqa: E402
+from tfpack.embedding.models import resolve_model  # noqa: E402
 from tfpack.ordering.knn import build_knn  # noqa: E402
 
 

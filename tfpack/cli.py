@@ -224,8 +224,8 @@ def embed(
         )
         formats = FormatOptions(input_format, prompt_field, response_field, text_field, id_field)
         with _progress(quiet, as_json) as progress:
-            return run_embed(inputs, out, cfg, formats, on_error, overwrite, progress, resume, embeddings,
-                             engine or "local")
+            return run_embed(inputs, out, cfg, formats, on_error=on_error, overwrite=overwrite, progress=progress,
+                             resume=resume, precomputed=embeddings, engine=engine or "local")
 
     _emit(_run(action), as_json, quiet, "tfpack embed")
 
@@ -403,11 +403,12 @@ def pack(
     as_json: JsonOpt = False,
 ) -> None:
     """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
-    from tfpack.config import OrderConfig, PackConfig, build, load_yaml
+    from tfpack.config import EmbedConfig, OrderConfig, PackConfig, build, load_yaml
     from tfpack.packing.stage import run_pack
 
     def action() -> dict[str, Any]:
         sections = load_yaml(config)
+        embed_cfg = build(EmbedConfig, sections.get("embed"), {}, str(config))
         pack_cfg = build(PackConfig, sections.get("pack"),
                          {"max_len": max_len, "tokenizer": tokenizer, "template": template, "train_on": train_on,
                           "attention": attention, "long": long, "lookahead": lookahead, "shard_packs": shard_packs,
@@ -419,8 +420,8 @@ def pack(
                            "engine": engine},
                           str(config))
         with _progress(quiet, as_json) as progress:
-            return run_pack(sources, out, pack_cfg, order_cfg, on_error=on_error, overwrite=overwrite,
-                            progress=progress)
+            return run_pack(sources, out, pack_cfg=pack_cfg, order_cfg=order_cfg, embed_cfg=embed_cfg,
+                            on_error=on_error, overwrite=overwrite, progress=progress)
 
     _emit(_run(action), as_json, quiet, "tfpack pack")
 

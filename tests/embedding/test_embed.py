@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfpack import embed
 from tfpack.config import EmbedConfig
-from tfpack.embedding.stage import check_embeddings, encode_texts, load_encoder, packaged_model_path, resolve_model
+from tfpack.embedding import models
+from tfpack.embedding.encoders import check_embeddings, encode_texts, load_encoder
+from tfpack.embedding.models import packaged_model_path, resolve_model
 from tfpack.errors import ConfigError, DependencyError, InputError
 
 TEXTS = ["How many apples are left?", "Write a Python function to sort a list.", "What is the capital of France?",
@@ -66,13 +67,13 @@ def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pyte
     from importlib import metadata
 
     model_path = resolve_model("all-MiniLM-L6-v2")
-    key = embed._model_key(model_path)
-    monkeypatch.setattr(embed, "EXPORTER", "optimum")
-    assert embed._model_key(model_path) != key
+    key = models._model_key(model_path)
+    monkeypatch.setattr(models, "EXPORTER", "optimum")
+    assert models._model_key(model_path) != key
     monkeypatch.undo()
     real_version = metadata.version
     monkeypatch.setattr(metadata, "version", lambda name: "5.0.0" if name == "transformers" else real_version(name))
-    assert embed._model_key(model_path) != key
+    assert models._model_key(model_path) != key
     monkeypatch.undo()
 
     monkeypatch.setenv("TFPACK_CACHE", str(tmp_path))
@@ -83,15 +84,15 @@ def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pyte
         out.parent.mkdir(parents=True)
         out.write_bytes(b"graph")
 
-    monkeypatch.setattr(embed, "export_onnx", fake_export)
-    assert embed.onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
-    assert embed.onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
+    monkeypatch.setattr(models, "export_onnx", fake_export)
+    assert models.onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
+    assert models.onnx_model_dir(model_path, int8=False) == (tmp_path / "onnx" / key, "model.onnx")
     assert len(exports) == 1 and exports[0].parent != tmp_path / "onnx" / key  # written aside, then renamed
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == [key]
 
 
 def test_export_without_onnxscript_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embed, "_installed", lambda *modules: "onnxscript" not in modules)
+    monkeypatch.setattr(models, "_installed", lambda *modules: "onnxscript" not in modules)
     with pytest.raises(DependencyError, match=r"needs onnx and onnxscript; run `pip install 'tfpack\[cpu\]'`"):
         load_encoder(EmbedConfig(backend="onnx", device="cpu"))
 

@@ -162,6 +162,7 @@ def run_embed(
     run_dir: Path,
     cfg: EmbedConfig,
     formats: FormatOptions,
+    *,
     on_error: str = "fail",
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,

@@ -243,17 +243,32 @@ def order_embeddings(
     return OrderResult(path, vectors, threshold, summary)
 
 
-def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
-    """`tfpack order`: write the permutation to `out` (atomically) and return the summary."""
+def check_order_out(out: Path) -> None:
+    """Refuse an `-o` that cannot take the permutation, before any work."""
     if out.name == MANIFEST:
         raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
     if out.is_dir():
         raise ConfigError(f"-o {out}: is a directory; name the .npy file to write (e.g. -o {out / 'order.npy'})")
+
+
+def order_source(source: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> OrderResult:
+    """The path over a run directory's embeddings (its kNN graph cached in `RUN_DIR/knn/`) or over a `.npy`."""
     emb, emb_file, run_dir = load_embeddings(source)
     cache_dir = run_dir / KNN_DIR if run_dir is not None else None
     fingerprint = fingerprint_file(emb_file) if cache_dir is not None else None
-    result = order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
+    return order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
+
+
+def write_order(result: OrderResult, out: Path, cfg: OrderConfig) -> dict[str, Any]:
+    """Write the permutation to `out` (an int64 `.npy`, atomically); return the summary `tfpack order` prints."""
+    check_order_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.save(f, result.path.astype(np.int64))
     return {"order": str(out), **result.summary, "config": asdict(cfg)}
+
+
+def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """`tfpack order`: write the permutation to `out` (atomically) and return the summary."""
+    check_order_out(out)
+    return write_order(order_source(source, cfg, progress), out, cfg)

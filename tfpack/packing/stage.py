@@ -291,8 +291,10 @@ def write_packs(
 def run_pack(
     sources: list[str],
     out_dir: Path,
+    *,
     pack_cfg: PackConfig,
     order_cfg: OrderConfig,
+    embed_cfg: EmbedConfig | None = None,
     formats: FormatOptions | None = None,
     on_error: str = "fail",
     overwrite: bool = False,
@@ -300,7 +302,7 @@ def run_pack(
 ) -> dict[str, Any]:
     """`tfpack pack`: write `data/train-*.parquet`, `dropped.jsonl`, `errors.jsonl`, the dataset card, Megatron-Bridge's
     packing metadata and finally `manifest.json`; working files (the embed run of input files, the token store) go
-    under `.tfpack/`."""
+    under `.tfpack/`. Input files are embedded first with `embed_cfg` (default settings when None)."""
     started = time.perf_counter()
     set_tokenizer_threads(pack_cfg.workers)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
@@ -319,8 +321,8 @@ def run_pack(
         run_dir = out_dir / WORK_DIR / EMBED_RUN
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        run_embed(sources, run_dir, EmbedConfig(), formats or FormatOptions(), on_error, False, progress,
-                  engine=pack_cfg.engine)
+        run_embed(sources, run_dir, embed_cfg or EmbedConfig(), formats or FormatOptions(), on_error=on_error,
+                  progress=progress, engine=pack_cfg.engine)
     embed_manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
     emb, emb_file, _ = load_embeddings(run_dir)
     # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.

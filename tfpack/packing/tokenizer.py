@@ -104,7 +104,7 @@ def tokenizer_path(name: str) -> str:
     """What `AutoTokenizer` loads for `--tokenizer name`: the name itself, or the packaged model's directory."""
     if name != PACKAGED_TOKENIZER:
         return name
-    from tfpack.embedding.stage import packaged_model_path
+    from tfpack.embedding.models import packaged_model_path
 
     path = packaged_model_path()
     if path is None:

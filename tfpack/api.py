@@ -1,0 +1,267 @@
+"""The Python API: each command as a function, and `pack_dataset` for a training script that never runs the CLI.
+
+Paths are `str` or `os.PathLike`; options are keyword-only and are the fields of the config dataclasses
+(`tfpack.config`), whose defaults are the only defaults: an unknown option is a `ConfigError` naming it. Results are
+typed; each carries the full `summary` dict the CLI prints with `--json`.
+
+    >>> import tempfile, tfpack
+    >>> out = tempfile.mkdtemp()
+    >>> rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"It is {2 * i}."} for i in range(60)]
+    >>> result = tfpack.pack(tfpack.api.write_records(rows, out + "/rows.jsonl"), out + "/packed",
+    ...                      tokenizer="packaged-minilm", max_len=256)
+    >>> result.samples, result.dropped, tfpack.verify(result.out_dir).ok
+    (60, 0, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig, build
+from tfpack.errors import ConfigError, DependencyError
+from tfpack.ingest.formats import FormatOptions
+from tfpack.parallel import LOCAL
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.workdir import DATA_DIR, DROPPED_FILE, ERRORS_FILE, atomic_path, shard_paths
+
+if TYPE_CHECKING:
+    import datasets
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    run_dir: Path
+    n: int  # samples embedded
+    dim: int
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    path: NDArray[np.int64]  # the TFP path: every row index once
+    threshold: float | None  # the cosine ceiling used (None for a plain greedy path)
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PackResult:
+    out_dir: Path
+    packs: int
+    samples: int  # samples in the packs
+    dropped: int  # listed in dropped.jsonl with the reason
+    refused: int  # listed in errors.jsonl: the chat template did not let tfpack verify their trained spans
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    packs: int
+    samples: int
+    summary: dict[str, Any]
+
+
+def _paths(inputs: PathLike | Iterable[PathLike]) -> list[str]:
+    return [os.fspath(inputs)] if isinstance(inputs, str | os.PathLike) else [os.fspath(p) for p in inputs]
+
+
+def _options(options: dict[str, Any], *targets: tuple[type, Mapping[str, str | None]]) -> list[dict[str, Any]]:
+    """Split keyword options among config dataclasses by field name. Each target pairs a class with renamings,
+    option -> field, or -> None where the class must not take an option it has a field for (`seed` is the ordering's
+    seed, `pack_seed` the packing's). An option no class takes is an error."""
+    taken: set[str] = set()
+    split = []
+    for cls, renames in targets:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        mine = {}
+        for key, value in options.items():
+            field = renames.get(key, key)
+            if field is not None and field in fields:
+                mine[field] = value
+                taken.add(key)
+        split.append(mine)
+    unknown = set(options) - taken
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
+    return split
+
+
+def embed(
+    inputs: PathLike | Iterable[PathLike],
+    out_dir: PathLike,
+    *,
+    on_error: str = "fail",
+    overwrite: bool = False,
+    resume: bool = False,
+    embeddings: PathLike | None = None,
+    engine: str = LOCAL.name,
+    progress: Progress = NULL_PROGRESS,
+    **options: Any,
+) -> EmbedResult:
+    """`tfpack embed`: read `inputs` (JSONL, JSON, Parquet; paths or globs) into the run directory `out_dir` and
+    embed every sample. `progress`: a `tfpack.progress.Progress` to report to
+    (none by default). `options`: the fields of `EmbedConfig` (model, embed_on, device, backend, batch_size, dtype,
+    max_seq_length) and of `FormatOptions` (format, prompt_field, response_field, text_field, id_field).
+
+    >>> import tempfile, tfpack
+    >>> out = tempfile.mkdtemp()
+    >>> rows = [{"instruction": f"Name the number {i}.", "output": str(i)} for i in range(12)]
+    >>> run = tfpack.embed(tfpack.api.write_records(rows, out + "/rows.jsonl"), out + "/run", dtype="float16")
+    >>> run.n, run.dim
+    (12, 384)
+    """
+    from tfpack.embedding.stage import run_embed
+
+    cfg, fmt = _options(options, (EmbedConfig, {}), (FormatOptions, {}))
+    summary = run_embed(_paths(inputs), Path(out_dir), build(EmbedConfig, None, cfg, "embed"), FormatOptions(**fmt),
+                        on_error=on_error, overwrite=overwrite, progress=progress, resume=resume,
+                        precomputed=Path(embeddings) if embeddings is not None else None, engine=engine)
+    return EmbedResult(Path(summary["run_dir"]), summary["n"], summary["dim"], summary)
+
+
+def order(source: PathLike, *, out: PathLike | None = None, progress: Progress = NULL_PROGRESS, **options: Any) -> OrderResult:
+    """`tfpack order`: the TFP path over an embed run directory (its kNN graph cached there) or an `[N, d]` `.npy`;
+    written to `out` (`.npy`) when given. `options`: the fields of `OrderConfig` (threshold, window, k, knn, exact,
+    start, seed, buckets, ...).
+
+    >>> import tempfile, numpy as np, tfpack
+    >>> x = np.eye(6, dtype=np.float32)[[0, 1, 2, 3, 4, 5, 0, 1]] + np.float32(0.01)
+    >>> npy = tempfile.mkdtemp() + "/emb.npy"
+    >>> np.save(npy, x / np.linalg.norm(x, axis=1, keepdims=True))
+    >>> sorted(tfpack.order(npy, k=4, threshold=0.9).path.tolist())
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    from tfpack.ordering.stage import order_source, write_order
+
+    (fields,) = _options(options, (OrderConfig, {}))
+    cfg = build(OrderConfig, None, fields, "order")
+    result = order_source(Path(source), cfg, progress)
+    summary = dict(result.summary)
+    if out is not None:
+        summary = write_order(result, Path(out), cfg)
+    return OrderResult(result.path, result.threshold.cosine, summary)
+
+
+def pack(
+    sources: PathLike | Iterable[PathLike],
+    out_dir: PathLike,
+    *,
+    tokenizer: str,
+    embed_config: EmbedConfig | None = None,
+    on_error: str = "fail",
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    **options: Any,
+) -> PackResult:
+    """`tfpack pack`: tokenize for `tokenizer` (a Hugging Face name or directory, or 'packaged-minilm') and write
+    TFP-ordered packed shards to `out_dir`. `sources`: one embed run directory, or input files (embedded first with
+    `embed_config`, default settings when None). `options`: the fields of `PackConfig` (max_len, template, train_on,
+    attention, long, lookahead, shard_packs, workers, pack_filter; its seed as `pack_seed`), of `OrderConfig`
+    (threshold, window, k, knn, exact, buckets, seed, ...) and of `FormatOptions`; `engine` applies to both stages.
+    """
+    from tfpack.packing.stage import run_pack
+
+    pack_fields, order_fields, fmt = _options(
+        options, (PackConfig, {"pack_seed": "seed", "seed": None}), (OrderConfig, {}),
+        (FormatOptions, {}))
+    summary = run_pack(
+        _paths(sources), Path(out_dir),
+        pack_cfg=build(PackConfig, None, {**pack_fields, "tokenizer": tokenizer}, "pack"),
+        order_cfg=build(OrderConfig, None, order_fields, "order"), embed_cfg=embed_config, formats=FormatOptions(**fmt),
+        on_error=on_error, overwrite=overwrite, progress=progress)
+    return PackResult(Path(summary["out_dir"]), summary["packs"], summary["samples"], summary["dropped"],
+                      summary.get("refused", 0), summary)
+
+
+def stats(path: PathLike, *, seed: int = OrderConfig.seed, plot: PathLike | None = None) -> dict[str, Any]:
+    """`tfpack stats`: pack similarity, fill and near-duplicates of a pack output, or the embedding statistics
+    of an embed run directory; the same dict as `tfpack stats --json`."""
+    from tfpack.report.stats import stats as compute
+
+    return compute(Path(path), seed, Path(plot) if plot is not None else None)
+
+
+def verify(out_dir: PathLike) -> VerifyResult:
+    """`tfpack stats --verify`: check every shard of a pack output against its manifest and its inputs; raises
+    `VerifyError` naming the first problem."""
+    from tfpack.report.verify import verify as check
+
+    summary = check(Path(out_dir))
+    return VerifyResult(bool(summary["ok"]), summary["packs"], summary["samples"], summary)
+
+
+def write_records(records: Iterable[Mapping[str, Any]], path: PathLike) -> str:
+    """Write `records` as JSON Lines to `path` (atomically); returns the path, for `embed` or `pack`."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"".join(orjson.dumps(dict(r), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in records))
+    return os.fspath(target)
+
+
+def pack_dataset(
+    dataset: datasets.Dataset | Sequence[Mapping[str, Any]],
+    *,
+    tokenizer: Any,
+    max_len: int,
+    threshold: str | float = OrderConfig.threshold,
+    attention: str = PackConfig.attention,
+    train_on: str = PackConfig.train_on,
+    embed_config: EmbedConfig | None = None,
+    work_dir: PathLike | None = None,
+    **options: Any,
+) -> datasets.Dataset:
+    """Pack a Hugging Face `datasets.Dataset` (or a list of records) along the TFP path, in memory; returns the packed
+    `Dataset` in the shard schema (`input_ids`, `labels`, `position_ids`, `seq_lengths`, `sample_ids`, ...), ready for
+    a trainer (see the README's recipes). Any record format `tfpack pack` reads works (messages, ShareGPT,
+    prompt/completion, Alpaca, ...).
+
+    `tokenizer`: the model's tokenizer, loaded (`AutoTokenizer`) or by name/directory; its chat template renders
+    the samples. Other `options` as for `pack`. Samples left out (too long under `long='drop'`) are counted in a
+    warning; the full output (manifest, `dropped.jsonl`) is kept when `work_dir` is given, else written to a
+    temporary directory and removed.
+
+    >>> import tfpack
+    >>> rows = [{"messages": [{"role": "user", "content": f"Spell {i}."},
+    ...                       {"role": "assistant", "content": f"{i} is spelled with digits."}]} for i in range(40)]
+    >>> packed = tfpack.pack_dataset(rows, tokenizer="packaged-minilm", template="chatml", max_len=256)
+    >>> sorted(i for ids in packed["sample_ids"] for i in ids) == list(range(40))
+    True
+    >>> max(packed["num_tokens"]) <= 256, packed[0]["position_ids"][:3]
+    (True, [0, 1, 2])
+    """
+    try:
+        import datasets as hf_datasets
+        from datasets.table import InMemoryTable
+    except ImportError as e:
+        raise DependencyError("pack_dataset returns a datasets.Dataset; run `pip install datasets`") from e
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="tfpack-") as tmp:
+        inputs = write_records(dataset, Path(tmp) / "records.jsonl")
+        if not isinstance(tokenizer, str):  # a loaded tokenizer: saved where load_tokenizer reads it
+            tokenizer.save_pretrained(Path(tmp) / "tokenizer")
+            tokenizer = os.fspath(Path(tmp) / "tokenizer")
+        out_dir = Path(work_dir) if work_dir is not None else Path(tmp) / "packed"
+        result = pack(inputs, out_dir, tokenizer=tokenizer, embed_config=embed_config,
+                      max_len=max_len, threshold=threshold, attention=attention, train_on=train_on, **options)
+        if result.dropped or result.refused:
+            warnings.warn(f"pack_dataset: {result.dropped} samples dropped, {result.refused} refused (listed in "
+                          f"{out_dir / DROPPED_FILE} and {out_dir / ERRORS_FILE}; pass work_dir to keep them)",
+                          stacklevel=2)
+        table = pq.ParquetDataset([os.fspath(p) for p in shard_paths(out_dir)]).read()
+    if not len(table):
+        raise ConfigError(f"pack_dataset: nothing packed under {DATA_DIR}/")
+    return hf_datasets.Dataset(InMemoryTable(table))
