@@ -3,7 +3,8 @@
 A refactoring must not change a single output byte. This script checks out `--base` (any git revision) in a
 temporary worktree, runs `python -m tfpack` from it and from the current working tree (same interpreter, same
 installed dependencies) over one embed run and a matrix of `order` and `pack` flag sets, and compares every file
-each run writes, except the manifests' timings and the tfpack version they record.
+each run writes, except the manifests' timings, the tfpack version they record and the run's own directory in
+the paths they record.
 
     python scripts/compare_revisions.py --base main            # demo data, 400 samples
     python scripts/compare_revisions.py --base v0.1 --n 1600 --keep /tmp/cmp
@@ -57,13 +58,15 @@ def tfpack(tree: Path, *args: str) -> None:
         raise SystemExit(f"{tree}: tfpack {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
 
 
-def digests(out: Path) -> dict[str, str]:
-    """sha256 of every file under `out` (manifests without their volatile fields), by relative path."""
+def digests(out: Path, work: Path) -> dict[str, str]:
+    """sha256 of every file under `out` (manifests without their volatile fields, `work` in paths read as WORK), by
+    relative path."""
     found = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         data = path.read_bytes()
         if path.name == "manifest.json":
-            data = orjson.dumps(strip(orjson.loads(data)), option=orjson.OPT_SORT_KEYS)
+            data = orjson.dumps(strip(orjson.loads(data.replace(str(work).encode(), b"WORK"))),
+                                option=orjson.OPT_SORT_KEYS)
         found[str(path.relative_to(out))] = hashlib.sha256(data).hexdigest()
     return found
 
@@ -82,7 +85,7 @@ def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str
     results = {}
     embed_dir = work / "embed"
     tfpack(tree, "embed", *map(str, data), "-o", str(embed_dir))
-    results["embed"] = digests(embed_dir)
+    results["embed"] = digests(embed_dir, work)
     for name, flags in ORDER_RUNS.items():
         out = work / f"order-{name}.npy"
         tfpack(tree, "order", str(embed_dir), "-o", str(out), *flags)
@@ -90,7 +93,7 @@ def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str
     for name, flags in PACK_RUNS.items():
         out = work / f"pack-{name}"
         tfpack(tree, "pack", str(embed_dir), "-o", str(out), "--tokenizer", "packaged-minilm", *flags)
-        results[f"pack {name}"] = digests(out)
+        results[f"pack {name}"] = digests(out, work)
     return results
 
 
