@@ -100,8 +100,10 @@ def anchor() -> None:
     exact, t_exact = timed(order_embeddings, x, OrderConfig(threshold="auto", exact=True), repeat=3)
     fast, t_fast = timed(order_embeddings, x, OrderConfig(threshold="auto"), repeat=3)
     dense, t_dense = timed(dense_greedy, x, exact.threshold.reject_d2, repeat=3)
-    print("N=4096 d=384 (golden embeddings), threshold auto (2% quantile), window 4, start 0; "
-          "reference timed once, the others best of 3")
+    print(
+        "N=4096 d=384 (golden embeddings), threshold auto (2% quantile), window 4, start 0; "
+        "reference timed once, the others best of 3"
+    )
     print(f"{'method':<34}{'seconds':>9}{'speed-up vs reference':>24}  mean adjacent sim")
     for name, seconds, sim in (
         ("reference algorithm (torch dense)", t_ref, None),
@@ -110,8 +112,10 @@ def anchor() -> None:
         ("tfpack order (default)", t_fast, fast.summary["mean_adjacent_similarity"]),
     ):
         print(f"{name:<34}{seconds:>9.3f}{t_ref / seconds:>23.1f}×  {sim if sim is not None else ''}")
-    print(f"reference path == golden: {np.array_equal(ref, ref_path)}; "
-          f"tfpack --exact == dense greedy: {exact.path.tolist() == dense}")
+    print(
+        f"reference path == golden: {np.array_equal(ref, ref_path)}; "
+        f"tfpack --exact == dense greedy: {exact.path.tolist() == dense}"
+    )
 
 
 def synthetic(path: Path, n: int, d: int = 384, clusters: int = 2000, seed: int = 0) -> None:
@@ -135,11 +139,18 @@ def scale_point(n: int, k: int, cosine: float, buckets: int = 0, knn: str = "aut
         result = order_embeddings(emb, OrderConfig(threshold=str(cosine), k=k, buckets=buckets, knn=knn))
         total = time.perf_counter() - started
     s = result.summary
-    return {"n": n, "k": k, "knn": s["knn"], "knn_seconds": s["knn_seconds"], "walk_seconds": s["walk_seconds"],
-            "total_seconds": round(total, 1), "fallbacks": s["fallbacks"],
-            "mean_adjacent_similarity": s["mean_adjacent_similarity"],
-            "random_adjacent_similarity": s["random_adjacent_similarity"],
-            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    return {
+        "n": n,
+        "k": k,
+        "knn": s["knn"],
+        "knn_seconds": s["knn_seconds"],
+        "walk_seconds": s["walk_seconds"],
+        "total_seconds": round(total, 1),
+        "fallbacks": s["fallbacks"],
+        "mean_adjacent_similarity": s["mean_adjacent_similarity"],
+        "random_adjacent_similarity": s["random_adjacent_similarity"],
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
 
 
 def walk_only(n: int, k: int) -> dict:
@@ -179,7 +190,10 @@ def recall(source: str, probes: list[int], method: str = "ivf", k: int = 64, n_q
     print(f"N={n} k={k}: {method} graph vs exact search, {n_queries} sampled queries")
     for nprobe in probes:
         (ids, _, _), seconds = timed(build_knn, x, k, method, nprobe)
-        r10, rk = (np.mean([len(set(ids[q][:m]) & set(t[:m])) / m for q, t in zip(queries, truth, strict=True)]) for m in (10, k))
+        r10, rk = (
+            np.mean([len(set(ids[q][:m]) & set(t[:m])) / m for q, t in zip(queries, truth, strict=True)])
+            for m in (10, k)
+        )
         print(f"  nprobe {nprobe:>3}: {seconds:7.1f} s  recall@10 {r10:.4f}  recall@{k} {rk:.4f}")
 
 
@@ -205,9 +219,11 @@ def buckets(source: str, counts: list[int], max_len: int = 2048, threshold: floa
         rnd = np.split(np.random.default_rng(1).permutation(path), np.cumsum(sizes)[:-1])
         name = "global walk" if b == 0 else f"{b} buckets"
         s = result.summary
-        print(f"{name:<18}{seconds:>9.1f}{s['mean_adjacent_similarity']:>9.4f}"
-              f"{lengths.sum() / (len(groups) * max_len):>8.4f}{mean_pairwise_similarity(unit, groups):>10.4f}"
-              f"{mean_pairwise_similarity(unit, rnd):>8.4f}{s['fallbacks']:>11}")
+        print(
+            f"{name:<18}{seconds:>9.1f}{s['mean_adjacent_similarity']:>9.4f}"
+            f"{lengths.sum() / (len(groups) * max_len):>8.4f}{mean_pairwise_similarity(unit, groups):>10.4f}"
+            f"{mean_pairwise_similarity(unit, rnd):>8.4f}{s['fallbacks']:>11}"
+        )
 
 
 def main() -> None:
@@ -218,18 +234,24 @@ def main() -> None:
         sizes = [int(a) for a in sys.argv[2:] if a.isdigit()] or [10_000, 100_000, 1_000_000]
         buckets = next((a.split("=")[1] for a in sys.argv[2:] if a.startswith("--buckets=")), "0")
         knn = next((a.split("=")[1] for a in sys.argv[2:] if a.startswith("--knn=")), "auto")
-        print(f"{'N':>9} {'knn':>6} {'kNN s':>8} {'walk s':>8} {'total s':>8} {'fallbacks':>10} "
-              f"{'adj sim':>8} {'random':>8} {'peak RSS GiB':>13}")
+        print(
+            f"{'N':>9} {'knn':>6} {'kNN s':>8} {'walk s':>8} {'total s':>8} {'fallbacks':>10} "
+            f"{'adj sim':>8} {'random':>8} {'peak RSS GiB':>13}"
+        )
         for n in sizes:
-            proc = subprocess.run([sys.executable, __file__, "_point", str(n), buckets, knn], capture_output=True,
-                                  text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "_point", str(n), buckets, knn], capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 print(f"{n:>9} failed: {proc.stderr.strip().splitlines()[-1]}")
                 continue
             r = json.loads(proc.stdout)
-            print(f"{r['n']:>9} {r['knn']:>6} {r['knn_seconds']:>8.1f} {r['walk_seconds']:>8.2f} {r['total_seconds']:>8.1f}"
-                  f" {r['fallbacks']:>10} {r['mean_adjacent_similarity']:>8.4f} {r['random_adjacent_similarity']:>8.4f}"
-                  f" {r['peak_rss_gib']:>13.2f}")
+            print(
+                f"{r['n']:>9} {r['knn']:>6} {r['knn_seconds']:>8.1f} {r['walk_seconds']:>8.2f}"
+                f" {r['total_seconds']:>8.1f}"
+                f" {r['fallbacks']:>10} {r['mean_adjacent_similarity']:>8.4f} {r['random_adjacent_similarity']:>8.4f}"
+                f" {r['peak_rss_gib']:>13.2f}"
+            )
     elif mode == "_point":
         print(json.dumps(scale_point(int(sys.argv[2]), k=64, cosine=0.6, buckets=int(sys.argv[3]), knn=sys.argv[4])))
     elif mode == "recall":

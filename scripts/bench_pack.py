@@ -128,16 +128,21 @@ def bench(data: Path, max_lens: list[int], cache: Path, repeat: int) -> None:
         for name, groups in packings.items():
             sizes = np.asarray([len(g) for g in groups])
             shuffled_groups = np.split(rng.permutation(np.concatenate(groups)), np.cumsum(sizes)[:-1])
-            print(f"    {name:<10}{len(groups):>7}{fill(groups, lengths_row[path], max_len):>8.4f}"
-                  f"{mean_pairwise_similarity(unit, groups):>10.4f}{mean_pairwise_similarity(unit, shuffled_groups):>12.4f}"
-                  f"{sizes.mean():>14.2f}")
+            print(
+                f"    {name:<10}{len(groups):>7}{fill(groups, lengths_row[path], max_len):>8.4f}"
+                f"{mean_pairwise_similarity(unit, groups):>10.4f}"
+                f"{mean_pairwise_similarity(unit, shuffled_groups):>12.4f}"
+                f"{sizes.mean():>14.2f}"
+            )
     cfg = PackConfig(max_len=max_lens[0], tokenizer="packaged-minilm")
     texts = rendered_texts(run / SAMPLES_FILE, cfg)
     raw = min(raw_tokenizer_seconds(texts, cfg, cfg.batch_size) for _ in range(repeat))
     ours = min(tfpack_path_seconds(run, ordered.path, sims, cfg) for _ in range(repeat))
     n = len(texts)
-    print(f"  throughput (max-len {cfg.max_len}, best of {repeat}): raw tokenizer {n / raw:,.0f} samples/s, "
-          f"tfpack tokenize+pack+write {n / ours:,.0f} samples/s = {raw / ours:.2f} of raw")
+    print(
+        f"  throughput (max-len {cfg.max_len}, best of {repeat}): raw tokenizer {n / raw:,.0f} samples/s, "
+        f"tfpack tokenize+pack+write {n / ours:,.0f} samples/s = {raw / ours:.2f} of raw"
+    )
 
 
 def main() -> None:

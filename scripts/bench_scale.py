@@ -23,9 +23,38 @@ import numpy as np
 import orjson
 
 WORDS = [
-    "alpha", "beta", "gamma", "delta", "function", "value", "return", "number", "matrix", "vector", "train",
-    "model", "data", "sample", "compute", "integer", "string", "list", "dict", "loop", "error", "python",
-    "rust", "graph", "tree", "path", "node", "edge", "weight", "cost", "sum", "mean",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "function",
+    "value",
+    "return",
+    "number",
+    "matrix",
+    "vector",
+    "train",
+    "model",
+    "data",
+    "sample",
+    "compute",
+    "integer",
+    "string",
+    "list",
+    "dict",
+    "loop",
+    "error",
+    "python",
+    "rust",
+    "graph",
+    "tree",
+    "path",
+    "node",
+    "edge",
+    "weight",
+    "cost",
+    "sum",
+    "mean",
 ]
 
 
@@ -77,25 +106,57 @@ def point(n: int, max_len: int, threshold: float) -> None:
         started = time.perf_counter()
         topic = write_data(root / "data.jsonl", n)
         write_embeddings(root / "emb.npy", topic)
-        print(f"N={n:,}: synthetic data written in {time.perf_counter() - started:.0f} s "
-              f"({(root / 'data.jsonl').stat().st_size / 2**20:.0f} MiB JSONL)", flush=True)
+        print(
+            f"N={n:,}: synthetic data written in {time.perf_counter() - started:.0f} s "
+            f"({(root / 'data.jsonl').stat().st_size / 2**20:.0f} MiB JSONL)",
+            flush=True,
+        )
         stages = [
-            ("embed (precomputed)", ["embed", str(root / "data.jsonl"), "-o", str(root / "run"), "--embeddings",
-                                     str(root / "emb.npy"), "--dtype", "float16", "--quiet"]),
-            ("pack", ["pack", str(root / "run"), "-o", str(root / "out"), "--tokenizer", "packaged-minilm",
-                      "--max-len", str(max_len), "--threshold",
-                      str(threshold), "--quiet"]),
+            (
+                "embed (precomputed)",
+                [
+                    "embed",
+                    str(root / "data.jsonl"),
+                    "-o",
+                    str(root / "run"),
+                    "--embeddings",
+                    str(root / "emb.npy"),
+                    "--dtype",
+                    "float16",
+                    "--quiet",
+                ],
+            ),
+            (
+                "pack",
+                [
+                    "pack",
+                    str(root / "run"),
+                    "-o",
+                    str(root / "out"),
+                    "--tokenizer",
+                    "packaged-minilm",
+                    "--max-len",
+                    str(max_len),
+                    "--threshold",
+                    str(threshold),
+                    "--quiet",
+                ],
+            ),
             ("stats --verify", ["stats", str(root / "out"), "--verify", "--quiet"]),
         ]
         for name, args in stages:
             summary, seconds, rss = run_stage(*args)
             extra = ""
             if name == "pack":
-                extra = (f"  packs {summary['packs']:,}  fill {summary['fill_rate']:.4f}  "
-                         f"samples {summary['samples']:,}  dropped {summary['dropped']}")
+                extra = (
+                    f"  packs {summary['packs']:,}  fill {summary['fill_rate']:.4f}  "
+                    f"samples {summary['samples']:,}  dropped {summary['dropped']}"
+                )
             if name.startswith("stats"):
-                extra = (f"  verify ok={summary['verify']['ok']}  pack sim {summary['mean_pack_similarity']:.4f} "
-                         f"vs random {summary['random_pack_similarity']:.4f}")
+                extra = (
+                    f"  verify ok={summary['verify']['ok']}  pack sim {summary['mean_pack_similarity']:.4f} "
+                    f"vs random {summary['random_pack_similarity']:.4f}"
+                )
             print(f"  {name:<22}{seconds:>8.1f} s  peak RSS {rss:>6.2f} GiB{extra}", flush=True)
         emb_gib = n * 384 * 2 / 2**30
         graph_gib = n * 64 * 8 / 2**30

@@ -52,8 +52,9 @@ ORDER_RUNS: dict[str, list[str]] = {
 def tfpack(tree: Path, *args: str) -> None:
     """`python -m tfpack ARGS` with `tree` first on the import path; raises with its stderr on failure."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, "-m", "tfpack", *args, "--quiet"], env=env, capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "tfpack", *args, "--quiet"], env=env, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"{tree}: tfpack {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
 
@@ -65,8 +66,9 @@ def digests(out: Path, work: Path) -> dict[str, str]:
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         data = path.read_bytes()
         if path.name == "manifest.json":
-            data = orjson.dumps(strip(orjson.loads(data.replace(str(work).encode(), b"WORK"))),
-                                option=orjson.OPT_SORT_KEYS)
+            data = orjson.dumps(
+                strip(orjson.loads(data.replace(str(work).encode(), b"WORK"))), option=orjson.OPT_SORT_KEYS
+            )
         found[str(path.relative_to(out))] = hashlib.sha256(data).hexdigest()
     return found
 
@@ -106,12 +108,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         base_tree = Path(tmp) / "base-tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), args.base],
-                       check=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), args.base], check=True
+        )
         try:
             data_dir = work / "data"
-            subprocess.run([sys.executable, str(ROOT / "scripts/make_demo_data.py"), "--out", str(data_dir),
-                            "--n", str(args.n)], check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, str(ROOT / "scripts/make_demo_data.py"), "--out", str(data_dir), "--n", str(args.n)],
+                check=True,
+                capture_output=True,
+            )
             data = sorted(data_dir.iterdir())
             base = run_all(base_tree, data, work / "base")
             head = run_all(ROOT, data, work / "head")
@@ -121,8 +127,14 @@ def main() -> None:
     for name in base:
         same = base[name] == head[name]
         differing += not same
-        detail = f"{len(base[name])} files identical" if same else "DIFFER: " + ", ".join(
-            sorted(k for k in base[name].keys() | head[name].keys() if base[name].get(k) != head[name].get(k)))
+        detail = (
+            f"{len(base[name])} files identical"
+            if same
+            else "DIFFER: "
+            + ", ".join(
+                sorted(k for k in base[name].keys() | head[name].keys() if base[name].get(k) != head[name].get(k))
+            )
+        )
         print(f"{name:24s} {detail}")
     print(f"{len(base) - differing} of {len(base)} runs byte-identical to {args.base}")
     sys.exit(1 if differing else 0)

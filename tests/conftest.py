@@ -57,8 +57,14 @@ def chat_rows(n: int) -> list[dict]:
     rows = []
     for i in range(n):
         prompt = topics[i % 3].format(i=i, j=i + 2) + " please explain step by step" * (i % 4)
-        rows.append({"messages": [{"role": "user", "content": prompt},
-                                  {"role": "assistant", "content": f"The answer is {i}. " * (1 + i % 5)}]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": f"The answer is {i}. " * (1 + i % 5)},
+                ]
+            }
+        )
     return rows
 
 
@@ -68,9 +74,23 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (the isolation mode, whose per-sample invariants most tests check)."""
     tmp = tmp_path_factory.mktemp("pack")
     data = write_jsonl(tmp / "chat.jsonl", chat_rows(60))
-    args = ["pack", str(data), "-o", str(tmp / "out"), "--tokenizer", "packaged-minilm", "--attention", "segment",
-            "--max-len", "128", "--threshold", "0.9", "--shard-packs", "4",
-            "--json"]
+    args = [
+        "pack",
+        str(data),
+        "-o",
+        str(tmp / "out"),
+        "--tokenizer",
+        "packaged-minilm",
+        "--attention",
+        "segment",
+        "--max-len",
+        "128",
+        "--threshold",
+        "0.9",
+        "--shard-packs",
+        "4",
+        "--json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     return tmp / "out"
@@ -81,8 +101,19 @@ def packed_default(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `tfpack pack` output directory with the defaults (`--attention pack`): 40 chats at max-len 256."""
     tmp = tmp_path_factory.mktemp("pack-default")
     data = write_jsonl(tmp / "chat.jsonl", chat_rows(40))
-    args = ["pack", str(data), "-o", str(tmp / "packed"), "--tokenizer", "packaged-minilm", "--max-len", "256",
-            "--shard-packs", "3", "--quiet"]
+    args = [
+        "pack",
+        str(data),
+        "-o",
+        str(tmp / "packed"),
+        "--tokenizer",
+        "packaged-minilm",
+        "--max-len",
+        "256",
+        "--shard-packs",
+        "3",
+        "--quiet",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     return tmp / "packed"
@@ -94,7 +125,14 @@ def tiny_llama(attn: str = "sdpa", vocab_size: int = 30522) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         attn_implementation=attn)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        attn_implementation=attn,
+    )
     return LlamaForCausalLM(config)

@@ -32,20 +32,47 @@ def test_embed_end_to_end_json(tmp_path: Path, qa_file: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     manifest = orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())
     assert manifest["stage"] == "embed" and manifest["n"] == 24
-    assert manifest["inputs"][0]["field_map"] == {"format": "prompt-completion", "prompt": "question",
-                                                  "response": "answer", "text": None}
+    assert manifest["inputs"][0]["field_map"] == {
+        "format": "prompt-completion",
+        "prompt": "question",
+        "response": "answer",
+        "text": None,
+    }
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
 def test_embed_chat_formats_float16(tmp_path: Path) -> None:
-    messages = write_jsonl(tmp_path / "m.jsonl", [
-        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}
-        for i in range(5)])
-    sharegpt = write_jsonl(tmp_path / "s.jsonl", [
-        {"conversations": [{"from": "human", "value": f"Hi {i}"}, {"from": "gpt", "value": f"Hello {i}"}]}
-        for i in range(4)])
-    code, _, err = invoke("embed", str(messages), str(sharegpt), "-o", str(tmp_path / "run"), "--dtype", "float16",
-                          "--backend", "torch", "-q")
+    messages = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Question {i}?"},
+                    {"role": "assistant", "content": f"Answer {i}."},
+                ]
+            }
+            for i in range(5)
+        ],
+    )
+    sharegpt = write_jsonl(
+        tmp_path / "s.jsonl",
+        [
+            {"conversations": [{"from": "human", "value": f"Hi {i}"}, {"from": "gpt", "value": f"Hello {i}"}]}
+            for i in range(4)
+        ],
+    )
+    code, _, err = invoke(
+        "embed",
+        str(messages),
+        str(sharegpt),
+        "-o",
+        str(tmp_path / "run"),
+        "--dtype",
+        "float16",
+        "--backend",
+        "torch",
+        "-q",
+    )
     assert code == 0, err
     emb = np.load(tmp_path / "run" / "embeddings.npy")
     assert emb.shape == (9, 384) and emb.dtype == np.float16
@@ -70,7 +97,12 @@ def test_skip_writes_errors_jsonl(tmp_path: Path) -> None:
     assert code == 0, err
     assert orjson.loads(out)["errors"] == 1
     [entry] = [orjson.loads(line) for line in (tmp_path / "run" / "errors.jsonl").read_bytes().splitlines()]
-    assert entry == {"file": str(path), "line": 2, "sample_id": 1, "reason": "record is a JSON list, expected an object"}
+    assert entry == {
+        "file": str(path),
+        "line": 2,
+        "sample_id": 1,
+        "reason": "record is a JSON list, expected an object",
+    }
 
 
 def test_refuses_non_empty_out_dir(tmp_path: Path, qa_file: Path) -> None:
@@ -94,8 +126,12 @@ def test_config_file_unknown_key(tmp_path: Path, qa_file: Path) -> None:
 
 def test_stdin_subprocess(tmp_path: Path) -> None:
     data = b"".join(orjson.dumps(r) + b"\n" for r in qa_rows(6))
-    proc = subprocess.run([sys.executable, "-m", "tfpack", "embed", "-", "-o", str(tmp_path / "run"), "--json"],
-                          input=data, capture_output=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfpack", "embed", "-", "-o", str(tmp_path / "run"), "--json"],
+        input=data,
+        capture_output=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert orjson.loads(proc.stdout)["n"] == 6
     manifest = orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())
@@ -111,8 +147,9 @@ def test_every_command_has_help_and_is_documented(command: str) -> None:
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize(("name", "n", "fmt"), [("gsm8k_train.jsonl", 7473, "prompt-completion"),
-                                                ("gpteacher_codegen.json", 4535, "alpaca")])
+@pytest.mark.parametrize(
+    ("name", "n", "fmt"), [("gsm8k_train.jsonl", 7473, "prompt-completion"), ("gpteacher_codegen.json", 4535, "alpaca")]
+)
 def test_embed_shared_data(tmp_path: Path, name: str, n: int, fmt: str) -> None:
     path = shared_file(SHARED_DATA / name)
     code, out, err = invoke("embed", str(path), "-o", str(tmp_path / "run"), "--json")

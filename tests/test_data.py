@@ -86,14 +86,17 @@ def test_dataset_is_lazy_and_bounded(packed: Path, tmp_path: Path, monkeypatch: 
 
 def test_block_causal_mask_shape_and_blocks() -> None:
     mask = block_causal_mask(torch.tensor([2, 3]), 6, torch.float32) == 0
-    expected = torch.tensor([
-        [1, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0],
-        [0, 0, 1, 0, 0, 0],
-        [0, 0, 1, 1, 0, 0],
-        [0, 0, 1, 1, 1, 0],
-        [0, 0, 0, 0, 0, 1],  # padding sees only itself
-    ], dtype=torch.bool)
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [0, 0, 1, 0, 0, 0],
+            [0, 0, 1, 1, 0, 0],
+            [0, 0, 1, 1, 1, 0],
+            [0, 0, 0, 0, 0, 1],  # padding sees only itself
+        ],
+        dtype=torch.bool,
+    )
     assert torch.equal(mask, expected)
 
 
@@ -104,8 +107,9 @@ def test_padded_pack_equals_samples_alone(packed: Path, attn: str) -> None:
     packs = multi_segment_packs(PackedDataset(packed), 2)
     batch = PackedCollator("padded")(packs)
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch["position_ids"]).logits
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+        ).logits
     for b, pack in enumerate(packs):
         got = torch.split(logits[b, : len(pack["input_ids"])], pack["seq_lengths"].tolist())
         for seg_got, seg_alone in zip(got, alone_logits(model, pack), strict=True):

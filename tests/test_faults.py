@@ -29,14 +29,19 @@ def invoke(*args: str) -> tuple[int, str]:
 
 
 def test_wrong_types_name_the_line_and_field(tmp_path: Path) -> None:
-    data = write_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "hi"},
-                                                            {"role": "assistant", "content": "yo"}]},
-                                              {"messages": "not a list"}])
+    data = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            {"messages": "not a list"},
+        ],
+    )
     code, err = invoke("embed", str(data), "-o", str(tmp_path / "run"))
     assert code == 1 and f"{data}:2" in err and "messages" in err
     assert not (tmp_path / "run" / "manifest.json").exists()
-    data = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": 5},
-                                                            {"role": "assistant", "content": "x"}]}])
+    data = write_jsonl(
+        tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]}]
+    )
     code, err = invoke("embed", str(data), "-o", str(tmp_path / "run2"))
     assert code == 1 and f"{data}:1" in err and "content" in err
 
@@ -53,8 +58,9 @@ def test_parquet_missing_columns(tmp_path: Path) -> None:
     code, err = invoke("embed", str(path), "-o", str(tmp_path / "run"))
     assert code == 1 and f"{path}:row 0: cannot detect the format (keys seen: bar, foo)" in err
     assert "--text-field" in err
-    code, err = invoke("embed", str(path), "-o", str(tmp_path / "run2"), "--prompt-field", "foo",
-                       "--response-field", "baz")
+    code, err = invoke(
+        "embed", str(path), "-o", str(tmp_path / "run2"), "--prompt-field", "foo", "--response-field", "baz"
+    )
     assert code == 1 and f"{path}:row 0" in err and "baz" in err
 
 
@@ -191,13 +197,22 @@ def test_damaged_manifests_give_one_line(packed: Path, tmp_path: Path, damage: s
             else:
                 manifest.pop("stage")
             path.write_bytes(orjson.dumps(manifest))
-    expected = {"truncated": "corrupt or partial manifest", "not an object": "not a manifest",
-                "missing key": "manifest lacks", "wrong type": ", expected a",
-                "no stage": "manifest lacks stage"}[damage]
-    for args in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out), "--pack", "0"],
-                 ["stats", str(run)], ["order", str(run), "-o", str(tmp_path / "order.npy")],
-                 ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"],
-                 ["sweep", str(run), "--thresholds", "0.9", "--tokenizer", "packaged-minilm"]):
+    expected = {
+        "truncated": "corrupt or partial manifest",
+        "not an object": "not a manifest",
+        "missing key": "manifest lacks",
+        "wrong type": ", expected a",
+        "no stage": "manifest lacks stage",
+    }[damage]
+    for args in (
+        ["stats", str(out)],
+        ["stats", str(out), "--verify"],
+        ["inspect", str(out), "--pack", "0"],
+        ["stats", str(run)],
+        ["order", str(run), "-o", str(tmp_path / "order.npy")],
+        ["pack", str(run), "-o", str(tmp_path / "again"), "--tokenizer", "packaged-minilm"],
+        ["sweep", str(run), "--thresholds", "0.9", "--tokenizer", "packaged-minilm"],
+    ):
         code, err = invoke(*args)
         assert code == 1, (args, err)
         assert expected in err and "manifest.json" in err and "Traceback" not in err, (args, err)
@@ -211,20 +226,34 @@ def test_pack_with_every_sample_left_out_fails_cleanly(qa_file: Path, tmp_path: 
     out = tmp_path / "out"
     if case == "too long, --long drop":
         args, listed, count = [str(qa_file), "--max-len", "34", "--long", "drop"], "dropped.jsonl", 24
-        expected = ("all 24 samples were left out (24 longer than max_len; listed in {}); raise --max-len or pass "
-                    "--long truncate")
+        expected = (
+            "all 24 samples were left out (24 longer than max_len; listed in {}); raise --max-len or pass "
+            "--long truncate"
+        )
     elif case == "prompt too long":
         data = write_jsonl(tmp_path / "long.jsonl", [{"question": f"why {i} " * 40, "answer": "ok"} for i in range(3)])
         args, listed, count = [str(data), "--max-len", "40"], "dropped.jsonl", 3
-        expected = ("all 3 samples were left out (3 prompt alone is N tokens, no room for a response within max_len N; "
-                    "listed in {}); raise --max-len\n")
+        expected = (
+            "all 3 samples were left out (3 prompt alone is N tokens, no room for a response within max_len N; "
+            "listed in {}); raise --max-len\n"
+        )
     else:
-        rows = [{"messages": [{"role": "user", "content": f"call {i}"}, {"role": "tool", "content": f"result {i}"},
-                              {"role": "assistant", "content": f"done {i}"}]} for i in range(5)]
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": f"call {i}"},
+                    {"role": "tool", "content": f"result {i}"},
+                    {"role": "assistant", "content": f"done {i}"},
+                ]
+            }
+            for i in range(5)
+        ]
         args = [str(write_jsonl(tmp_path / "tool.jsonl", rows)), "--template", "plain", "--on-error", "skip"]
         listed, count = "errors.jsonl", 5
-        expected = ("all 5 samples were left out (5 the chat template refused the sample; listed in {}); fix the "
-                    "samples the chat template refuses (or pass another --template)\n")
+        expected = (
+            "all 5 samples were left out (5 the chat template refused the sample; listed in {}); fix the "
+            "samples the chat template refuses (or pass another --template)\n"
+        )
     code, err = invoke("pack", *args, "-o", str(out), *DEMO_TOKENIZER)
     assert code == 1 and f"{out}: nothing to pack, " + expected.format(out / listed) in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -240,28 +269,37 @@ def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: 
     warning log line (what transformers 5 prints while loading weights) and for a logger a library configures itself
     with its own handler and level (as ray.data does on import)."""
     # without the switches an earlier in-process test left in os.environ: the command must set them itself
-    switches = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY",
-                "TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    switches = (
+        "TQDM_DISABLE",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+        "TRANSFORMERS_VERBOSITY",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+    )
     env = {k: v for k, v in os.environ.items() if k not in switches}
 
     def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600,
-                              env=env)
+        return subprocess.run(
+            [sys.executable, "-m", "tfpack", *args], capture_output=True, text=True, timeout=600, env=env
+        )
 
     embed = run_cli("embed", str(qa_file), "-o", str(tmp_path / "run"), "--quiet")
     assert embed.returncode == 0 and embed.stderr == "" and embed.stdout == ""
-    pack = run_cli("pack", str(tmp_path / "run"), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm",
-                   "--quiet")
+    pack = run_cli(
+        "pack", str(tmp_path / "run"), "-o", str(tmp_path / "out"), "--tokenizer", "packaged-minilm", "--quiet"
+    )
     assert pack.returncode == 0 and pack.stderr == "" and pack.stdout == ""
-    probe = ("from tfpack.progress import silence_third_party; silence_third_party(quiet=True)\n"
-             "import logging, tqdm; [None for _ in tqdm.tqdm(range(3), desc='Loading weights')]\n"
-             "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')\n"
-             "own = logging.getLogger('ray.data'); own.setLevel(logging.DEBUG); own.propagate = False\n"
-             "own.addHandler(logging.StreamHandler()); own.info('Starting execution of Dataset')")
+    probe = (
+        "from tfpack.progress import silence_third_party; silence_third_party(quiet=True)\n"
+        "import logging, tqdm; [None for _ in tqdm.tqdm(range(3), desc='Loading weights')]\n"
+        "logging.basicConfig(); logging.getLogger('transformers.modeling_utils').warning('Loading weights')\n"
+        "own = logging.getLogger('ray.data'); own.setLevel(logging.DEBUG); own.propagate = False\n"
+        "own.addHandler(logging.StreamHandler()); own.info('Starting execution of Dataset')"
+    )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 0 and run.stderr == ""
-    loud = subprocess.run([sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60,
-                          env=env)
+    loud = subprocess.run(
+        [sys.executable, "-c", probe.split("\n", 1)[1]], capture_output=True, text=True, timeout=60, env=env
+    )
     # the control: without the switches the bar, the warning and the self-configured logger's line all print
     assert "Loading weights:" in loud.stderr and "WARNING:transformers" in loud.stderr
     assert "Starting execution of Dataset" in loud.stderr
@@ -275,8 +313,12 @@ def test_quiet_and_json_keep_faiss_training_warnings_off_stderr(tmp_path: Path) 
     np.save(tmp_path / "e.npy", (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
 
     def order(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tfpack", "order", str(tmp_path / "e.npy"), "-o",
-                               str(tmp_path / "o.npy"), *args], capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "tfpack", "order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy"), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     ivf = order("--knn", "ivf", "--k", "4", "--quiet")
     assert ivf.returncode == 0 and ivf.stderr == "" and ivf.stdout == ""
@@ -287,13 +329,19 @@ def test_quiet_and_json_keep_faiss_training_warnings_off_stderr(tmp_path: Path) 
 
 def test_json_silences_other_libraries_like_quiet() -> None:
     """--json keeps progress bars on a terminal but, like --quiet, no other library's log lines: stdout is the JSON."""
-    probe = ("import logging; from tfpack.cli import _progress; logging.basicConfig()\n"
-             "with _progress(quiet=False, as_json=True):\n"
-             "    logging.getLogger('transformers.modeling_utils').warning('Loading weights')")
+    probe = (
+        "import logging; from tfpack.cli import _progress; logging.basicConfig()\n"
+        "with _progress(quiet=False, as_json=True):\n"
+        "    logging.getLogger('transformers.modeling_utils').warning('Loading weights')"
+    )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stderr == ""
-    loud = subprocess.run([sys.executable, "-c", probe.replace("as_json=True", "as_json=False")], capture_output=True,
-                          text=True, timeout=60)
+    loud = subprocess.run(
+        [sys.executable, "-c", probe.replace("as_json=True", "as_json=False")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "Loading weights" in loud.stderr  # the control: a plain run lets it through
 
 

@@ -17,20 +17,45 @@ from tfpack.packing.shards import pack_row, write_shard
 from tfpack.report.verify import Shard, check_shard
 from tfpack.workdir import IGNORE_INDEX
 
-KEYS = ["messages", "conversations", "instruction", "input", "output", "response", "question", "answer", "prompt",
-        "completion", "text", "role", "content", "from", "value", "system", "x"]
+KEYS = [
+    "messages",
+    "conversations",
+    "instruction",
+    "input",
+    "output",
+    "response",
+    "question",
+    "answer",
+    "prompt",
+    "completion",
+    "text",
+    "role",
+    "content",
+    "from",
+    "value",
+    "system",
+    "x",
+]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
-                      max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+    max_leaves=12,
+)
 records = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
-good = st.builds(lambda q, a: {"question": q, "answer": a}, st.text(min_size=1, max_size=20).filter(str.strip),
-                 st.text(min_size=1, max_size=20).filter(str.strip))
+good = st.builds(
+    lambda q, a: {"question": q, "answer": a},
+    st.text(min_size=1, max_size=20).filter(str.strip),
+    st.text(min_size=1, max_size=20).filter(str.strip),
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(good, records), min_size=1, max_size=12), st.booleans(),
-       st.sampled_from(["auto", "prompt-completion", "messages", "alpaca"]))
+@given(
+    st.lists(st.one_of(good, records), min_size=1, max_size=12),
+    st.booleans(),
+    st.sampled_from(["auto", "prompt-completion", "messages", "alpaca"]),
+)
 def test_ingest_accounts_for_every_record(rows: list[dict], garbage_line: bool, fmt: str) -> None:
     """With --on-error skip every record is a sample or an error; nothing else escapes but InputError."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -69,7 +69,7 @@ def test_no_import_cycle() -> None:
         state[module] = 1
         for target in sorted(edges(module)):
             if state.get(target) == 1 and not cycle:
-                cycle.extend(trail[trail.index(target):] + [module, target] if target in trail else [module, target])
+                cycle.extend(trail[trail.index(target) :] + [module, target] if target in trail else [module, target])
             elif target not in state:
                 visit(target, trail + [module])
         state[module] = 2

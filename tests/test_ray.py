@@ -36,8 +36,20 @@ def parity(data: Path, tmp: Path) -> None:
     assert local.shape == remote.shape
     np.testing.assert_allclose(remote, local, atol=1e-5)
     for engine in ("local", "ray"):
-        invoke("pack", str(tmp / "run-local"), "-o", str(tmp / f"out-{engine}"), *DEMO_TOKENIZER, "--engine", engine,
-               "--max-len", "512", "--shard-packs", "20", "--quiet")
+        invoke(
+            "pack",
+            str(tmp / "run-local"),
+            "-o",
+            str(tmp / f"out-{engine}"),
+            *DEMO_TOKENIZER,
+            "--engine",
+            engine,
+            "--max-len",
+            "512",
+            "--shard-packs",
+            "20",
+            "--quiet",
+        )
     shards = [p.relative_to(tmp / "out-local") for p in shard_paths(tmp / "out-local")]
     assert shards == [p.relative_to(tmp / "out-ray") for p in shard_paths(tmp / "out-ray")] and shards
     for name in shards:
@@ -108,11 +120,21 @@ def test_tokenize_worker_reports_refusals() -> None:
     from tfpack.packing.stage import TokenizeWorker
 
     worker = TokenizeWorker("packaged-minilm", "plain", "assistant")
-    turns = [[{"role": "user", "content": "add 1 and 2"}, {"role": "assistant", "content": "3", "extra": None}],
-             [{"role": "user", "content": "look it up"}, {"role": "tool", "content": "42", "extra": None},
-              {"role": "assistant", "content": "42", "extra": None}]]
-    out = worker({"sample_id": np.array([7, 8]), "turns": np.array(turns, dtype=object),
-                  "tools": np.array([None, None], dtype=object)})
+    turns = [
+        [{"role": "user", "content": "add 1 and 2"}, {"role": "assistant", "content": "3", "extra": None}],
+        [
+            {"role": "user", "content": "look it up"},
+            {"role": "tool", "content": "42", "extra": None},
+            {"role": "assistant", "content": "42", "extra": None},
+        ],
+    ]
+    out = worker(
+        {
+            "sample_id": np.array([7, 8]),
+            "turns": np.array(turns, dtype=object),
+            "tools": np.array([None, None], dtype=object),
+        }
+    )
     assert out["sample_id"].tolist() == [7, 8]
     assert out["refusal"][0] == "" and len(out["input_ids"][0]) == len(out["labels"][0]) > 0
     assert "the plain template has no tool role" in out["refusal"][1] and len(out["input_ids"][1]) == 0

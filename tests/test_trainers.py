@@ -81,10 +81,21 @@ def test_hf_trainer_with_packed_collator(packed: Path, tmp_path: Path) -> None:
     from tests.conftest import tiny_llama
     from tfpack.data import PackedCollator
 
-    args = TrainingArguments(output_dir=str(tmp_path / "ckpt"), per_device_train_batch_size=2, max_steps=2,
-                             remove_unused_columns=False, report_to=[], use_cpu=True, save_strategy="no")
-    trainer = Trainer(model=tiny_llama("eager"), args=args, train_dataset=PackedDataset(packed),
-                      data_collator=PackedCollator("padded", pad_token_id=0))
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "ckpt"),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        remove_unused_columns=False,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
+    trainer = Trainer(
+        model=tiny_llama("eager"),
+        args=args,
+        train_dataset=PackedDataset(packed),
+        data_collator=PackedCollator("padded", pad_token_id=0),
+    )
     result = trainer.train()
     assert trainer.state.global_step == 2 and np.isfinite(result.training_loss)
 
@@ -94,8 +105,10 @@ def test_load_dataset_reads_exactly_the_packs(packed_default: Path) -> None:
     datasets = pytest.importorskip("datasets")
     expected = rows(packed_default)
     assert (packed_default / ".tfpack" / "embed" / "samples.parquet").is_file()
-    for ds in (datasets.load_dataset(str(packed_default), split="train"),
-               datasets.load_dataset("parquet", data_dir=str(packed_default), split="train")):
+    for ds in (
+        datasets.load_dataset(str(packed_default), split="train"),
+        datasets.load_dataset("parquet", data_dir=str(packed_default), split="train"),
+    ):
         assert ds.num_rows == len(expected)
         assert ds["input_ids"] == [r["input_ids"] for r in expected]
 
@@ -109,8 +122,14 @@ def test_hub_upload_as_the_readme_says_sends_the_dataset_repository(packed_defau
     files = [p.relative_to(packed_default).as_posix() for p in packed_default.rglob("*") if p.is_file()]
     assert any(f.startswith(".tfpack/embed/") for f in files)
     sent = set(filter_repo_objects(files, ignore_patterns=[".tfpack/*", *DEFAULT_IGNORE_PATTERNS]))
-    assert sent == {"README.md", "manifest.json", "dropped.jsonl", "errors.jsonl", "256_metadata.jsonl",
-                    *(f"data/{p.name}" for p in shard_paths(packed_default))}
+    assert sent == {
+        "README.md",
+        "manifest.json",
+        "dropped.jsonl",
+        "errors.jsonl",
+        "256_metadata.jsonl",
+        *(f"data/{p.name}" for p in shard_paths(packed_default)),
+    }
 
 
 def test_default_packs_are_one_causal_context(packed_default: Path) -> None:
@@ -163,7 +182,9 @@ def test_dataset_card_declares_the_shards(packed_default: Path, packed: Path) ->
         assert config["data_files"] == [{"split": "train", "path": "data/train-*.parquet"}]
         assert body.index(f"**Attention: `{manifest['attention']}`**") < body.index("## Counts")
         c = manifest["counts"]
-        assert (f"| {c['packs']} | {c['samples']} | {c['tokens']} | {c['loss_tokens']} | {c['fill_rate']} | "
-                f"{c['dropped']} | {c['refused']} | {c['input_errors']} |") in body
+        assert (
+            f"| {c['packs']} | {c['samples']} | {c['tokens']} | {c['loss_tokens']} | {c['fill_rate']} | "
+            f"{c['dropped']} | {c['refused']} | {c['input_errors']} |"
+        ) in body
         assert f"| tokenizer | `{manifest['tokenizer']}` |" in body and f"| max_len | `{manifest['max_len']}` |" in body
         assert "| `labels` |" in body and f"`{manifest['max_len']}_metadata.jsonl`" in body

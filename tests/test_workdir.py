@@ -36,8 +36,10 @@ def test_fingerprints_agree(tmp_path: Path) -> None:
 
 
 def test_manifest_round_trip_and_stage_check(tmp_path: Path) -> None:
-    write_manifest(tmp_path, {"stage": "embed", "n": 3, "dim": 4, "model": "m", "backend": "onnx", "dtype": "float32",
-                              "inputs": []})
+    write_manifest(
+        tmp_path,
+        {"stage": "embed", "n": 3, "dim": 4, "model": "m", "backend": "onnx", "dtype": "float32", "inputs": []},
+    )
     assert read_manifest(tmp_path, "embed", "tfpack embed")["n"] == 3
     with pytest.raises(StaleArtifactError, match="is a 'embed' output, expected 'pack'"):
         read_manifest(tmp_path, "pack", "tfpack pack")
@@ -63,26 +65,39 @@ def test_prepare_out_dir_refuses_non_empty(tmp_path: Path) -> None:
 
 
 def pack_manifest() -> dict[str, Any]:
-    return {"stage": "pack", "counts": dict.fromkeys(("packs", "samples", "tokens", "loss_tokens", "dropped",
-                                                       "truncated"), 1),
-            "shards": [{"file": "data/train-00000-of-00001.parquet", "packs": 1}], "max_len": 64,
-            "attention": "pack", "tokenizer": "t", "threshold": None, "window": 4, "k": 16, "run_dir": "r",
-            "embedding_model": "m"}
+    return {
+        "stage": "pack",
+        "counts": dict.fromkeys(("packs", "samples", "tokens", "loss_tokens", "dropped", "truncated"), 1),
+        "shards": [{"file": "data/train-00000-of-00001.parquet", "packs": 1}],
+        "max_len": 64,
+        "attention": "pack",
+        "tokenizer": "t",
+        "threshold": None,
+        "window": 4,
+        "k": 16,
+        "run_dir": "r",
+        "embedding_model": "m",
+    }
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    (lambda m: m.pop("stage"), "manifest lacks stage"),
-    (lambda m: m.update(max_len="64"), "manifest max_len is a string, expected an integer"),
-    (lambda m: m.update(window=True), "manifest window is a boolean, expected an integer"),
-    (lambda m: m.update(threshold=[0.9]), "threshold is a list, expected an integer or a number or null"),
-    (lambda m: m["counts"].pop("packs"), "manifest lacks counts.packs"),
-    (lambda m: m["counts"].update(tokens=None), "counts.tokens is null, expected an integer"),
-    (lambda m: m.update(shards=[3]), "shards[0] is an integer, expected an object"),
-    (lambda m: m["shards"][0].pop("file"), "lacks shards[0].file"),
-    (lambda m: m.update(counts=[]), "manifest counts is a list, expected an object"),
-    (lambda m: [m.pop(key) for key in ("k", "window", "max_len", "attention")],
-     "lacks max_len; lacks attention; lacks window (and 1 more)"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda m: m.pop("stage"), "manifest lacks stage"),
+        (lambda m: m.update(max_len="64"), "manifest max_len is a string, expected an integer"),
+        (lambda m: m.update(window=True), "manifest window is a boolean, expected an integer"),
+        (lambda m: m.update(threshold=[0.9]), "threshold is a list, expected an integer or a number or null"),
+        (lambda m: m["counts"].pop("packs"), "manifest lacks counts.packs"),
+        (lambda m: m["counts"].update(tokens=None), "counts.tokens is null, expected an integer"),
+        (lambda m: m.update(shards=[3]), "shards[0] is an integer, expected an object"),
+        (lambda m: m["shards"][0].pop("file"), "lacks shards[0].file"),
+        (lambda m: m.update(counts=[]), "manifest counts is a list, expected an object"),
+        (
+            lambda m: [m.pop(key) for key in ("k", "window", "max_len", "attention")],
+            "lacks max_len; lacks attention; lacks window (and 1 more)",
+        ),
+    ],
+)
 def test_manifest_keys_and_types_are_checked(tmp_path: Path, damage: Any, message: str) -> None:
     """Whatever a reader indexes is there with its JSON type, or one error names the field and the command to rerun."""
     write_manifest(tmp_path, pack_manifest())
@@ -95,8 +110,15 @@ def test_manifest_keys_and_types_are_checked(tmp_path: Path, damage: Any, messag
 
 
 def test_embed_manifest_inputs_are_checked(tmp_path: Path) -> None:
-    manifest = {"stage": "embed", "n": 3, "dim": 4, "model": "m", "backend": "onnx", "dtype": "float16",
-                "inputs": [{"path": "a.jsonl", "fingerprint": "blake2b-128:00"}, {"path": "b.jsonl"}]}
+    manifest = {
+        "stage": "embed",
+        "n": 3,
+        "dim": 4,
+        "model": "m",
+        "backend": "onnx",
+        "dtype": "float16",
+        "inputs": [{"path": "a.jsonl", "fingerprint": "blake2b-128:00"}, {"path": "b.jsonl"}],
+    }
     write_manifest(tmp_path, manifest)
     with pytest.raises(StaleArtifactError, match=r"manifest.json: manifest lacks inputs\[1\].fingerprint"):
         read_manifest(tmp_path, "embed", "tfpack embed")

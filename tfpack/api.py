@@ -126,13 +126,24 @@ def embed(
     from tfpack.embedding.stage import run_embed
 
     cfg, fmt = _options(options, (EmbedConfig, {}), (FormatOptions, {}))
-    summary = run_embed(_paths(inputs), Path(out_dir), build(EmbedConfig, None, cfg, "embed"), FormatOptions(**fmt),
-                        on_error=on_error, overwrite=overwrite, progress=progress, resume=resume,
-                        precomputed=Path(embeddings) if embeddings is not None else None, engine=engine)
+    summary = run_embed(
+        _paths(inputs),
+        Path(out_dir),
+        build(EmbedConfig, None, cfg, "embed"),
+        FormatOptions(**fmt),
+        on_error=on_error,
+        overwrite=overwrite,
+        progress=progress,
+        resume=resume,
+        precomputed=Path(embeddings) if embeddings is not None else None,
+        engine=engine,
+    )
     return EmbedResult(Path(summary["run_dir"]), summary["n"], summary["dim"], summary)
 
 
-def order(source: PathLike, *, out: PathLike | None = None, progress: Progress = NULL_PROGRESS, **options: Any) -> OrderResult:
+def order(
+    source: PathLike, *, out: PathLike | None = None, progress: Progress = NULL_PROGRESS, **options: Any
+) -> OrderResult:
     """`tfpack order`: the TFP path over an embed run directory (its kNN graph cached there) or an `[N, d]` `.npy`;
     written to `out` (`.npy`) when given. `options`: the fields of `OrderConfig` (threshold, window, k, knn, exact,
     start, seed, buckets, ...).
@@ -175,15 +186,27 @@ def pack(
     from tfpack.packing.stage import run_pack
 
     pack_fields, order_fields, fmt = _options(
-        options, (PackConfig, {"pack_seed": "seed", "seed": None}), (OrderConfig, {}),
-        (FormatOptions, {}))
+        options, (PackConfig, {"pack_seed": "seed", "seed": None}), (OrderConfig, {}), (FormatOptions, {})
+    )
     summary = run_pack(
-        _paths(sources), Path(out_dir),
+        _paths(sources),
+        Path(out_dir),
         pack_cfg=build(PackConfig, None, {**pack_fields, "tokenizer": tokenizer}, "pack"),
-        order_cfg=build(OrderConfig, None, order_fields, "order"), embed_cfg=embed_config, formats=FormatOptions(**fmt),
-        on_error=on_error, overwrite=overwrite, progress=progress)
-    return PackResult(Path(summary["out_dir"]), summary["packs"], summary["samples"], summary["dropped"],
-                      summary.get("refused", 0), summary)
+        order_cfg=build(OrderConfig, None, order_fields, "order"),
+        embed_cfg=embed_config,
+        formats=FormatOptions(**fmt),
+        on_error=on_error,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    return PackResult(
+        Path(summary["out_dir"]),
+        summary["packs"],
+        summary["samples"],
+        summary["dropped"],
+        summary.get("refused", 0),
+        summary,
+    )
 
 
 def stats(path: PathLike, *, seed: int = OrderConfig.seed, plot: PathLike | None = None) -> dict[str, Any]:
@@ -255,12 +278,23 @@ def pack_dataset(
             tokenizer.save_pretrained(Path(tmp) / "tokenizer")
             tokenizer = os.fspath(Path(tmp) / "tokenizer")
         out_dir = Path(work_dir) if work_dir is not None else Path(tmp) / "packed"
-        result = pack(inputs, out_dir, tokenizer=tokenizer, embed_config=embed_config,
-                      max_len=max_len, threshold=threshold, attention=attention, train_on=train_on, **options)
+        result = pack(
+            inputs,
+            out_dir,
+            tokenizer=tokenizer,
+            embed_config=embed_config,
+            max_len=max_len,
+            threshold=threshold,
+            attention=attention,
+            train_on=train_on,
+            **options,
+        )
         if result.dropped or result.refused:
-            warnings.warn(f"pack_dataset: {result.dropped} samples dropped, {result.refused} refused (listed in "
-                          f"{out_dir / DROPPED_FILE} and {out_dir / ERRORS_FILE}; pass work_dir to keep them)",
-                          stacklevel=2)
+            warnings.warn(
+                f"pack_dataset: {result.dropped} samples dropped, {result.refused} refused (listed in "
+                f"{out_dir / DROPPED_FILE} and {out_dir / ERRORS_FILE}; pass work_dir to keep them)",
+                stacklevel=2,
+            )
         table = pq.ParquetDataset([os.fspath(p) for p in shard_paths(out_dir)]).read()
     if not len(table):
         raise ConfigError(f"pack_dataset: nothing packed under {DATA_DIR}/")

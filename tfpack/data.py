@@ -37,8 +37,9 @@ def shard_files(out_dir: Path) -> list[Path]:
     """The shards of a `tfpack pack` output directory, in name order."""
     files = shard_paths(Path(out_dir))
     if not files:
-        raise FileNotFoundError(f"{out_dir}: no {DATA_DIR}/{SHARD_GLOB} shards (is this a `tfpack pack` output "
-                                "directory?)")
+        raise FileNotFoundError(
+            f"{out_dir}: no {DATA_DIR}/{SHARD_GLOB} shards (is this a `tfpack pack` output directory?)"
+        )
     return files
 
 
@@ -91,8 +92,9 @@ class PackedDataset(Dataset):  # type: ignore[type-arg]
         group = int(np.searchsorted(self.offsets, index, side="right")) - 1
         table = self.row_group(group)
         row = index - int(self.offsets[group])
-        return {name: torch.from_numpy(table.column(name)[row].values.to_numpy().astype(np.int64))
-                for name in self.columns}
+        return {
+            name: torch.from_numpy(table.column(name)[row].values.to_numpy().astype(np.int64)) for name in self.columns
+        }
 
 
 def block_causal_mask(seq_lengths: torch.Tensor, total: int, dtype: torch.dtype) -> torch.Tensor:
@@ -128,7 +130,10 @@ class PackedCollator:
             "input_ids": torch.cat([p["input_ids"] for p in packs])[None],
             "labels": torch.cat([p["labels"] for p in packs])[None],
             "position_ids": torch.cat([p["position_ids"] for p in packs])[None],
-            "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest,
+            "cu_seq_lens_q": cu,
+            "cu_seq_lens_k": cu,
+            "max_length_q": longest,
+            "max_length_k": longest,
         }
 
     def padded(self, packs: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
@@ -142,8 +147,9 @@ class PackedCollator:
             "input_ids": pad("input_ids", self.pad_token_id),
             "labels": pad("labels", IGNORE_INDEX),
             "position_ids": pad("position_ids", 0),
-            "attention_mask": torch.stack([block_causal_mask(p["seq_lengths"], total, self.mask_dtype)
-                                           for p in packs])[:, None],
+            "attention_mask": torch.stack([block_causal_mask(p["seq_lengths"], total, self.mask_dtype) for p in packs])[
+                :, None
+            ],
         }
 
 

@@ -76,8 +76,14 @@ class RayEngine:
         """`worker(**kwargs)` over `samples_file` in batches of `batch_size` rows, outputs in order."""
         ds = self.ray.data.read_parquet(str(samples_file))
         ds = ds.select_columns([c for c in ("sample_id", "turns", "tools") if c in ds.schema().names])
-        mapped = ds.map_batches(worker, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
-                                concurrency=self.actor_count(gpus), num_gpus=gpus)
+        mapped = ds.map_batches(
+            worker,
+            fn_constructor_kwargs=kwargs,
+            batch_size=batch_size,
+            batch_format="numpy",
+            concurrency=self.actor_count(gpus),
+            num_gpus=gpus,
+        )
         yield from mapped.iter_batches(batch_size=None, batch_format="numpy")
 
     def actor_count(self, gpus: float) -> int:

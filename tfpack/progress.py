@@ -47,8 +47,9 @@ def silence_third_party(quiet: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning,
-                            module=r"(transformers|torch|sentence_transformers|optimum)")
+    warnings.filterwarnings(
+        "ignore", category=UserWarning, module=r"(transformers|torch|sentence_transformers|optimum)"
+    )
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     if quiet:
         os.environ["TRANSFORMERS_VERBOSITY"] = "error"

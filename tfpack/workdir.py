@@ -89,9 +89,18 @@ _INT = (int,)
 # not a finished run of that stage. `counts` is an object of integers; `inputs` and `shards` are lists of objects.
 REQUIRED_KEYS: dict[str, dict[str, tuple[type, ...]]] = {
     "embed": {"n": _INT, "dim": _INT, "model": (str,), "backend": (str,), "dtype": (str,), "inputs": (list,)},
-    "pack": {"counts": (dict,), "shards": (list,), "max_len": _INT, "attention": (str,), "tokenizer": (str,),
-             "threshold": (int, float, _NONE), "window": _INT, "k": _INT, "run_dir": (str,),
-             "embedding_model": (str, _NONE)},
+    "pack": {
+        "counts": (dict,),
+        "shards": (list,),
+        "max_len": _INT,
+        "attention": (str,),
+        "tokenizer": (str,),
+        "threshold": (int, float, _NONE),
+        "window": _INT,
+        "k": _INT,
+        "run_dir": (str,),
+        "embedding_model": (str, _NONE),
+    },
 }
 REQUIRED_COUNTS = ("packs", "samples", "tokens", "loss_tokens", "dropped", "truncated")
 REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -99,8 +108,15 @@ REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "inputs": {"path": (str,), "fingerprint": (str,)},
     "shards": {"file": (str,), "packs": _INT},
 }
-_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
-               bool: "a boolean", _NONE: "null"}
+_JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    _NONE: "null",
+}
 
 
 def _load_manifest(path: Path, rerun: str) -> dict[str, Any]:
@@ -168,13 +184,12 @@ def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
     if "stage" not in manifest:
         raise StaleArtifactError(f"{path}: manifest lacks stage (edited, or not written by tfpack); run `{rerun}`")
     if manifest["stage"] != stage:
-        raise StaleArtifactError(
-            f"{path}: is a '{manifest['stage']}' output, expected '{stage}'; run `{rerun}`"
-        )
+        raise StaleArtifactError(f"{path}: is a '{manifest['stage']}' output, expected '{stage}'; run `{rerun}`")
     if problems := manifest_problems(manifest, stage):
         shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
-        raise StaleArtifactError(f"{path}: manifest {shown} (written by another tfpack version, or edited); "
-                                 f"run `{rerun}`")
+        raise StaleArtifactError(
+            f"{path}: manifest {shown} (written by another tfpack version, or edited); run `{rerun}`"
+        )
     return manifest
 
 
@@ -186,8 +201,11 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, resumable: bool = False) -> 
         if not overwrite:
             done = (out_dir / MANIFEST).is_file()
             state = "holds a finished run" if done else "holds an incomplete run (no manifest.json)"
-            how = ("pass --resume to continue it or --overwrite to start again" if resumable and not done
-                   else "pass --overwrite")
+            how = (
+                "pass --resume to continue it or --overwrite to start again"
+                if resumable and not done
+                else "pass --overwrite"
+            )
             raise ConfigError(f"{out_dir}: output directory is not empty and {state}; {how}")
         (out_dir / MANIFEST).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,9 +221,11 @@ def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
     """The shards a pack output's manifest lists, in its order; raise naming the first one missing on disk."""
     paths = [out_dir / shard["file"] for shard in manifest["shards"]]
     if missing := [path for path in paths if not path.is_file()]:
-        raise StaleArtifactError(f"{missing[0]}: listed in {out_dir / MANIFEST} but missing ({len(missing)} of "
-                                 f"{len(paths)} shards): the output is damaged; run `tfpack pack RUN_DIR -o {out_dir} "
-                                 "--overwrite`")
+        raise StaleArtifactError(
+            f"{missing[0]}: listed in {out_dir / MANIFEST} but missing ({len(missing)} of "
+            f"{len(paths)} shards): the output is damaged; run `tfpack pack RUN_DIR -o {out_dir} "
+            "--overwrite`"
+        )
     return paths
 
 

@@ -11,8 +11,14 @@ from tfpack.embedding.encoders import check_embeddings, encode_texts, load_encod
 from tfpack.embedding.models import packaged_model_path, resolve_model
 from tfpack.errors import ConfigError, DependencyError, InputError
 
-TEXTS = ["How many apples are left?", "Write a Python function to sort a list.", "What is the capital of France?",
-         "Compute 12 times 7.", "Implement binary search in Python.", "Name the largest city in Japan."]
+TEXTS = [
+    "How many apples are left?",
+    "Write a Python function to sort a list.",
+    "What is the capital of France?",
+    "Compute 12 times 7.",
+    "Implement binary search in Python.",
+    "Name the largest city in Japan.",
+]
 
 
 def test_default_model_is_the_packaged_copy() -> None:
@@ -62,8 +68,7 @@ def test_onnx_fp32_matches_torch(torch_vectors: np.ndarray) -> None:
     np.testing.assert_allclose(encode_texts(model, TEXTS[::-1], 3)[::-1], vectors, atol=1e-5)
 
 
-def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pytest.MonkeyPatch,
-                                                               tmp_path: Path) -> None:
+def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from importlib import metadata
 
     model_path = resolve_model("all-MiniLM-L6-v2")
@@ -131,17 +136,20 @@ def test_precomputed_embeddings(tmp_path: Path, qa_file: Path) -> None:
     rng = np.random.default_rng(0)
     own = rng.normal(size=(24, 16)).astype(np.float32)
     np.save(tmp_path / "own.npy", own)
-    result = CliRunner().invoke(app, ["embed", str(qa_file), "-o", str(tmp_path / "run"), "--embeddings",
-                                      str(tmp_path / "own.npy"), "--json"])
+    result = CliRunner().invoke(
+        app, ["embed", str(qa_file), "-o", str(tmp_path / "run"), "--embeddings", str(tmp_path / "own.npy"), "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     stored = np.load(tmp_path / "run" / "embeddings.npy")
     np.testing.assert_allclose(stored, own / np.linalg.norm(own, axis=1, keepdims=True), rtol=1e-6)
     np.save(tmp_path / "short.npy", own[:20])
-    result = CliRunner().invoke(app, ["embed", str(qa_file), "-o", str(tmp_path / "run2"), "--embeddings",
-                                      str(tmp_path / "short.npy")])
+    result = CliRunner().invoke(
+        app, ["embed", str(qa_file), "-o", str(tmp_path / "run2"), "--embeddings", str(tmp_path / "short.npy")]
+    )
     assert result.exit_code == 1 and "has 20 rows, the inputs hold 24 samples" in result.stderr
     own[3] = 0
     np.save(tmp_path / "zero.npy", own)
-    result = CliRunner().invoke(app, ["embed", str(qa_file), "-o", str(tmp_path / "run3"), "--embeddings",
-                                      str(tmp_path / "zero.npy")])
+    result = CliRunner().invoke(
+        app, ["embed", str(qa_file), "-o", str(tmp_path / "run3"), "--embeddings", str(tmp_path / "zero.npy")]
+    )
     assert result.exit_code == 1 and "sample_id 3 has zero norm" in result.stderr

@@ -32,14 +32,25 @@ def normalise(record: dict[str, Any], options: FormatOptions = AUTO) -> tuple[tu
 
 
 def test_messages() -> None:
-    record = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                           {"role": "assistant", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]}]}
+    record = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]},
+        ]
+    }
     assert normalise(record) == (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"))
 
 
 def test_sharegpt_multi_turn() -> None:
-    record = {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"},
-                                {"from": "human", "value": "c"}, {"from": "gpt", "value": "d"}]}
+    record = {
+        "conversations": [
+            {"from": "human", "value": "a"},
+            {"from": "gpt", "value": "b"},
+            {"from": "human", "value": "c"},
+            {"from": "gpt", "value": "d"},
+        ]
+    }
     assert normalise(record) == (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))
     turns = convert(record).turns
     assert prompt_text(turns) == "a\nc"
@@ -98,8 +109,10 @@ def test_explicit_format_must_fit() -> None:
         ({"messages": [{"role": "robot", "content": "x"}]}, "field 'messages[0].role' has unknown role 'robot'"),
         ({"messages": [{"role": "user", "content": "x"}]}, "field 'messages' has no assistant turn"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, "field 'messages' has no user turn"),
-        ({"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "y"}]},
-         "field 'messages[0].content' is empty"),
+        (
+            {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "y"}]},
+            "field 'messages[0].content' is empty",
+        ),
         ({"question": "", "answer": "y"}, "field 'question' is empty"),
         ({"question": "x", "answer": None}, "field 'answer' must be a string, got null"),
     ],
@@ -125,12 +138,17 @@ def test_option_checks() -> None:
 
 
 def test_openai_tool_calls_and_tools_are_kept() -> None:
-    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
-    record = {"messages": [{"role": "user", "content": "Weather?"},
-                           {"role": "assistant", "content": None, "tool_calls": [call]},
-                           {"role": "tool", "tool_call_id": "c1", "content": "18C"},
-                           {"role": "assistant", "content": "It is 18C."}], "tools": tools}
+    record = {
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+            {"role": "assistant", "content": "It is 18C."},
+        ],
+        "tools": tools,
+    }
     conversation = convert(record)
     assert [t.role for t in conversation.turns] == ["user", "assistant", "tool", "assistant"]
     assert conversation.turns[1] == Turn("assistant", None, orjson.dumps({"tool_calls": [call]}).decode())
@@ -145,32 +163,61 @@ def test_openai_tool_calls_and_tools_are_kept() -> None:
 
 
 def test_dolly_context_is_kept() -> None:
-    record = {"instruction": "Who wrote it?", "context": "Hamlet was written by Shakespeare.",
-              "response": "Shakespeare.", "category": "closed_qa"}
-    assert normalise(record) == (("user", "Who wrote it?\n\nHamlet was written by Shakespeare."),
-                                 ("assistant", "Shakespeare."))
+    record = {
+        "instruction": "Who wrote it?",
+        "context": "Hamlet was written by Shakespeare.",
+        "response": "Shakespeare.",
+        "category": "closed_qa",
+    }
+    assert normalise(record) == (
+        ("user", "Who wrote it?\n\nHamlet was written by Shakespeare."),
+        ("assistant", "Shakespeare."),
+    )
 
 
 def test_sharegpt_roles_any_case() -> None:
-    record = {"conversations": [{"from": "System", "value": "Be kind."}, {"from": "Human", "value": "hi"},
-                                {"from": "GPT", "value": "hello"}, {"from": "USER", "value": "bye"},
-                                {"from": "Assistant", "value": "ciao"}]}
-    assert normalise(record) == (("system", "Be kind."), ("user", "hi"), ("assistant", "hello"), ("user", "bye"),
-                                 ("assistant", "ciao"))
+    record = {
+        "conversations": [
+            {"from": "System", "value": "Be kind."},
+            {"from": "Human", "value": "hi"},
+            {"from": "GPT", "value": "hello"},
+            {"from": "USER", "value": "bye"},
+            {"from": "Assistant", "value": "ciao"},
+        ]
+    }
+    assert normalise(record) == (
+        ("system", "Be kind."),
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("user", "bye"),
+        ("assistant", "ciao"),
+    )
 
 
 def test_trl_conversational_prompt_completion() -> None:
-    record = {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
-              "completion": [{"role": "assistant", "content": "A"}]}
+    record = {
+        "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
+        "completion": [{"role": "assistant", "content": "A"}],
+    }
     assert normalise(record) == (("system", "S"), ("user", "Q"), ("assistant", "A"))
     with pytest.raises(InputError, match="has no assistant turn"):
         normalise({"prompt": [{"role": "user", "content": "Q"}], "completion": [{"role": "user", "content": "A"}]})
 
 
 def test_empty_system_message_is_no_system_message() -> None:
-    record = {"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "Q"},
-                           {"role": "assistant", "content": "A"}]}
+    record = {
+        "messages": [
+            {"role": "system", "content": ""},
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"},
+        ]
+    }
     assert normalise(record) == (("user", "Q"), ("assistant", "A"))
-    sharegpt = {"conversations": [{"from": "system", "value": "  "}, {"from": "human", "value": "Q"},
-                                  {"from": "gpt", "value": "A"}]}
+    sharegpt = {
+        "conversations": [
+            {"from": "system", "value": "  "},
+            {"from": "human", "value": "Q"},
+            {"from": "gpt", "value": "A"},
+        ]
+    }
     assert normalise(sharegpt) == (("user", "Q"), ("assistant", "A"))

@@ -69,8 +69,11 @@ def test_json_must_hold_an_array_or_json_lines(tmp_path: Path) -> None:
 
 
 def test_utf8_bom_is_skipped(tmp_path: Path) -> None:
-    for name, body in (("a.jsonl", b'{"text": "x"}\n{"text": "y"}\n'), ("b.json", b'[{"text": "x"}, {"text": "y"}]'),
-                       ("c.json", b'{"text": "x"}\n{"text": "y"}\n')):
+    for name, body in (
+        ("a.jsonl", b'{"text": "x"}\n{"text": "y"}\n'),
+        ("b.json", b'[{"text": "x"}, {"text": "y"}]'),
+        ("c.json", b'{"text": "x"}\n{"text": "y"}\n'),
+    ):
         path = tmp_path / name
         path.write_bytes(b"\xef\xbb\xbf" + body)
         assert [r for _, r in read_records(str(path))] == [{"text": "x"}, {"text": "y"}], name

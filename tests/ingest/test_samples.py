@@ -35,8 +35,10 @@ def test_fail_stops_at_first_bad_record_and_leaves_nothing(tmp_path: Path) -> No
 
 def test_skip_records_errors_and_keeps_ids_stable(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    path.write_bytes(b'{"question": "q0", "answer": "a"}\nnot json\n{"question": "", "answer": "a"}\n'
-                     b'{"question": "q3", "answer": "a"}\n')
+    path.write_bytes(
+        b'{"question": "q0", "answer": "a"}\nnot json\n{"question": "", "answer": "a"}\n'
+        b'{"question": "q3", "answer": "a"}\n'
+    )
     result = ingest([str(path)], FormatOptions(), tmp_path / "s.parquet", on_error="skip")
     assert result.n_samples == 2
     assert [(e["line"], e["sample_id"]) for e in result.errors] == [(2, 1), (3, 2)]
@@ -59,11 +61,15 @@ def test_unknown_on_error(tmp_path: Path) -> None:
 
 def test_tool_calls_and_tools_survive_the_samples_file(tmp_path: Path) -> None:
     call = {"type": "function", "function": {"name": "lookup", "arguments": {"q": "x"}}}
-    record = {"messages": [{"role": "user", "content": "find x"}, {"role": "assistant", "content": None,
-                                                                   "tool_calls": [call]},
-                           {"role": "tool", "content": "x=1", "tool_call_id": "c0"},
-                           {"role": "assistant", "content": "x is 1"}],
-              "tools": [{"type": "function", "function": {"name": "lookup"}}]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "find x"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "content": "x=1", "tool_call_id": "c0"},
+            {"role": "assistant", "content": "x is 1"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "lookup"}}],
+    }
     chats = write_jsonl(tmp_path / "a.jsonl", [record])
     pairs = write_jsonl(tmp_path / "b.jsonl", [{"question": "q", "answer": "a"}])
     ingest([str(chats), str(pairs)], FormatOptions(), tmp_path / "s.parquet")

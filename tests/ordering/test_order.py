@@ -31,8 +31,23 @@ def clustered(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
 def test_reproduces_the_reference_path(tmp_path: Path, n: int) -> None:
     emb = shared_file(GOLDEN / f"emb_{n}.npy")
     ref = np.load(shared_file(GOLDEN / f"ref_path_{n}.npy"))
-    result = runner.invoke(app, ["order", str(emb), "-o", str(tmp_path / "o.npy"), "--distance-threshold",
-                                 str(REFERENCE_THRESHOLDS[n]), "--window", "4", "--start", "0", "--exact", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "order",
+            str(emb),
+            "-o",
+            str(tmp_path / "o.npy"),
+            "--distance-threshold",
+            str(REFERENCE_THRESHOLDS[n]),
+            "--window",
+            "4",
+            "--start",
+            "0",
+            "--exact",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), ref)
 
@@ -82,12 +97,22 @@ def test_run_dir_caches_the_graph(tmp_path: Path) -> None:
 
 def test_cli_order_json(tmp_path: Path) -> None:
     np.save(tmp_path / "e.npy", clustered(200))
-    result = runner.invoke(app, ["order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy"), "--threshold",
-                                 "0.7", "--json"])
+    result = runner.invoke(
+        app, ["order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy"), "--threshold", "0.7", "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     summary = orjson.loads(result.stdout)
-    for key in ("n", "threshold", "window", "k", "fallbacks", "mean_adjacent_similarity",
-                "random_adjacent_similarity", "threshold_violations", "seconds"):
+    for key in (
+        "n",
+        "threshold",
+        "window",
+        "k",
+        "fallbacks",
+        "mean_adjacent_similarity",
+        "random_adjacent_similarity",
+        "threshold_violations",
+        "seconds",
+    ):
         assert key in summary
     assert summary["threshold"] == pytest.approx(0.7)
     order = np.load(tmp_path / "o.npy")
@@ -99,13 +124,20 @@ def test_damaged_knn_cache_is_rebuilt(tmp_path: Path) -> None:
     a traceback nor a wrong-shaped graph."""
     run = tmp_path / "run"
     np.save(tmp_path / "own.npy", clustered(300).astype(np.float16))
-    run_embed([str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))], run, EmbedConfig(dtype="float16"),
-              FormatOptions(), precomputed=tmp_path / "own.npy")
+    run_embed(
+        [str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))],
+        run,
+        EmbedConfig(dtype="float16"),
+        FormatOptions(),
+        precomputed=tmp_path / "own.npy",
+    )
     first = run_order(run, tmp_path / "a.npy", OrderConfig(k=16))
     cache = run / "knn"
-    damages = [lambda: (cache / "knn.json").write_bytes((cache / "knn.json").read_bytes()[:30]),
-               lambda: (cache / "nbr_ids.npy").write_bytes((cache / "nbr_ids.npy").read_bytes()[:1000]),
-               lambda: (cache / "nbr_sims.npy").unlink()]
+    damages = [
+        lambda: (cache / "knn.json").write_bytes((cache / "knn.json").read_bytes()[:30]),
+        lambda: (cache / "nbr_ids.npy").write_bytes((cache / "nbr_ids.npy").read_bytes()[:1000]),
+        lambda: (cache / "nbr_sims.npy").unlink(),
+    ]
     for damage in damages:
         damage()
         again = run_order(run, tmp_path / "b.npy", OrderConfig(k=16))
@@ -113,6 +145,7 @@ def test_damaged_knn_cache_is_rebuilt(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
         assert run_order(run, tmp_path / "c.npy", OrderConfig(k=16))["knn_cached"]
     assert not first["knn_cached"]
+
 
 def test_cli_order_rejects_bad_threshold_and_nan(tmp_path: Path) -> None:
     x = clustered(50)
@@ -243,8 +276,10 @@ def test_unreadable_embeddings_and_directory_output_are_one_line(tmp_path: Path)
     np.save(tmp_path / "ok.npy", clustered(50, 8))
     (tmp_path / "empty.npy").write_bytes(b"")
     (tmp_path / "cut.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:500])
-    for name, message in (("empty.npy", "not a .npy array: No data left in file"),
-                          ("cut.npy", "not a .npy array: mmap length is greater than file size")):
+    for name, message in (
+        ("empty.npy", "not a .npy array: No data left in file"),
+        ("cut.npy", "not a .npy array: mmap length is greater than file size"),
+    ):
         result = runner.invoke(app, ["order", str(tmp_path / name), "-o", str(tmp_path / "o.npy")])
         assert result.exit_code == 1 and f"{tmp_path / name}: {message}" in result.stderr, result.output
     (tmp_path / "dir").mkdir()
@@ -257,8 +292,13 @@ def test_ordering_scaled_rows_equals_ordering_their_embed_run(tmp_path: Path) ->
     threshold."""
     scaled = clustered(300, 16) * np.random.default_rng(2).uniform(0.5, 3.0, (300, 1)).astype(np.float32)
     np.save(tmp_path / "scaled.npy", scaled)
-    run_embed([str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))], tmp_path / "run", EmbedConfig(),
-              FormatOptions(), precomputed=tmp_path / "scaled.npy")
+    run_embed(
+        [str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(300)))],
+        tmp_path / "run",
+        EmbedConfig(),
+        FormatOptions(),
+        precomputed=tmp_path / "scaled.npy",
+    )
     cfg = OrderConfig(threshold="auto", exact=True)
     direct = run_order(tmp_path / "scaled.npy", tmp_path / "a.npy", cfg)
     via_run = run_order(tmp_path / "run", tmp_path / "b.npy", cfg)

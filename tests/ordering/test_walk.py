@@ -38,10 +38,17 @@ def unit_rows(seed: int, n: int, d: int, clusters: int) -> NDArray[np.float32]:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-cases = st.fixed_dictionaries({
-    "seed": st.integers(0, 10_000), "n": st.integers(2, 40), "d": st.integers(2, 8), "clusters": st.integers(1, 5),
-    "cosine": st.floats(-0.5, 0.99), "window": st.integers(1, 5), "k": st.integers(1, 12),
-})
+cases = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 10_000),
+        "n": st.integers(2, 40),
+        "d": st.integers(2, 8),
+        "clusters": st.integers(1, 5),
+        "cosine": st.floats(-0.5, 0.99),
+        "window": st.integers(1, 5),
+        "k": st.integers(1, 12),
+    }
+)
 
 
 @settings(max_examples=60, deadline=None)

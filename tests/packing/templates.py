@@ -180,7 +180,9 @@ def _qwen25(messages: Messages) -> list[str]:
     for m in _assistants(messages):
         calls = "".join(
             f'\n<tool_call>\n{{"name": "{c["function"]["name"]}", "arguments": {_json(c["function"]["arguments"])}}}'
-            "\n</tool_call>" for c in m.get("tool_calls") or [])
+            "\n</tool_call>"
+            for c in m.get("tool_calls") or []
+        )
         out.append(((m.get("content") or "") + calls).lstrip("\n") + "<|im_end|>")
     return out
 
@@ -245,8 +247,12 @@ def _chatml(messages: Messages) -> list[str]:
 FAMILIES: dict[str, tuple[str, str, str | None, Callable[[Messages], list[str]]]] = {
     "qwen2.5 (ChatML, default system prompt, tools)": (QWEN25, "<|im_end|>", None, _qwen25),
     "qwen3 (earlier reasoning stripped)": (QWEN3, "<|im_end|>", None, _qwen3),
-    "deepseek-r1 (generation prompt opens <think>)": (DEEPSEEK_R1, "<｜end▁of▁sentence｜>", "<｜begin▁of▁sentence｜>",
-                                                      _deepseek),
+    "deepseek-r1 (generation prompt opens <think>)": (
+        DEEPSEEK_R1,
+        "<｜end▁of▁sentence｜>",
+        "<｜begin▁of▁sentence｜>",
+        _deepseek,
+    ),
     "llama-3 (headers, date line)": (LLAMA3, "<|eot_id|>", "<|begin_of_text|>", _llama3),
     "mistral-v0.3 (system in last user turn)": (MISTRAL_V03, "</s>", "<s>", _mistral),
     "gemma (no system role)": (GEMMA, "<eos>", "<bos>", _gemma),
@@ -255,17 +261,44 @@ FAMILIES: dict[str, tuple[str, str, str | None, Callable[[Messages], list[str]]]
 }
 
 SPECIAL_TOKENS = [
-    "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-    "<s>", "</s>", "[INST]", "[/INST]", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|system|>",
-    "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
-    "<｜User｜>", "<｜Assistant｜>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<s>",
+    "</s>",
+    "[INST]",
+    "[/INST]",
+    "<bos>",
+    "<eos>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>",
+    "<｜User｜>",
+    "<｜Assistant｜>",
 ]
 # Added but not special (as Qwen's tokenizers have them): the template text around reasoning and tool calls.
 ADDED_TOKENS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 
 WEATHER_PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
-                                           "parameters": WEATHER_PARAMETERS}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": WEATHER_PARAMETERS,
+        },
+    }
+]
 
 CONVERSATIONS: dict[str, Messages] = {
     "single-turn": [
@@ -292,8 +325,11 @@ REASONING: Messages = [
 ]
 TOOL_CALLS: Messages = [
     {"role": "user", "content": "What is the weather in Paris?"},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+    },
     {"role": "tool", "content": "18 degrees, sunny"},
     {"role": "assistant", "content": "It is 18 degrees and sunny in Paris."},
 ]

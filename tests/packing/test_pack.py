@@ -73,8 +73,23 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
     run_dir = Path(orjson.loads((packed / "manifest.json").read_bytes())["run_dir"])
     outs = []
     for name in ("a", "b"):
-        result = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / name), *DEMO_TOKENIZER,
-                                     "--max-len", "128", "--threshold", "0.9", "--shard-packs", "4", "-q"])
+        result = runner.invoke(
+            app,
+            [
+                "pack",
+                str(run_dir),
+                "-o",
+                str(tmp_path / name),
+                *DEMO_TOKENIZER,
+                "--max-len",
+                "128",
+                "--threshold",
+                "0.9",
+                "--shard-packs",
+                "4",
+                "-q",
+            ],
+        )
         assert result.exit_code == 0, result.stderr
         outs.append([p.read_bytes() for p in shard_paths(tmp_path / name)])
     assert outs[0] == outs[1]
@@ -82,8 +97,23 @@ def test_deterministic_shards(packed: Path, tmp_path: Path) -> None:
 
 def test_pack_attention_mode_and_drop(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(30))
-    result = runner.invoke(app, ["pack", str(data), "-o", str(tmp_path / "out"), *DEMO_TOKENIZER, "--max-len", "64",
-                                 "--attention", "pack", "--long", "drop", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "pack",
+            str(data),
+            "-o",
+            str(tmp_path / "out"),
+            *DEMO_TOKENIZER,
+            "--max-len",
+            "64",
+            "--attention",
+            "pack",
+            "--long",
+            "drop",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     summary = orjson.loads(result.stdout)
     dropped = [orjson.loads(x) for x in (tmp_path / "out" / "dropped.jsonl").read_bytes().splitlines()]
@@ -109,12 +139,33 @@ def test_overwrite_replaces_the_whole_output(packed: Path, tmp_path: Path) -> No
     shutil.copytree(packed, out, symlinks=True)
     assert len(shard_paths(out)) > 1
     run_dir = orjson.loads((packed / "manifest.json").read_bytes())["run_dir"]
-    result = runner.invoke(app, ["pack", run_dir, "-o", str(out), *DEMO_TOKENIZER, "--max-len", "96", "--overwrite",
-                                 "--shard-packs", "1000", "-q"])
+    result = runner.invoke(
+        app,
+        [
+            "pack",
+            run_dir,
+            "-o",
+            str(out),
+            *DEMO_TOKENIZER,
+            "--max-len",
+            "96",
+            "--overwrite",
+            "--shard-packs",
+            "1000",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert [p.name for p in shard_paths(out)] == ["train-00000-of-00001.parquet"]
-    assert sorted(p.name for p in out.iterdir()) == [".tfpack", "96_metadata.jsonl", "README.md", "data",
-                                                     "dropped.jsonl", "errors.jsonl", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".tfpack",
+        "96_metadata.jsonl",
+        "README.md",
+        "data",
+        "dropped.jsonl",
+        "errors.jsonl",
+        "manifest.json",
+    ]
 
 
 def test_stats_agree_with_shards(packed: Path) -> None:
@@ -130,8 +181,14 @@ def test_stats_agree_with_shards(packed: Path) -> None:
 
 def test_train_on_and_truncation() -> None:
     tokenizer = load_tokenizer("packaged-minilm", None)
-    turns = Conversation((Turn("user", "question one"), Turn("assistant", "answer one"), Turn("user", "question two"),
-                          Turn("assistant", "answer two")))
+    turns = Conversation(
+        (
+            Turn("user", "question one"),
+            Turn("assistant", "answer one"),
+            Turn("user", "question two"),
+            Turn("assistant", "answer two"),
+        )
+    )
     decode = tokenizer.hf.decode
     for train_on, expected in (("assistant", "answer one"), ("completion", "answer two"), ("all", "question one")):
         [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, train_on)
@@ -158,8 +215,22 @@ def test_pack_filter_keeps_near_duplicates_apart(tmp_path: Path) -> None:
     for flag in ("--no-pack-filter", "--pack-filter"):
         out = tmp_path / flag
         extra = ["--pack-filter", "0.95"] if flag == "--pack-filter" else []
-        result = runner.invoke(app, ["pack", str(data), "-o", str(out), *DEMO_TOKENIZER, "--max-len", "256",
-                                     "--threshold", "0.95", *extra, "--quiet"])
+        result = runner.invoke(
+            app,
+            [
+                "pack",
+                str(data),
+                "-o",
+                str(out),
+                *DEMO_TOKENIZER,
+                "--max-len",
+                "256",
+                "--threshold",
+                "0.95",
+                *extra,
+                "--quiet",
+            ],
+        )
         assert result.exit_code == 0, result.stderr
         stats = runner.invoke(app, ["stats", str(out), "--verify", "--json"])
         assert stats.exit_code == 0, stats.stderr

@@ -45,8 +45,9 @@ def bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     rust.decoder = decoders.ByteLevel()
     corpus = [json.dumps(c) for c in [*CONVERSATIONS.values(), REASONING, TOOL_CALLS, TOOLS]] * 20
-    trainer = trainers.BpeTrainer(vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  special_tokens=SPECIAL_TOKENS)
+    trainer = trainers.BpeTrainer(
+        vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIAL_TOKENS
+    )
     rust.train_from_iterator(corpus, trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token="<|endoftext|>")
     hf.add_tokens(ADDED_TOKENS)
@@ -96,8 +97,9 @@ def trained_runs(tokenizer: Tokenizer, ids: np.ndarray, labels: np.ndarray) -> l
     return runs
 
 
-def check(tokenizer: Tokenizer, family: str, messages: Messages, train_on: str,
-          tools: list[dict[str, Any]] | None = None) -> None:
+def check(
+    tokenizer: Tokenizer, family: str, messages: Messages, train_on: str, tools: list[dict[str, Any]] | None = None
+) -> None:
     record = as_record(messages, tools)
     conversation = to_conversation(record, resolve_field_map(record, FormatOptions(), "t.jsonl:1"), "t.jsonl:1")
     expected_fn = FAMILIES[family][3]
@@ -153,8 +155,11 @@ def test_tool_calls(family_dirs: dict[str, Path], train_on: str) -> None:
 
 
 def test_non_alternating_roles_are_refused_cleanly(family_dirs: dict[str, Path]) -> None:
-    messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
-                {"role": "assistant", "content": "c"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "c"},
+    ]
     for family in ("mistral-v0.3 (system in last user turn)", "gemma (no system role)"):
         tokenizer = load_tokenizer(str(family_dirs[family]), None)
         record = as_record(messages)
@@ -209,7 +214,8 @@ def test_generation_blocks_must_match_the_assistant_turns(bpe_dir: Path, tmp_pat
         "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' }}"
         "{%- if m.role == 'assistant' and loop.last %}"
         "{% generation %}{{- m.content + '<|im_end|>' }}{% endgeneration %}"
-        "{%- else %}{{- m.content + '<|im_end|>' }}{%- endif %}{{- '\\n' }}{%- endfor %}")
+        "{%- else %}{{- m.content + '<|im_end|>' }}{%- endif %}{{- '\\n' }}{%- endfor %}"
+    )
     tokenizer = load_tokenizer(str(bpe_dir), str(template))
     record = as_record(CONVERSATIONS["multi-turn"])
     conversation = to_conversation(record, resolve_field_map(record, FormatOptions(), "t:1"), "t:1")
@@ -226,8 +232,15 @@ def test_pack_refuses_a_sample_by_name_or_lists_it(family_dirs: dict[str, Path],
     from tests.conftest import write_jsonl
     from tfpack.cli import app
 
-    rows = [as_record([{"role": "user", "content": f"Question {i} about primes?"},
-                       {"role": "assistant", "content": f"Answer {i}: seven is prime."}]) for i in range(6)]
+    rows = [
+        as_record(
+            [
+                {"role": "user", "content": f"Question {i} about primes?"},
+                {"role": "assistant", "content": f"Answer {i}: seven is prime."},
+            ]
+        )
+        for i in range(6)
+    ]
     rows[2] = as_record(CONVERSATIONS["system"])
     data = write_jsonl(tmp_path / "chats.jsonl", rows)
     tokenizer = str(family_dirs["gemma (no system role)"])

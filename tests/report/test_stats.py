@@ -93,8 +93,19 @@ def test_stats_and_inspect_show_the_attention_mode(packed: Path, packed_default:
 
 
 def test_sweep_one_object_per_threshold(packed: Path) -> None:
-    result = runner.invoke(app, ["sweep", str(packed / ".tfpack" / "embed"), "--thresholds", "0.5,0.9,none",
-                                 *DEMO_TOKENIZER, "--max-len", "128", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            str(packed / ".tfpack" / "embed"),
+            "--thresholds",
+            "0.5,0.9,none",
+            *DEMO_TOKENIZER,
+            "--max-len",
+            "128",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     rows = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [r["threshold"] for r in rows] == ["0.5", "0.9", "none"]

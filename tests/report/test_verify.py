@@ -66,14 +66,17 @@ def _bad_start_ids(rows: list[dict]) -> None:
     rows[3]["seq_start_id"][-1] += 1
 
 
-@pytest.mark.parametrize("edit,message", [
-    (_shift_position, r"train-00000-of-\d+\.parquet: row 1: column position_ids"),
-    (_unmask_segment_start, r"train-00000-of-\d+\.parquet: row 2: column labels: a segment's first token"),
-    (_flip_loss_mask, r"train-00000-of-\d+\.parquet: row 0: column loss_mask"),
-    (_wrong_label, r"train-00000-of-\d+\.parquet: row 0: column labels: neither"),
-    (_duplicate_sample, r"sample_id \d+ appears more than once"),
-    (_bad_start_ids, r"train-00000-of-\d+\.parquet: row 3: column seq_start_id"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (_shift_position, r"train-00000-of-\d+\.parquet: row 1: column position_ids"),
+        (_unmask_segment_start, r"train-00000-of-\d+\.parquet: row 2: column labels: a segment's first token"),
+        (_flip_loss_mask, r"train-00000-of-\d+\.parquet: row 0: column loss_mask"),
+        (_wrong_label, r"train-00000-of-\d+\.parquet: row 0: column labels: neither"),
+        (_duplicate_sample, r"sample_id \d+ appears more than once"),
+        (_bad_start_ids, r"train-00000-of-\d+\.parquet: row 3: column seq_start_id"),
+    ],
+)
 def test_corruption_is_named(packed: Path, tmp_path: Path, edit: Callable[[list[dict]], None], message: str) -> None:
     copy = corrupt(packed, tmp_path, edit)
     with pytest.raises(VerifyError, match=message):
@@ -98,11 +101,16 @@ def test_missing_shard_and_wrong_type(packed: Path, tmp_path: Path) -> None:
         verify(copy)
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda meta: meta[0].update(max_samples_per_bin=meta[0]["max_samples_per_bin"] - 1),
-     "max_samples_per_bin is .*, the shards give"),
-    (lambda meta: meta.clear(), "a JSON list holding one object"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (
+            lambda meta: meta[0].update(max_samples_per_bin=meta[0]["max_samples_per_bin"] - 1),
+            "max_samples_per_bin is .*, the shards give",
+        ),
+        (lambda meta: meta.clear(), "a JSON list holding one object"),
+    ],
+)
 def test_stale_megatron_metadata_is_caught(
     packed: Path, tmp_path: Path, damage: Callable[[list[dict]], None], message: str
 ) -> None:

@@ -89,17 +89,25 @@ def weight_matmuls(onnx_path: Path) -> list[str]:
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
-    return [node.name for node in graph.node
-            if node.op_type == "MatMul" and any(i in weights for i in node.input)
-            and not FIRST_LAYER.search(_scope(node))]
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and any(i in weights for i in node.input) and not FIRST_LAYER.search(_scope(node))
+    ]
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> None:
     """Dynamic int8 quantisation (ONNX Runtime) of the linear layers, per channel."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_path), str(out_path), nodes_to_quantize=weight_matmuls(fp32_path), per_channel=True,
-                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    quantize_dynamic(
+        str(fp32_path),
+        str(out_path),
+        nodes_to_quantize=weight_matmuls(fp32_path),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+    )
 
 
 def cache_root() -> Path:
@@ -153,8 +161,12 @@ def export_onnx(model_path: str, out: Path) -> None:
             super().__init__()
             self.model = hf
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor | None = None,
+            token_type_ids: torch.Tensor | None = None,
+        ) -> torch.Tensor:
             given = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
             inputs = {k: v for k, v in given.items() if v is not None}
             return self.model(input_ids=input_ids, **inputs).last_hidden_state  # type: ignore[no-any-return]
@@ -167,9 +179,16 @@ def export_onnx(model_path: str, out: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.inference_mode(False):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                TokenEmbeddings(), (), kwargs={n: example[n] for n in names}, input_names=names,
-                output_names=["token_embeddings"], dynamic_shapes={n: {0: batch, 1: sequence} for n in names},
-                dynamo=True, optimize=True, verbose=False)
+                TokenEmbeddings(),
+                (),
+                kwargs={n: example[n] for n in names},
+                input_names=names,
+                output_names=["token_embeddings"],
+                dynamic_shapes={n: {0: batch, 1: sequence} for n in names},
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
     finally:
         exporter_log.setLevel(level)
     if program is None:
@@ -185,8 +204,10 @@ def onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
     never load a half-written model.
     """
     if not _installed("onnx", "onnxscript"):
-        raise DependencyError("the ONNX export (--backend onnx, onnx-int8, openvino) needs onnx and onnxscript; "
-                              "run `pip install 'tfpack[cpu]'` or use --backend torch")
+        raise DependencyError(
+            "the ONNX export (--backend onnx, onnx-int8, openvino) needs onnx and onnxscript; "
+            "run `pip install 'tfpack[cpu]'` or use --backend torch"
+        )
     cache = cache_root() / "onnx" / _model_key(model_path)
     fp32 = cache / "model.onnx"
     if not fp32.is_file():  # exported into a directory of its own (a large model keeps weights beside the graph)

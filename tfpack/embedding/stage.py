@@ -69,8 +69,9 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
     if source.ndim != 2 or source.dtype.kind != "f":
         raise InputError(f"--embeddings {path}: expected a float [N, d] array, got {source.dtype} {source.shape}")
     if len(source) != n:
-        raise InputError(f"--embeddings {path}: has {len(source)} rows, the inputs hold {n} samples "
-                         "(one row per sample)")
+        raise InputError(
+            f"--embeddings {path}: has {len(source)} rows, the inputs hold {n} samples (one row per sample)"
+        )
 
     def vectors_for(row: int, turns: list[tuple[Turn, ...]]) -> NDArray[np.float32]:
         rows = np.asarray(source[row : row + len(turns)], dtype=np.float32)
@@ -78,9 +79,14 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
         # zero rows stay zero and are rejected by check_embeddings
         return (rows / np.where(norms > 0, norms, 1)).astype(np.float32)
 
-    resolved = {"model": f"precomputed:{path}", "model_path": str(path),
-                "embeddings_fingerprint": fingerprint_file(path),
-                "device": "cpu", "backend": "precomputed", "batch_size": 0}
+    resolved = {
+        "model": f"precomputed:{path}",
+        "model_path": str(path),
+        "embeddings_fingerprint": fingerprint_file(path),
+        "device": "cpu",
+        "backend": "precomputed",
+        "batch_size": 0,
+    }
     return vectors_for, int(source.shape[1]), resolved
 
 
@@ -114,22 +120,37 @@ def ray_batches(samples_file: Path, cfg: EmbedConfig, engine: RayEngine) -> tupl
     """The same batches computed by model replicas on Ray (`--engine ray`); also (dim, manifest fields)."""
     device = resolve_device(cfg.device)
     gpus = 1 if device == "cuda" else 0
-    stream = ((b["sample_id"].tolist(), np.asarray(b["embedding"], dtype=np.float32))
-              for b in engine.map_batches(samples_file, EmbedWorker, {"config": vars(cfg)}, _CHUNK, gpus))
+    stream = (
+        (b["sample_id"].tolist(), np.asarray(b["embedding"], dtype=np.float32))
+        for b in engine.map_batches(samples_file, EmbedWorker, {"config": vars(cfg)}, _CHUNK, gpus)
+    )
     first = next(stream)
-    resolved = {"model": cfg.model, "model_path": resolve_model(cfg.model), "device": device,
-                "backend": resolve_backend(cfg.backend, device), "engine": "ray"}
+    resolved = {
+        "model": cfg.model,
+        "model_path": resolve_model(cfg.model),
+        "device": device,
+        "backend": resolve_backend(cfg.backend, device),
+        "engine": "ray",
+    }
     return itertools.chain([first], stream), int(first[1].shape[1]), resolved
 
 
 def settings_of(cfg: EmbedConfig, formats: FormatOptions, on_error: str, precomputed: Path | None) -> dict[str, Any]:
     """What a resumed run must share with the run it continues."""
-    return {"config": vars(cfg), "formats": vars(formats), "on_error": on_error,
-            "embeddings": str(precomputed) if precomputed else None}
+    return {
+        "config": vars(cfg),
+        "formats": vars(formats),
+        "on_error": on_error,
+        "embeddings": str(precomputed) if precomputed else None,
+    }
 
 
 def resume_state(
-    run_dir: Path, inputs: list[str], cfg: EmbedConfig, formats: FormatOptions, on_error: str,
+    run_dir: Path,
+    inputs: list[str],
+    cfg: EmbedConfig,
+    formats: FormatOptions,
+    on_error: str,
     precomputed: Path | None,
 ) -> dict[str, Any]:
     """The progress record of an interrupted embed run, checked against this invocation (same inputs, settings)."""
@@ -144,8 +165,9 @@ def resume_state(
     now = [{"path": p, "fingerprint": fingerprint_file(Path(p))} for p in expand_inputs(inputs)]
     before = [{"path": i["path"], "fingerprint": i["fingerprint"]} for i in state["ingest"]["inputs"]]
     if now != before:
-        raise StaleArtifactError(f"--resume: the inputs differ from those {run_dir} was started with; "
-                                 f"run `{rerun_embed(run_dir)}`")
+        raise StaleArtifactError(
+            f"--resume: the inputs differ from those {run_dir} was started with; run `{rerun_embed(run_dir)}`"
+        )
     settings = settings_of(cfg, formats, on_error, precomputed)
     if state["settings"] != settings:
         raise ConfigError(f"--resume: settings differ from those {run_dir} was started with: {state['settings']}")
@@ -191,9 +213,10 @@ def run_embed(
         ingested = ingest(inputs, formats, run_dir / SAMPLES_FILE, on_error, progress, engine)
         if ingested.errors:
             write_jsonl(run_dir / ERRORS_FILE, ingested.errors)
-        state = {"ingest": {"inputs": ingested.inputs, "n_records": ingested.n_records,
-                            "n_errors": len(ingested.errors)},
-                 "settings": settings_of(cfg, formats, on_error, precomputed)}
+        state = {
+            "ingest": {"inputs": ingested.inputs, "n_records": ingested.n_records, "n_errors": len(ingested.errors)},
+            "settings": settings_of(cfg, formats, on_error, precomputed),
+        }
     n = count_samples(run_dir / SAMPLES_FILE)
     embed_started = time.perf_counter()
     rows_done = int(state.get("rows_done", 0)) if resume else 0

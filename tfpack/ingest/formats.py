@@ -44,6 +44,7 @@ class Conversation(NamedTuple):
     turns: tuple[Turn, ...]
     tools: str | None = None
 
+
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
 PAIR_FIELDS: tuple[tuple[str, str], ...] = (
     ("prompt", "completion"),
@@ -152,12 +153,12 @@ def to_conversation(record: Any, fmap: FieldMap, where: str) -> Conversation:
     if not isinstance(record, dict):
         raise InputError(f"{where}: record is a JSON {type(record).__name__}, expected an object")
     if fmap.format == "messages":
-        turns = _chat_turns(_list_field(record, "messages", where), where, "messages", "role", "content",
-                            MESSAGE_ROLES)
+        turns = _chat_turns(_list_field(record, "messages", where), where, "messages", "role", "content", MESSAGE_ROLES)
         return Conversation(_checked_chat(turns, where, "messages"), _tools(record, where))
     if fmap.format == "sharegpt":
-        turns = _chat_turns(_list_field(record, "conversations", where), where, "conversations", "from", "value",
-                            SHAREGPT_ROLES)
+        turns = _chat_turns(
+            _list_field(record, "conversations", where), where, "conversations", "from", "value", SHAREGPT_ROLES
+        )
         return Conversation(_checked_chat(turns, where, "conversations"), _tools(record, where))
     if fmap.format == "alpaca":
         system = record.get("system")
@@ -174,8 +175,10 @@ def to_conversation(record: Any, fmap: FieldMap, where: str) -> Conversation:
         assert fmap.prompt is not None and fmap.response is not None
         asked, answered = record.get(fmap.prompt), record.get(fmap.response)
         if isinstance(asked, list) and isinstance(answered, list):  # TRL conversational prompt/completion
-            turns = (*_chat_turns(asked, where, fmap.prompt, "role", "content", MESSAGE_ROLES),
-                     *_chat_turns(answered, where, fmap.response, "role", "content", MESSAGE_ROLES))
+            turns = (
+                *_chat_turns(asked, where, fmap.prompt, "role", "content", MESSAGE_ROLES),
+                *_chat_turns(answered, where, fmap.response, "role", "content", MESSAGE_ROLES),
+            )
             return Conversation(_checked_chat(turns, where, f"{fmap.prompt}/{fmap.response}"), _tools(record, where))
         user = _required(record, fmap.prompt, where)
         return Conversation((Turn("user", user), Turn("assistant", _required(record, fmap.response, where))))

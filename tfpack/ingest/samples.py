@@ -95,7 +95,11 @@ class InputPart:
 
 
 def read_input(
-    path: str, input_index: int, options: FormatOptions, on_error: str, part: Path,
+    path: str,
+    input_index: int,
+    options: FormatOptions,
+    on_error: str,
+    part: Path,
     advance: Callable[[int], None] = lambda n: None,
 ) -> InputPart:
     """Read and normalise one input into `part`. Ids are checked for form here, for uniqueness by `merge_parts`."""
@@ -126,8 +130,7 @@ def read_input(
             batches.add(local_id, input_index, loc.index, conversation, source_id)
         batches.flush()
     fingerprint = digest.hexdigest() if digest else fingerprint_file(Path(path))
-    return InputPart(path, part, unit, records, errors, fmap.to_dict() if fmap else None, fingerprint,
-                     failure)
+    return InputPart(path, part, unit, records, errors, fmap.to_dict() if fmap else None, fingerprint, failure)
 
 
 def merge_parts(parts: list[InputPart], samples_path: Path, options: FormatOptions, on_error: str) -> IngestResult:
@@ -152,8 +155,15 @@ def merge_parts(parts: list[InputPart], samples_path: Path, options: FormatOptio
                 raise InputError(part.failure)
             result.errors += sorted(errors, key=lambda e: e["sample_id"])
             result.n_records += part.records
-            result.inputs.append({"path": part.path, "fingerprint": part.fingerprint, "field_map": part.field_map,
-                                  "records": part.records, "unit": part.unit})
+            result.inputs.append(
+                {
+                    "path": part.path,
+                    "fingerprint": part.fingerprint,
+                    "field_map": part.field_map,
+                    "records": part.records,
+                    "unit": part.unit,
+                }
+            )
         if result.n_samples == 0:
             detail = f"all {result.n_records} records are invalid" if result.n_records else "the input is empty"
             raise InputError(f"{', '.join(p.path for p in parts)}: no samples to process ({detail})")
@@ -184,8 +194,10 @@ def ingest(
         parts = []
         with progress.task("reading" if runner.in_process else "reading (Ray tasks)", total=None) as task:
             advance = (task.advance,) if runner.in_process else ()  # per record here; a task reports nothing
-            calls = ((path, i, options, on_error, parts_dir.resolve() / f"{i}.parquet", *advance)
-                     for i, path in enumerate(paths))
+            calls = (
+                (path, i, options, on_error, parts_dir.resolve() / f"{i}.parquet", *advance)
+                for i, path in enumerate(paths)
+            )
             for part in runner.imap(read_input, calls):
                 parts.append(part)
                 if part.failure is not None:
@@ -212,8 +224,7 @@ class _UniqueIds:
         self.field = field_name
         self.first_seen: dict[str, str] = {}
 
-    def check_column(self, table: pa.Table, part: InputPart, on_error: str,
-                     errors: list[dict[str, Any]]) -> list[bool]:
+    def check_column(self, table: pa.Table, part: InputPart, on_error: str, errors: list[dict[str, Any]]) -> list[bool]:
         """Which rows of `table` keep their sample; a repeated id raises (`fail`) or becomes an error entry."""
         keep = []
         columns = (table.column(name).to_pylist() for name in ("sample_id", "record_index", "source_id"))
@@ -258,9 +269,7 @@ def batch_conversations(batch: dict[str, Any]) -> list[Conversation]:
     return as_conversations(list(batch["turns"]), None if tools is None else list(tools))
 
 
-def iter_sample_batches(
-    samples_path: Path, batch_size: int = _BATCH
-) -> Iterator[tuple[list[int], list[Conversation]]]:
+def iter_sample_batches(samples_path: Path, batch_size: int = _BATCH) -> Iterator[tuple[list[int], list[Conversation]]]:
     """Stream `(sample_ids, conversations)` batches back from a samples file, in sample order."""
     parquet = pq.ParquetFile(samples_path)
     has_tools = "tools" in parquet.schema_arrow.names

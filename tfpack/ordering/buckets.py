@@ -58,8 +58,18 @@ def walk_bucket(
     method = "exact" if cfg.exact else cfg.knn
     ids, sims, _ = build_knn(sub, min(k, len(members) - 1), method, nprobe=cfg.nprobe, seed=cfg.seed)
     local_start = int(np.flatnonzero(members == start)[0])
-    result = walk(sub, ids, sims, reject_d2, window=cfg.window, start=local_start, exact=cfg.exact,
-                  n_random=cfg.n_random, seed=cfg.seed, hops=cfg.hops)
+    result = walk(
+        sub,
+        ids,
+        sims,
+        reject_d2,
+        window=cfg.window,
+        start=local_start,
+        exact=cfg.exact,
+        n_random=cfg.n_random,
+        seed=cfg.seed,
+        hops=cfg.hops,
+    )
     return replace(result, path=members[result.path])
 
 
@@ -87,5 +97,9 @@ def bucketed_walk(
             task.advance()
     sizes = np.asarray([len(members[b]) for b in tour])
     summary = {"buckets": len(tour), "bucket_size_min": int(sizes.min()), "bucket_size_max": int(sizes.max())}
-    return BucketedPath(np.concatenate([r.path for r in results]), sum(r.fallbacks for r in results),
-                        sum(r.forced for r in results), summary)
+    return BucketedPath(
+        np.concatenate([r.path for r in results]),
+        sum(r.fallbacks for r in results),
+        sum(r.forced for r in results),
+        summary,
+    )

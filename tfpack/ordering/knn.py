@@ -104,9 +104,16 @@ def train_centroids(emb: NDArray[Any], n_clusters: int, seed: int) -> NDArray[np
     n, dim = emb.shape
     rng = np.random.default_rng(seed)
     train_ids = np.sort(rng.choice(n, size=min(n, n_clusters * _TRAIN_PER_CLUSTER), replace=False))
-    kmeans = faiss.Kmeans(dim, n_clusters, niter=_KMEANS_ITERS, spherical=True, seed=seed,
-                          gpu=gpu_count(faiss) > 0, max_points_per_centroid=_TRAIN_PER_CLUSTER,
-                          min_points_per_centroid=_QUIET_MIN_POINTS)
+    kmeans = faiss.Kmeans(
+        dim,
+        n_clusters,
+        niter=_KMEANS_ITERS,
+        spherical=True,
+        seed=seed,
+        gpu=gpu_count(faiss) > 0,
+        max_points_per_centroid=_TRAIN_PER_CLUSTER,
+        min_points_per_centroid=_QUIET_MIN_POINTS,
+    )
     kmeans.train(as_float32(emb[train_ids]))
     return np.asarray(kmeans.centroids, dtype=np.float32)
 
@@ -196,8 +203,9 @@ def candidate_sims(queries: Any, rows: Any, local: Any) -> Any:
     return out
 
 
-def rerank(emb: NDArray[Any], own: NDArray[np.int64], queries: NDArray[np.float32], cand: NDArray[np.int64],
-           k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+def rerank(
+    emb: NDArray[Any], own: NDArray[np.int64], queries: NDArray[np.float32], cand: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Exact top-`k` of each query `own[i]` (rows `queries`) among its candidate ids `cand[i]` (-1 = none),
     itself excluded."""
     uniq, local = np.unique(cand, return_inverse=True)
@@ -297,7 +305,13 @@ def load_cached_knn(
 
 
 def cached_knn(
-    cache_dir: Path, fingerprint: str, emb: NDArray[Any], k: int, method: str, nprobe: int, seed: int,
+    cache_dir: Path,
+    fingerprint: str,
+    emb: NDArray[Any],
+    k: int,
+    method: str,
+    nprobe: int,
+    seed: int,
     progress: Progress = NULL_PROGRESS,
 ) -> tuple[NDArray[np.int32], NDArray[np.float32], str, bool]:
     """`build_knn`, cached in `cache_dir` keyed by embeddings fingerprint, k, method and nprobe; last = cache hit."""

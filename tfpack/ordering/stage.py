@@ -76,13 +76,16 @@ def check_run_dir(run_dir: Path, manifest: dict[str, Any], emb: NDArray[Any]) ->
     samples = run_dir / SAMPLES_FILE
     rows = pq.ParquetFile(samples).metadata.num_rows if samples.is_file() else None
     if not len(emb) == manifest.get("n") == rows:
-        raise StaleArtifactError(f"{run_dir}: embeddings.npy has {len(emb)} rows, samples.parquet {rows}, the manifest "
-                                 f"says {manifest.get('n')}; the run directory is stale, run `{rerun}`")
+        raise StaleArtifactError(
+            f"{run_dir}: embeddings.npy has {len(emb)} rows, samples.parquet {rows}, the manifest "
+            f"says {manifest.get('n')}; the run directory is stale, run `{rerun}`"
+        )
     for item in manifest.get("inputs", []):
         path = Path(item["path"])
         if item["path"] != "-" and path.is_file() and fingerprint_file(path) != item["fingerprint"]:
-            raise StaleArtifactError(f"{run_dir}: input {path} changed since it was embedded (fingerprint differs); "
-                                     f"run `{rerun}`")
+            raise StaleArtifactError(
+                f"{run_dir}: input {path} changed since it was embedded (fingerprint differs); run `{rerun}`"
+            )
 
 
 def check_block(block: NDArray[Any], start: int) -> NDArray[np.float64]:
@@ -103,10 +106,12 @@ def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
             norms = check_block(emb[start : start + _CHUNK], start)
             off = np.flatnonzero(np.abs(norms - 1) > UNIT_TOLERANCE)
             if off.size:
-                raise InputError(f"embeddings row {start + int(off[0])} has L2 norm {norms[off[0]]:.4g}, not 1: the "
-                                 "walk compares L2 distances of unit rows; L2-normalise the embeddings (`tfpack embed "
-                                 "--embeddings FILE` does), or order without --buckets/--knn ivfpq, which normalise a "
-                                 "float32 copy")
+                raise InputError(
+                    f"embeddings row {start + int(off[0])} has L2 norm {norms[off[0]]:.4g}, not 1: the "
+                    "walk compares L2 distances of unit rows; L2-normalise the embeddings (`tfpack embed "
+                    "--embeddings FILE` does), or order without --buckets/--knn ivfpq, which normalise a "
+                    "float32 copy"
+                )
             task.advance(len(norms))
 
 
@@ -141,8 +146,9 @@ def to_float32(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> NDArray
     return out
 
 
-def window_metrics(emb: NDArray[Any], path: NDArray[np.int64], window: int, reject_d2: float,
-                   seed: int) -> dict[str, Any]:
+def window_metrics(
+    emb: NDArray[Any], path: NDArray[np.int64], window: int, reject_d2: float, seed: int
+) -> dict[str, Any]:
     """Mean cosine of adjacent path samples vs a random order, and the steps that break the window rule."""
     n = len(path)
     norms = row_norms(emb)
@@ -162,8 +168,9 @@ def window_metrics(emb: NDArray[Any], path: NDArray[np.int64], window: int, reje
         for s in range(lag, n, _CHUNK):
             cur, prev = path[s : s + _CHUNK], path[s - lag : s - lag + _CHUNK]
             prev = prev[: len(cur)]
-            d2 = np.maximum(norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev],
-                                                                       dtype=np.float64), 0.0)
+            d2 = np.maximum(
+                norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev], dtype=np.float64), 0.0
+            )
             violations[s : s + len(cur)] |= d2 < reject_d2
     rng = np.random.default_rng(seed)
     return {
@@ -193,8 +200,14 @@ def order_embeddings(
         vectors = to_float32(emb, progress)
         normalised = unit_rows_in_place(vectors)
     t0 = time.perf_counter()
-    threshold = resolve_threshold(vectors, parse_threshold(str(cfg.threshold)), distance=cfg.distance_threshold,
-                                  quantile=cfg.quantile, sample_pairs=cfg.sample_pairs, seed=cfg.seed)
+    threshold = resolve_threshold(
+        vectors,
+        parse_threshold(str(cfg.threshold)),
+        distance=cfg.distance_threshold,
+        quantile=cfg.quantile,
+        sample_pairs=cfg.sample_pairs,
+        seed=cfg.seed,
+    )
     t1 = time.perf_counter()
     k = min(cfg.k, len(vectors) - 1)
     bucket_summary: dict[str, Any] = {}
@@ -204,15 +217,28 @@ def order_embeddings(
         used, hit = f"{method} per bucket", False
     else:
         if cache_dir is not None and fingerprint is not None:
-            nbr_ids, nbr_sims, used, hit = cached_knn(cache_dir, fingerprint, vectors, k, method, cfg.nprobe, cfg.seed,
-                                                      progress)
+            nbr_ids, nbr_sims, used, hit = cached_knn(
+                cache_dir, fingerprint, vectors, k, method, cfg.nprobe, cfg.seed, progress
+            )
         else:
-            (nbr_ids, nbr_sims, used), hit = build_knn(vectors, k, method, nprobe=cfg.nprobe, seed=cfg.seed,
-                                                    progress=progress), False
+            (nbr_ids, nbr_sims, used), hit = (
+                build_knn(vectors, k, method, nprobe=cfg.nprobe, seed=cfg.seed, progress=progress),
+                False,
+            )
         t2 = time.perf_counter()
         with progress.task("walking", total=None):
-            result = walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, window=cfg.window, start=cfg.start,
-                          exact=cfg.exact, n_random=cfg.n_random, seed=cfg.seed, hops=cfg.hops)
+            result = walk(
+                vectors,
+                nbr_ids,
+                nbr_sims,
+                threshold.reject_d2,
+                window=cfg.window,
+                start=cfg.start,
+                exact=cfg.exact,
+                n_random=cfg.n_random,
+                seed=cfg.seed,
+                hops=cfg.hops,
+            )
         path, fallbacks, forced = result.path, result.fallbacks, result.forced
     t3 = time.perf_counter()
     metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)

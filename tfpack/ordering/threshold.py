@@ -161,9 +161,7 @@ def exact_distances(x: NDArray[Any], i: NDArray[np.int64], j: NDArray[np.int64])
     return np.sqrt(np.maximum(d2, 0)).astype(np.float32)
 
 
-def sampled_quantile_distance(
-    emb: NDArray[np.floating[Any]], q: float, n_pairs: int, seed: int
-) -> tuple[float, float]:
+def sampled_quantile_distance(emb: NDArray[np.floating[Any]], q: float, n_pairs: int, seed: int) -> tuple[float, float]:
     """Estimate the threshold from random off-diagonal pairs; return (estimate, error half-width at 95%)."""
     n = len(emb)
     rng = np.random.default_rng(seed)

@@ -56,8 +56,9 @@ def _passes(
 
 
 @numba.njit(cache=True)
-def _scan_unvisited(emb: Any, norms2: Any, path: Any, step: int, window: int, reject_d2: float,
-                    candidates: Any, count: int) -> tuple[int, bool]:
+def _scan_unvisited(
+    emb: Any, norms2: Any, path: Any, step: int, window: int, reject_d2: float, candidates: Any, count: int
+) -> tuple[int, bool]:
     """Nearest valid sample among `candidates[:count]` (ties: lower id), else the nearest one; (id, valid)."""
     cur = path[step - 1]
     best, best_d2 = -1, np.inf
@@ -77,8 +78,19 @@ def _scan_unvisited(emb: Any, norms2: Any, path: Any, step: int, window: int, re
 
 
 @numba.njit(cache=True)
-def walk_kernel(emb: Any, norms2: Any, nbr_ids: Any, nbr_sims: Any, start: int, window: int, reject_d2: float,
-                exact: bool, n_random: int, seed: int, hops: int) -> tuple[Any, int, int]:
+def walk_kernel(
+    emb: Any,
+    norms2: Any,
+    nbr_ids: Any,
+    nbr_sims: Any,
+    start: int,
+    window: int,
+    reject_d2: float,
+    exact: bool,
+    n_random: int,
+    seed: int,
+    hops: int,
+) -> tuple[Any, int, int]:
     """The walk; returns (path int64 [N], fallbacks, forced steps). `nbr_sims` is used only when not exact."""
     n, k = nbr_ids.shape
     hops = min(hops, k)
@@ -213,6 +225,7 @@ def walk(
     if exact:
         ids = rerank_exact(data, norms2, ids).astype(np.int64)
     sims = np.ascontiguousarray(nbr_sims, dtype=np.float32)
-    path, fallbacks, forced = walk_kernel(data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed,
-                                          hops)
+    path, fallbacks, forced = walk_kernel(
+        data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed, hops
+    )
     return WalkResult(path, int(fallbacks), int(forced))

@@ -28,9 +28,9 @@ from tfpack.workdir import CARD_FILE, DATA_DIR, SHARD_GLOB, atomic_path, megatro
 
 ATTENTION_MEANING = {
     "pack": "one causal attention context per pack: each sample attends to the related samples before it, as the "
-            "TFP paper trains (position ids continue across the pack; `sample_lengths` still marks the samples)",
+    "TFP paper trains (position ids continue across the pack; `sample_lengths` still marks the samples)",
     "segment": "one attention segment per sample: samples are isolated (position ids restart per sample; mask "
-               "with `seq_lengths`, cu_seqlens or a block-diagonal mask)",
+    "with `seq_lengths`, cu_seqlens or a block-diagonal mask)",
 }
 
 COLUMNS = (
@@ -81,10 +81,15 @@ def card_text(manifest: dict[str, Any]) -> str:
     counts = manifest["counts"]
     attention = manifest["attention"]
     settings = {
-        "tokenizer": manifest["tokenizer"], "chat template": manifest["template_source"],
-        "train on": manifest["config"]["pack"]["train_on"], "max_len": manifest["max_len"],
-        "threshold (cosine)": manifest["threshold"], "window": manifest["window"], "k": manifest["k"],
-        "embedding model": manifest["embedding_model"], "pack seed": manifest["seed"],
+        "tokenizer": manifest["tokenizer"],
+        "chat template": manifest["template_source"],
+        "train on": manifest["config"]["pack"]["train_on"],
+        "max_len": manifest["max_len"],
+        "threshold (cosine)": manifest["threshold"],
+        "window": manifest["window"],
+        "k": manifest["k"],
+        "embedding model": manifest["embedding_model"],
+        "pack seed": manifest["seed"],
         "tfpack": manifest["tfpack_version"],
     }
     lines = [

@@ -67,8 +67,13 @@ def pack_path(lengths: NDArray[np.integer[Any]], max_len: int, lookahead: int) -
 
 
 def separate_near_duplicates(
-    packs: list[NDArray[np.int64]], path: NDArray[np.int64], lengths: NDArray[np.integer[Any]], max_len: int,
-    unit_rows: Any, max_sim: float, reach: int = 64,
+    packs: list[NDArray[np.int64]],
+    path: NDArray[np.int64],
+    lengths: NDArray[np.integer[Any]],
+    max_len: int,
+    unit_rows: Any,
+    max_sim: float,
+    reach: int = 64,
 ) -> list[NDArray[np.int64]]:
     """Move samples out of packs where they are near-duplicates (cosine > `max_sim`) of an earlier member.
 

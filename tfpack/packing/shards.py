@@ -36,7 +36,10 @@ SCHEMA = pa.schema(
 
 
 def pack_row(
-    ids: list[NDArray[np.int32]], labels: list[NDArray[np.int32]], sample_ids: list[int], sims: list[float],
+    ids: list[NDArray[np.int32]],
+    labels: list[NDArray[np.int32]],
+    sample_ids: list[int],
+    sims: list[float],
     attention: str,
 ) -> dict[str, Any]:
     """One pack's columns from its samples' tokens and labels (in path order)."""

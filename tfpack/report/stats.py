@@ -56,10 +56,13 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
     """Counts, fill, pack sizes, length histograms and relatedness of a `tfpack pack` output."""
     manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
     if not Path(manifest["run_dir"]).is_dir():
-        raise StaleArtifactError(f"{manifest['run_dir']}: the embed run {out_dir} was packed from is gone (stats "
-                                 f"reads its embeddings); restore it, or pack again with --overwrite")
-    table = pq.read_table(listed_shards(out_dir, manifest),
-                          columns=["sample_ids", "sample_lengths", "num_tokens", "num_loss_tokens"])
+        raise StaleArtifactError(
+            f"{manifest['run_dir']}: the embed run {out_dir} was packed from is gone (stats "
+            f"reads its embeddings); restore it, or pack again with --overwrite"
+        )
+    table = pq.read_table(
+        listed_shards(out_dir, manifest), columns=["sample_ids", "sample_lengths", "num_tokens", "num_loss_tokens"]
+    )
     ids_per_pack = table.column("sample_ids").to_pylist()
     sizes = np.asarray([len(x) for x in ids_per_pack])
     pack_tokens = table.column("num_tokens").to_numpy()

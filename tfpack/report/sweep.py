@@ -39,7 +39,10 @@ def parse_thresholds(spec: str) -> list[str]:
 
 
 def sweep(
-    run_dir: Path, thresholds: list[str], order_cfg: OrderConfig, pack_cfg: PackConfig,
+    run_dir: Path,
+    thresholds: list[str],
+    order_cfg: OrderConfig,
+    pack_cfg: PackConfig,
     progress: Progress = NULL_PROGRESS,
 ) -> list[dict[str, Any]]:
     """One summary per threshold, in the order given."""
@@ -48,8 +51,15 @@ def sweep(
     fingerprint = fingerprint_file(emb_file)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
     with tempfile.TemporaryDirectory() as tmp:
-        tokens, dropped, _, refused = tokenize_samples(run_dir / SAMPLES_FILE, tokenizer, pack_cfg, Path(tmp), progress,
-                                                       on_error="skip", inputs=manifest.get("inputs"))
+        tokens, dropped, _, refused = tokenize_samples(
+            run_dir / SAMPLES_FILE,
+            tokenizer,
+            pack_cfg,
+            Path(tmp),
+            progress,
+            on_error="skip",
+            inputs=manifest.get("inputs"),
+        )
         kept, lengths = tokens.kept, tokens.lengths
         del tokens
     rng_seed = order_cfg.seed
@@ -63,19 +73,21 @@ def sweep(
         shuffled = np.random.default_rng(rng_seed).permutation(path)
         random_groups = np.split(shuffled, np.cumsum(sizes)[:-1])
         s = ordered.summary
-        results.append({
-            "threshold": value,
-            "threshold_cosine": s["threshold"],
-            "packs": len(groups),
-            "fill_rate": round(float(lengths[path].sum() / (len(groups) * pack_cfg.max_len)), 6),
-            "mean_pack_similarity": round(mean_pairwise_similarity(unit, groups), 6),
-            "random_pack_similarity": round(mean_pairwise_similarity(unit, random_groups), 6),
-            "near_duplicate_rate": round(near_duplicate_rate(unit, groups, s["threshold"]), 6),
-            "mean_adjacent_similarity": s["mean_adjacent_similarity"],
-            "fallbacks": s["fallbacks"],
-            "forced_steps": s["forced_steps"],
-            "threshold_violations": s["threshold_violations"],
-            "dropped": len(dropped),
-            "refused": len(refused),
-        })
+        results.append(
+            {
+                "threshold": value,
+                "threshold_cosine": s["threshold"],
+                "packs": len(groups),
+                "fill_rate": round(float(lengths[path].sum() / (len(groups) * pack_cfg.max_len)), 6),
+                "mean_pack_similarity": round(mean_pairwise_similarity(unit, groups), 6),
+                "random_pack_similarity": round(mean_pairwise_similarity(unit, random_groups), 6),
+                "near_duplicate_rate": round(near_duplicate_rate(unit, groups, s["threshold"]), 6),
+                "mean_adjacent_similarity": s["mean_adjacent_similarity"],
+                "fallbacks": s["fallbacks"],
+                "forced_steps": s["forced_steps"],
+                "threshold_violations": s["threshold_violations"],
+                "dropped": len(dropped),
+                "refused": len(refused),
+            }
+        )
     return results

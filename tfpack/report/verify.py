@@ -58,8 +58,10 @@ class Shard:
         want = {f.name: type_name(f.type) for f in SCHEMA}
         if got != want:
             column = next((n for n in want if got.get(n) != want[n]), next(iter(set(got) - set(want)), "?"))
-            raise VerifyError(f"{self.name}: column {column}: type {got.get(column, 'missing')}, "
-                              f"expected {want.get(column, 'no such column')}")
+            raise VerifyError(
+                f"{self.name}: column {column}: type {got.get(column, 'missing')}, "
+                f"expected {want.get(column, 'no such column')}"
+            )
         self.rows = self.table.num_rows
 
     def offsets(self, column: str) -> NDArray[np.int64]:
@@ -110,8 +112,7 @@ def check_shard(shard: Shard, max_len: int, attention: str) -> NDArray[np.int64]
     cum = np.cumsum(seq_lengths)
     exclusive = cum - seq_lengths - np.concatenate([[0], cum])[seg_off[:-1]][seg_rows]
     seq_start = shard.values("seq_start_id").astype(np.int64)
-    shard.fail(seg_rows, seq_start != exclusive, "seq_start_id",
-               "not the exclusive cumulative sum of seq_lengths")
+    shard.fail(seg_rows, seq_start != exclusive, "seq_start_id", "not the exclusive cumulative sum of seq_lengths")
 
     samp_off = shard.offsets("sample_ids")
     for column in SAMPLE_COLUMNS:
@@ -120,8 +121,9 @@ def check_shard(shard: Shard, max_len: int, attention: str) -> NDArray[np.int64]
     shard.fail(None, row_sums(sample_lengths, samp_off) != n, "sample_lengths", "sum differs from len(input_ids)")
     if attention == "segment":
         same = (seg_off == samp_off).all() and np.array_equal(seq_lengths, sample_lengths)
-        shard.fail(None, np.asarray([not same] * shard.rows), "seq_lengths",
-                   "attention 'segment' needs one segment per sample")
+        shard.fail(
+            None, np.asarray([not same] * shard.rows), "seq_lengths", "attention 'segment' needs one segment per sample"
+        )
     else:
         shard.fail(None, np.diff(seg_off) != 1, "seq_lengths", "attention 'pack' needs one segment per pack")
 
@@ -139,8 +141,12 @@ def check_shard(shard: Shard, max_len: int, attention: str) -> NDArray[np.int64]
     expected = np.zeros(len(ids), dtype=np.int8)
     expected[:-1] = (labels[1:] != IGNORE_INDEX) & (segment[1:] == segment[:-1])
     shard.fail(tok_rows, shard.values("loss_mask") != expected, "loss_mask", "not aligned with labels[j+1]")
-    shard.fail(None, shard.scalars("num_loss_tokens") != row_sums(expected, tok_off), "num_loss_tokens",
-               "differs from sum(loss_mask)")
+    shard.fail(
+        None,
+        shard.scalars("num_loss_tokens") != row_sums(expected, tok_off),
+        "num_loss_tokens",
+        "differs from sum(loss_mask)",
+    )
     return shard.values("sample_ids").astype(np.int64)
 
 
@@ -153,7 +159,7 @@ def listed_ids(path: Path, stage: str | None = None) -> NDArray[np.int64]:
             if stage is None or row.get("stage") == stage:
                 ids.append(int(row["sample_id"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise VerifyError(f"{path}:{line_no}: not a {{\"sample_id\", \"reason\"}} record ({e})") from None
+            raise VerifyError(f'{path}:{line_no}: not a {{"sample_id", "reason"}} record ({e})') from None
     return np.asarray(ids, dtype=np.int64)
 
 
@@ -190,21 +196,37 @@ def verify(out_dir: Path) -> dict[str, Any]:
     everything = np.concatenate([packed, dropped, refused])
     values, counts = np.unique(everything, return_counts=True)
     if (counts > 1).any():
-        raise VerifyError(f"{out_dir}: sample_id {int(values[np.argmax(counts > 1)])} appears more than once "
-                          "(in the shards, dropped.jsonl or errors.jsonl)")
+        raise VerifyError(
+            f"{out_dir}: sample_id {int(values[np.argmax(counts > 1)])} appears more than once "
+            "(in the shards, dropped.jsonl or errors.jsonl)"
+        )
     expected = expected_ids(manifest)
     if expected is not None and not np.array_equal(values, np.unique(expected)):
         missing = np.setdiff1d(expected, values)
         what = f"sample_id {int(missing[0])} is missing" if missing.size else "unknown sample ids present"
         raise VerifyError(f"{out_dir}: {what} (every input sample must be packed, dropped or refused)")
     counts_m = manifest["counts"]
-    for key, value in (("packs", packs), ("samples", len(packed)), ("tokens", tokens), ("loss_tokens", loss),
-                       ("dropped", len(dropped)), ("refused", len(refused))):
+    for key, value in (
+        ("packs", packs),
+        ("samples", len(packed)),
+        ("tokens", tokens),
+        ("loss_tokens", loss),
+        ("dropped", len(dropped)),
+        ("refused", len(refused)),
+    ):
         if counts_m.get(key, 0 if key == "refused" else None) != value:
             raise VerifyError(f"{out_dir}/manifest.json: counts.{key} is {counts_m.get(key)}, the shards hold {value}")
     check_megatron_metadata(out_dir, int(manifest["max_len"]))
-    return {"ok": True, "shards": len(listed), "packs": packs, "samples": int(len(packed)), "tokens": tokens,
-            "loss_tokens": loss, "dropped": int(len(dropped)), "ids_checked_against_input": expected is not None}
+    return {
+        "ok": True,
+        "shards": len(listed),
+        "packs": packs,
+        "samples": int(len(packed)),
+        "tokens": tokens,
+        "loss_tokens": loss,
+        "dropped": int(len(dropped)),
+        "ids_checked_against_input": expected is not None,
+    }
 
 
 def check_megatron_metadata(out_dir: Path, max_len: int) -> None:
