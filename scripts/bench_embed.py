@@ -10,21 +10,19 @@ recall@10 of each backend's exact kNN graph against the fp32 graph.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from tfpack.config import EmbedConfig
+from tfpack.embedding.encoders import encode_texts, load_encoder
+from tfpack.embedding.models import resolve_model
+from tfpack.ordering.knn import build_knn
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
-sys.path.insert(0, str(ROOT))
-
-from tfpack.config import EmbedConfig  # noqa: E402
-from tfpack.embedding.encoders import encode_texts, load_encoder  # noqa: E402
-from tfpack.embedding.models import resolve_model  # noqa: E402
-from tfpack.ordering.knn import build_knn  # noqa: E402
 
 
 def recall_at(reference: np.ndarray, other: np.ndarray, k: int = 10) -> float:

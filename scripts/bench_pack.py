@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,20 +26,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+import tfpack
+from tfpack.config import OrderConfig, PackConfig
+from tfpack.ingest.samples import iter_sample_batches
+from tfpack.ordering.stage import load_embeddings, order_embeddings, to_float32
+from tfpack.packing.packer import pack_path
+from tfpack.packing.stage import path_similarities, tokenize_samples, write_packs
+from tfpack.packing.tokenizer import Rendered, load_tokenizer, render
+from tfpack.report.stats import mean_pairwise_similarity
+from tfpack.workdir import SAMPLES_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT))
-
-from tfpack.config import EmbedConfig, OrderConfig, PackConfig  # noqa: E402
-from tfpack.embedding.stage import run_embed  # noqa: E402
-from tfpack.ingest.formats import FormatOptions  # noqa: E402
-from tfpack.ingest.samples import iter_sample_batches  # noqa: E402
-from tfpack.ordering.stage import load_embeddings, order_embeddings, to_float32  # noqa: E402
-from tfpack.packing.packer import pack_path  # noqa: E402
-from tfpack.packing.stage import path_similarities, tokenize_samples, write_packs  # noqa: E402
-from tfpack.packing.tokenizer import Rendered, load_tokenizer, render  # noqa: E402
-from tfpack.report.stats import mean_pairwise_similarity  # noqa: E402
-from tfpack.workdir import SAMPLES_FILE  # noqa: E402
 
 
 def best_fit_decreasing(lengths: np.ndarray, max_len: int) -> list[np.ndarray]:
@@ -66,7 +63,7 @@ def fill(groups: list[np.ndarray], lengths: np.ndarray, max_len: int) -> float:
 def run_dir_for(data: Path, cache: Path) -> Path:
     run = cache / data.stem
     if not (run / "manifest.json").is_file():
-        run_embed([str(data)], run, EmbedConfig(), FormatOptions(), "fail", True)
+        tfpack.embed(data, run, overwrite=True)
     return run
 
 

@@ -1,0 +1,75 @@
+"""The Python API: docstring examples run, options are checked against the configs, and the API writes what the CLI
+writes, byte for byte."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import tfpack
+import tfpack.api
+import tfpack.parallel
+from tests.conftest import chat_rows, write_jsonl
+from tfpack.cli import app
+from tfpack.errors import ConfigError
+from tfpack.packing.tokenizer import PACKAGED_TOKENIZER
+from tfpack.workdir import shard_paths
+
+
+@pytest.mark.parametrize("module", [tfpack.api, tfpack.parallel], ids=lambda m: m.__name__)
+def test_docstring_examples(module: object) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_help_shows_a_worked_example() -> None:
+    assert ">>> packed = tfpack.pack_dataset(" in (tfpack.pack_dataset.__doc__ or "")
+    assert set(tfpack.__all__) >= {"embed", "order", "pack", "stats", "verify", "pack_dataset"}
+
+
+def test_api_writes_what_the_cli_writes(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "chats.jsonl", chat_rows(80))
+    flags = {"max_len": 192, "threshold": 0.8, "attention": "segment", "shard_packs": 5, "pack_seed": 3}
+    result = tfpack.pack(str(data), str(tmp_path / "api"), tokenizer=PACKAGED_TOKENIZER, template="chatml", **flags)
+    cli = CliRunner().invoke(
+        app,
+        [
+            "pack", str(data), "-o", str(tmp_path / "cli"), "--tokenizer", PACKAGED_TOKENIZER, "--template", "chatml",
+            "--max-len", "192", "--threshold", "0.8", "--attention", "segment", "--shard-packs", "5",
+            "--pack-seed", "3", "--quiet",
+        ],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    api_shards, cli_shards = shard_paths(result.out_dir), shard_paths(tmp_path / "cli")
+    assert len(api_shards) > 1 and [p.name for p in api_shards] == [p.name for p in cli_shards]
+    assert all(a.read_bytes() == c.read_bytes() for a, c in zip(api_shards, cli_shards, strict=True))
+    assert result.samples == 80 and result.packs == result.summary["packs"]
+    assert tfpack.verify(tmp_path / "api").ok
+
+
+def test_options_are_the_config_fields(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "chats.jsonl", chat_rows(10))
+    with pytest.raises(ConfigError, match="unknown option.*max_length"):
+        tfpack.pack(data, tmp_path / "out", tokenizer=PACKAGED_TOKENIZER, max_length=128)
+    with pytest.raises(ConfigError, match="--window"):
+        tfpack.order(data, window=0)
+    with pytest.raises(ConfigError, match="unknown option.*tokenizer"):
+        tfpack.embed(data, tmp_path / "run", tokenizer=PACKAGED_TOKENIZER)
+
+
+def test_pack_dataset_takes_a_dataset_and_a_loaded_tokenizer(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from tfpack.packing.tokenizer import load_tokenizer  # noqa: I001
+
+    train = datasets.Dataset.from_list(chat_rows(50))
+    hf = load_tokenizer(PACKAGED_TOKENIZER, "chatml").hf
+    packed = tfpack.pack_dataset(train, tokenizer=hf, template="chatml", max_len=256, work_dir=tmp_path / "kept")
+    assert isinstance(packed, datasets.Dataset)
+    written = pq.ParquetDataset([str(p) for p in shard_paths(tmp_path / "kept")]).read()
+    assert packed.num_rows == written.num_rows and packed.column_names == written.column_names
+    assert packed["input_ids"] == written.column("input_ids").to_pylist()
+    assert sorted(i for ids in packed["sample_ids"] for i in ids) == list(range(50))
