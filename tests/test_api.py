@@ -63,7 +63,7 @@ def test_options_are_the_config_fields(tmp_path: Path) -> None:
 
 def test_pack_dataset_takes_a_dataset_and_a_loaded_tokenizer(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    from tfpack.packing.tokenizer import load_tokenizer  # noqa: I001
+    from tfpack.packing.tokenizer import load_tokenizer
 
     train = datasets.Dataset.from_list(chat_rows(50))
     hf = load_tokenizer(PACKAGED_TOKENIZER, "chatml").hf

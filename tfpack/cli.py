@@ -18,9 +18,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig
 from tfpack.errors import TfpackError
 from tfpack.progress import NULL_PROGRESS, Progress, Task, silence_third_party
 from tfpack.version import __version__
+
+
+def default(cls: type, field: str) -> str:
+    """The help text's "[default: X]", read from the config dataclass (the one source of defaults)."""
+    return f"[default: {getattr(cls, field)}]"
+
 
 app = typer.Typer(
     name="tfpack",
@@ -40,7 +47,7 @@ EngineOpt = Annotated[
     str | None,
     typer.Option(
         help="Where the parallel stages (embedding, tokenizing, --buckets walks) run: local (this process) or "
-        "ray (the cluster at RAY_ADDRESS, else a local Ray; needs the `ray` extra). [default: local]"
+        "ray (the cluster at RAY_ADDRESS, else a local Ray; needs the `ray` extra). " + default(OrderConfig, "engine")
     ),
 ]
 ConfigOpt = Annotated[
@@ -160,28 +167,33 @@ def embed(
         ),
     ] = None,
     embed_on: Annotated[
-        str | None, typer.Option(help="Text to embed: 'prompt' (user turns, as the paper) or 'full'. [default: prompt]")
+        str | None,
+        typer.Option(
+            help="Text to embed: 'prompt' (user turns, as the paper) or 'full'. " + default(EmbedConfig, "embed_on")
+        ),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. [default: auto]")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. " + default(EmbedConfig, "device"))
+    ] = None,
     backend: Annotated[
         str | None,
         typer.Option(
             help="auto (torch fp16 on CUDA; on CPU openvino when installed, else onnx), torch, "
             "openvino (CPU; bf16 where the CPU has native bf16, else fp32), onnx (CPU, exact fp32) "
-            "or onnx-int8 (CPU, int8 linear layers). [default: auto]"
+            "or onnx-int8 (CPU, int8 linear layers). " + default(EmbedConfig, "backend")
         ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Texts per model batch; 0 = 16 on CPU, 256 on CUDA. [default: 0]"),
+        typer.Option(help="Texts per model batch; 0 = 16 on CPU, 256 on CUDA. " + default(EmbedConfig, "batch_size")),
     ] = None,
     dtype: Annotated[
         str | None,
-        typer.Option(help="Stored embedding dtype: float32 or float16. [default: float32]"),
+        typer.Option(help="Stored embedding dtype: float32 or float16. " + default(EmbedConfig, "dtype")),
     ] = None,
     max_seq_length: Annotated[
         int | None,
-        typer.Option(help="Token limit of the embedding model's input. [default: 256]"),
+        typer.Option(help="Token limit of the embedding model's input. " + default(EmbedConfig, "max_seq_length")),
     ] = None,
     input_format: Annotated[
         str,
@@ -264,7 +276,7 @@ ThresholdOpt = Annotated[
     typer.Option(
         help="Cosine-similarity ceiling in [-1, 1]: a candidate more similar than this to any of the last "
         "--window path samples is skipped. 'auto' = the paper's rule (L2 distance at --quantile of all "
-        "pairs; cosine = 1 - t²/2 on unit vectors); 'none' = plain greedy path. [default: auto]"
+        "pairs; cosine = 1 - t²/2 on unit vectors); 'none' = plain greedy path. " + default(OrderConfig, "threshold")
     ),
 ]
 DistanceOpt = Annotated[
@@ -276,24 +288,30 @@ DistanceOpt = Annotated[
 ]
 QuantileOpt = Annotated[
     float | None,
-    typer.Option(help="Pairwise-distance quantile for --threshold auto. [default: 0.02]"),
+    typer.Option(help="Pairwise-distance quantile for --threshold auto. " + default(OrderConfig, "quantile")),
 ]
 WindowOpt = Annotated[
     int | None,
-    typer.Option(help="How many recent path samples the threshold is checked against. [default: 4]"),
+    typer.Option(
+        help="How many recent path samples the threshold is checked against. " + default(OrderConfig, "window")
+    ),
 ]
-KOpt = Annotated[int | None, typer.Option("--k", help="Neighbours per sample in the kNN graph. [default: 64]")]
+KOpt = Annotated[
+    int | None, typer.Option("--k", help="Neighbours per sample in the kNN graph. " + default(OrderConfig, "k"))
+]
 KnnOpt = Annotated[
     str | None,
     typer.Option(
         help="kNN index: auto (exact up to 200k samples, IVF beyond), exact, ivf, or ivfpq (compressed "
         "index + exact re-ranking from the memory-mapped embeddings; no float32 copy, for N whose "
-        "vectors do not fit in memory). [default: auto]"
+        "vectors do not fit in memory). " + default(OrderConfig, "knn")
     ),
 ]
 NprobeOpt = Annotated[
     int | None,
-    typer.Option(help="ivf kNN: clusters searched per cluster of queries (recall vs time). [default: 16]"),
+    typer.Option(
+        help="ivf kNN: clusters searched per cluster of queries (recall vs time). " + default(OrderConfig, "nprobe")
+    ),
 ]
 ExactOpt = Annotated[
     bool | None,
@@ -308,13 +326,16 @@ BucketsOpt = Annotated[
     int | None,
     typer.Option(
         help="Bucketed ordering for very large N: k-means into this many buckets, walk each on its own, "
-        "stitch them in centroid order (0 = one global walk; quality loss in README). [default: 0]"
+        "stitch them in centroid order (0 = one global walk; quality loss in README). "
+        + default(OrderConfig, "buckets")
     ),
 ]
-StartOpt = Annotated[int | None, typer.Option(help="Sample the path starts at (the paper starts at 0). [default: 0]")]
+StartOpt = Annotated[
+    int | None, typer.Option(help="Sample the path starts at (the paper starts at 0). " + default(OrderConfig, "start"))
+]
 SeedOpt = Annotated[
     int | None,
-    typer.Option(help="Seed for sampled thresholds, fallbacks and random baselines. [default: 0]"),
+    typer.Option(help="Seed for sampled thresholds, fallbacks and random baselines. " + default(OrderConfig, "seed")),
 ]
 
 
@@ -393,7 +414,7 @@ def pack(
     ],
     max_len: Annotated[
         int | None,
-        typer.Option(help="Tokens per pack at most; a sample is never split. [default: 2048]"),
+        typer.Option(help="Tokens per pack at most; a sample is never split. " + default(PackConfig, "max_len")),
     ] = None,
     tokenizer: Annotated[
         str | None,
@@ -413,7 +434,7 @@ def pack(
         str | None,
         typer.Option(
             help="Tokens with loss: assistant (every assistant turn), completion (the last one) or all. "
-            "[default: assistant]"
+            + default(PackConfig, "train_on")
         ),
     ] = None,
     attention: Annotated[
@@ -422,28 +443,35 @@ def pack(
             help="pack: the paper's mode, one causal context per pack, so each sample learns from the "
             "related samples before it (positions continue); segment: samples isolated, one attention "
             "segment per sample (positions restart). Sample boundaries are kept in sample_lengths either "
-            "way. [default: pack]"
+            "way. " + default(PackConfig, "attention")
         ),
     ] = None,
     long: Annotated[
         str | None,
         typer.Option(
             help="Samples over --max-len: truncate (keep the prompt, cut the response) or drop (listed in "
-            "dropped.jsonl). [default: truncate]"
+            "dropped.jsonl). " + default(PackConfig, "long")
         ),
     ] = None,
     lookahead: Annotated[
         int | None,
-        typer.Option(help="Samples further along the path tried to fill a pack's gap; 0 = next-fit. [default: 64]"),
+        typer.Option(
+            help="Samples further along the path tried to fill a pack's gap; 0 = next-fit. "
+            + default(PackConfig, "lookahead")
+        ),
     ] = None,
-    shard_packs: Annotated[int | None, typer.Option(help="Packs per shard file. [default: 5000]")] = None,
+    shard_packs: Annotated[
+        int | None, typer.Option(help="Packs per shard file. " + default(PackConfig, "shard_packs"))
+    ] = None,
     pack_seed: Annotated[
         int | None,
-        typer.Option("--pack-seed", help="Seed of the pack order shuffle. [default: 0]"),
+        typer.Option("--pack-seed", help="Seed of the pack order shuffle. " + default(PackConfig, "seed")),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Threads the fast tokenizer encodes with (0 = every core). [default: 0]"),
+        typer.Option(
+            help="Threads the fast tokenizer encodes with (0 = every core). " + default(PackConfig, "workers")
+        ),
     ] = None,
     pack_filter: Annotated[
         float | None,
@@ -613,7 +641,9 @@ def sweep(
     thresholds: Annotated[
         str, typer.Option(help="Comma-separated --threshold values to compare, e.g. 0.5,0.6,0.7,auto,none.")
     ] = "0.5,0.6,0.7,0.8,0.9,auto,none",
-    max_len: Annotated[int | None, typer.Option(help="Tokens per pack at most. [default: 2048]")] = None,
+    max_len: Annotated[
+        int | None, typer.Option(help="Tokens per pack at most. " + default(PackConfig, "max_len"))
+    ] = None,
     tokenizer: Annotated[
         str | None,
         typer.Option(
@@ -625,7 +655,9 @@ def sweep(
         str | None,
         typer.Option(help="Chat template name or .jinja file. [default: the tokenizer's own, else chatml]"),
     ] = None,
-    lookahead: Annotated[int | None, typer.Option(help="Packing lookahead along the path. [default: 64]")] = None,
+    lookahead: Annotated[
+        int | None, typer.Option(help="Packing lookahead along the path. " + default(PackConfig, "lookahead"))
+    ] = None,
     window: WindowOpt = None,
     k: KOpt = None,
     knn: KnnOpt = None,
