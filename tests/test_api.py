@@ -12,15 +12,19 @@ from typer.testing import CliRunner
 
 import tfpack
 import tfpack.api
+import tfpack.arrays
 import tfpack.parallel
+import tfpack.workdir
 from tests.conftest import chat_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.errors import ConfigError
 from tfpack.packing.tokenizer import PACKAGED_TOKENIZER
 from tfpack.workdir import shard_paths
 
+DOCUMENTED = [tfpack.api, tfpack.arrays, tfpack.parallel, tfpack.workdir]
 
-@pytest.mark.parametrize("module", [tfpack.api, tfpack.parallel], ids=lambda m: m.__name__)
+
+@pytest.mark.parametrize("module", DOCUMENTED, ids=lambda m: m.__name__)
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

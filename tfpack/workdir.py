@@ -64,18 +64,40 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         tmp.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
 
 
+class Fingerprint:
+    """A content fingerprint built from streamed bytes (a file, stdin): `blake2b-128:<hex>`."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._digest = hashlib.blake2b(data, digest_size=16)
+
+    def update(self, data: bytes) -> None:
+        self._digest.update(data)
+
+    def hexdigest(self) -> str:
+        return f"blake2b-128:{self._digest.hexdigest()}"
+
+
 def fingerprint_file(path: Path) -> str:
     """Content fingerprint of a file: `blake2b-128:<hex>` of its bytes."""
-    digest = hashlib.blake2b(digest_size=16)
+    digest = Fingerprint()
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
             digest.update(block)
-    return f"blake2b-128:{digest.hexdigest()}"
+    return digest.hexdigest()
 
 
 def fingerprint_bytes(data: bytes) -> str:
     """Fingerprint of an in-memory byte string, in the same form as `fingerprint_file`."""
-    return f"blake2b-128:{hashlib.blake2b(data, digest_size=16).hexdigest()}"
+    return Fingerprint(data).hexdigest()
+
+
+def short_hash(text: str) -> str:
+    """A 16-hex-digit hash of `text` (blake2b-64) for cache keys and manifest identities, not for integrity.
+
+    >>> short_hash("chatml")
+    'fb33642980c3c068'
+    """
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tfpack.arrays import first_bad_row, unit_rows
 from tfpack.config import EmbedConfig
 from tfpack.embedding.models import onnx_model_dir, resolve_backend, resolve_device, resolve_model
 from tfpack.errors import ConfigError, DependencyError, InputError
@@ -133,7 +134,7 @@ def encode_texts(
     """Embed `texts` (each call is sorted by length) into L2-normalised float32 rows."""
     if isinstance(model, ExportedEncoder):
         vectors = model.encode(texts, batch_size)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return unit_rows(vectors)
     vectors = model.encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
@@ -142,9 +143,7 @@ def encode_texts(
 
 def check_embeddings(vectors: NDArray[np.floating[Any]], sample_ids: list[int], where: str) -> None:
     """Raise naming the first sample whose embedding is not finite or has zero norm."""
-    norms = np.linalg.norm(vectors.astype(np.float32), axis=1)
-    bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
-    if bad.size:
-        i = int(bad[0])
-        kind = "is not finite (NaN/inf)" if not np.isfinite(norms[i]) else "has zero norm"
+    bad = first_bad_row(np.linalg.norm(vectors.astype(np.float32), axis=1))
+    if bad is not None:
+        i, kind = bad
         raise InputError(f"{where}: embedding of sample_id {sample_ids[i]} {kind}; check that sample's text")

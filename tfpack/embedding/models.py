@@ -9,7 +9,6 @@ optional dynamic int8 version of its linear layers. Exports are cached under `$T
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 
 from tfpack.config import DEFAULT_MODEL
 from tfpack.errors import ConfigError, DependencyError
+from tfpack.workdir import short_hash
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
 
@@ -123,7 +123,7 @@ def _model_key(model_path: str) -> str:
     root = Path(model_path)
     if root.is_dir():
         parts += [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*"))]
-    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+    return short_hash("\n".join(parts))
 
 
 # Part of the export cache key, with the versions of EXPORT_LIBRARIES: an export made by another exporter (an

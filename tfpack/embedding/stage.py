@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from tfpack.arrays import unit_rows
 from tfpack.config import EmbedConfig
 from tfpack.embedding.encoders import check_embeddings, embedding_dim, encode_texts, load_encoder, text_selector
 from tfpack.embedding.models import resolve_backend, resolve_device, resolve_model
@@ -74,10 +75,7 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
         )
 
     def vectors_for(row: int, turns: list[tuple[Turn, ...]]) -> NDArray[np.float32]:
-        rows = np.asarray(source[row : row + len(turns)], dtype=np.float32)
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        # zero rows stay zero and are rejected by check_embeddings
-        return (rows / np.where(norms > 0, norms, 1)).astype(np.float32)
+        return unit_rows(source[row : row + len(turns)])  # zero rows stay zero; check_embeddings refuses them
 
     resolved = {
         "model": f"precomputed:{path}",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import io
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import IO, Any, cast
 import orjson
 
 from tfpack.errors import DependencyError, InputError
+from tfpack.workdir import Fingerprint
 
 STDIN = "-"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -45,19 +45,6 @@ class BadRecord:
     """A record that could not be decoded, with the reason."""
 
     reason: str
-
-
-class StdinDigest:
-    """Accumulates a fingerprint of the bytes read from stdin (files are fingerprinted separately)."""
-
-    def __init__(self) -> None:
-        self._digest = hashlib.blake2b(digest_size=16)
-
-    def update(self, data: bytes) -> None:
-        self._digest.update(data)
-
-    def hexdigest(self) -> str:
-        return f"blake2b-128:{self._digest.hexdigest()}"
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
@@ -93,7 +80,7 @@ def file_kind(path: str) -> str:
     raise InputError(f"{path}: unknown file type; expected .jsonl, .jsonl.gz, .jsonl.zst, .json or .parquet")
 
 
-def read_records(path: str, stdin_digest: StdinDigest | None = None) -> Iterator[tuple[Location, Any]]:
+def read_records(path: str, stdin_digest: Fingerprint | None = None) -> Iterator[tuple[Location, Any]]:
     """Yield `(location, record)` for every record of one input; undecodable records come as `BadRecord`."""
     kind = file_kind(path)
     if kind == "jsonl":
@@ -117,7 +104,7 @@ def _open_binary(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _read_jsonl(path: str, stdin_digest: StdinDigest | None) -> Iterator[tuple[Location, Any]]:
+def _read_jsonl(path: str, stdin_digest: Fingerprint | None) -> Iterator[tuple[Location, Any]]:
     stream = sys.stdin.buffer if path == STDIN else _open_binary(path)
     try:
         for line_no, line in enumerate(stream, start=1):

@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import Conversation, FieldMap, FormatOptions, Turn, resolve_field_map, to_conversation
-from tfpack.ingest.readers import STDIN, BadRecord, Location, StdinDigest, expand_inputs, read_records
+from tfpack.ingest.readers import STDIN, BadRecord, Location, expand_inputs, read_records
 from tfpack.parallel import LOCAL, engine_for
 from tfpack.progress import NULL_PROGRESS, Progress
-from tfpack.workdir import atomic_path, fingerprint_file
+from tfpack.workdir import Fingerprint, atomic_path, fingerprint_file
 
 ON_ERROR = ("fail", "skip")
 TURN_TYPE = pa.struct([("role", pa.string()), ("content", pa.string()), ("extra", pa.string())])
@@ -103,7 +103,7 @@ def read_input(
     advance: Callable[[int], None] = lambda n: None,
 ) -> InputPart:
     """Read and normalise one input into `part`. Ids are checked for form here, for uniqueness by `merge_parts`."""
-    digest = StdinDigest() if path == STDIN else None
+    digest = Fingerprint() if path == STDIN else None
     fmap: FieldMap | None = None
     records, unit = 0, "line"
     errors: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from tfpack.arrays import first_bad_row, pair_cosines
 from tfpack.config import OrderConfig, parse_threshold
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ordering.buckets import bucketed_walk
@@ -91,10 +92,9 @@ def check_run_dir(run_dir: Path, manifest: dict[str, Any], emb: NDArray[Any]) ->
 def check_block(block: NDArray[Any], start: int) -> NDArray[np.float64]:
     """Reject NaN/inf and zero rows of one chunk of embeddings (`start`: the chunk's first row); returns the norms."""
     norms = row_norms(block)
-    bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
-    if bad.size:
-        kind = "is not finite" if not np.isfinite(norms[bad[0]]) else "has zero norm"
-        raise InputError(f"embeddings row {start + int(bad[0])} {kind}; re-embed the inputs (`tfpack embed`)")
+    bad = first_bad_row(norms)
+    if bad is not None:
+        raise InputError(f"embeddings row {start + bad[0]} {bad[1]}; re-embed the inputs (`tfpack embed`)")
     return norms
 
 
@@ -157,9 +157,7 @@ def window_metrics(
         total = 0.0
         for s in range(0, n - 1, _CHUNK):
             a, b = order[s : s + _CHUNK], order[s + 1 : s + 1 + _CHUNK]
-            a = a[: len(b)]
-            dots = np.einsum("ij,ij->i", emb[a], emb[b], dtype=np.float64)
-            total += float((dots / (norms[a] * norms[b])).sum())
+            total += float(pair_cosines(emb, a[: len(b)], b, norms).sum())
         return total / (n - 1)
 
     violations = np.zeros(n, dtype=bool)

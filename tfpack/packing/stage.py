@@ -20,7 +20,7 @@ import orjson
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack.arrays import gather_float32
+from tfpack.arrays import gather_float32, pair_cosines, unit_rows
 from tfpack.config import EmbedConfig, OrderConfig, PackConfig
 from tfpack.embedding.stage import run_embed
 from tfpack.errors import ConfigError, InputError
@@ -66,6 +66,7 @@ from tfpack.workdir import (
     rerun_embed,
     shard_name,
     shard_paths,
+    short_hash,
     write_jsonl,
     write_manifest,
 )
@@ -92,20 +93,12 @@ def fit_to_max_len(
     return cut_ids, cut_labels
 
 
-def unit_rows(emb: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.float32]:
-    """L2-normalised float32 embeddings of `rows` (read from the memory-mapped array)."""
-    v = gather_float32(emb, rows)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
 def path_similarities(vectors: NDArray[Any], path: NDArray[np.int64], chunk: int = 65_536) -> NDArray[np.float32]:
     """Cosine similarity of each path sample to the previous one on the path (NaN for the first), chunk by chunk."""
     out = np.full(len(path), np.nan, dtype=np.float32)
     for start in range(1, len(path), chunk):
         cur, prev = path[start : start + chunk], path[start - 1 : start - 1 + chunk]
-        a, b = vectors[cur], vectors[prev[: len(cur)]]
-        dots = np.einsum("ij,ij->i", a, b, dtype=np.float64)
-        out[start : start + len(cur)] = dots / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        out[start : start + len(cur)] = pair_cosines(vectors, cur, prev[: len(cur)])
     return out
 
 
@@ -390,7 +383,12 @@ def run_pack(
     packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
     if pack_cfg.pack_filter is not None:
         packs = separate_near_duplicates(
-            packs, path, tokens.lengths[path], pack_cfg.max_len, lambda rows: unit_rows(emb, rows), pack_cfg.pack_filter
+            packs,
+            path,
+            tokens.lengths[path],
+            pack_cfg.max_len,
+            lambda rows: unit_rows(gather_float32(emb, rows)),
+            pack_cfg.pack_filter,
         )
     pack_order = np.random.default_rng(pack_cfg.seed).permutation(len(packs))
 
@@ -469,6 +467,5 @@ def run_pack(
 
 
 def _tokenizer_hash(hf: Any) -> str:
-    import hashlib
 
-    return hashlib.blake2b(hf.backend_tokenizer.to_str().encode(), digest_size=8).hexdigest()
+    return short_hash(hf.backend_tokenizer.to_str())

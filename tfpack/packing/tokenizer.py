@@ -27,7 +27,6 @@ the end-of-turn marker. Plain-text samples are trained on in full.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from numpy.typing import NDArray
 
 from tfpack.errors import ConfigError, DependencyError
 from tfpack.ingest.formats import Conversation
-from tfpack.workdir import IGNORE_INDEX
+from tfpack.workdir import IGNORE_INDEX, short_hash
 
 TRAIN_ON = ("completion", "assistant", "all")
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -67,7 +66,7 @@ class Tokenizer:
 
     @property
     def template_hash(self) -> str:
-        return hashlib.blake2b(self.template.encode(), digest_size=8).hexdigest()
+        return short_hash(self.template)
 
     @property
     def has_generation_blocks(self) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from tfpack.arrays import unit_rows
 from tfpack.errors import StaleArtifactError
 from tfpack.ordering.stage import load_embeddings, to_float32
 from tfpack.ordering.threshold import resolve_threshold
@@ -47,6 +48,12 @@ def near_duplicate_rate(unit: NDArray[np.float32], groups: list[NDArray[np.int64
     return close / pairs if pairs else 0.0
 
 
+def random_packs(members: NDArray[np.int64], sizes: NDArray[Any], seed: int) -> list[NDArray[np.int64]]:
+    """The baseline TFP is measured against: `members` shuffled and cut into packs of the same `sizes`."""
+    shuffled = np.random.default_rng(seed).permutation(members)
+    return np.split(shuffled, np.cumsum(sizes)[:-1])
+
+
 def histogram(values: NDArray[Any], bins: Sequence[float]) -> dict[str, int]:
     counts, edges = np.histogram(values, bins=bins)
     return {f"{edges[i]:g}-{edges[i + 1]:g}": int(c) for i, c in enumerate(counts)}
@@ -74,9 +81,8 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
     groups = [row_of[np.asarray(ids, dtype=np.int64)] for ids in ids_per_pack]
     emb, _, _ = load_embeddings(Path(manifest["run_dir"]))
     vectors = to_float32(emb)
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    shuffled = np.random.default_rng(seed).permutation(np.concatenate(groups))
-    random_groups = np.split(shuffled, np.cumsum(sizes)[:-1])
+    unit = unit_rows(vectors)
+    random_groups = random_packs(np.concatenate(groups), sizes, seed)
     tfp_sims, random_sims = pack_similarities(unit, groups), pack_similarities(unit, random_groups)
     threshold = manifest["threshold"]
     edges = [0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]

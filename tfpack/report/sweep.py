@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tfpack.arrays import unit_rows
 from tfpack.config import OrderConfig, PackConfig
 from tfpack.errors import ConfigError
 from tfpack.ordering.stage import load_embeddings, order_embeddings
@@ -22,7 +23,7 @@ from tfpack.packing.packer import pack_path
 from tfpack.packing.stage import tokenize_samples
 from tfpack.packing.tokenizer import load_tokenizer
 from tfpack.progress import NULL_PROGRESS, Progress
-from tfpack.report.stats import mean_pairwise_similarity, near_duplicate_rate
+from tfpack.report.stats import mean_pairwise_similarity, near_duplicate_rate, random_packs
 from tfpack.workdir import KNN_DIR, SAMPLES_FILE, fingerprint_file, read_manifest, rerun_embed
 
 
@@ -66,12 +67,11 @@ def sweep(
     results = []
     for value in thresholds:
         ordered = order_embeddings(emb, replace(order_cfg, threshold=value), run_dir / KNN_DIR, fingerprint, progress)
-        unit = ordered.vectors / np.linalg.norm(ordered.vectors, axis=1, keepdims=True)
+        unit = unit_rows(ordered.vectors)
         path = ordered.path[kept[ordered.path]]
         groups = [path[g] for g in pack_path(lengths[path], pack_cfg.max_len, pack_cfg.lookahead)]
         sizes = np.asarray([len(g) for g in groups])
-        shuffled = np.random.default_rng(rng_seed).permutation(path)
-        random_groups = np.split(shuffled, np.cumsum(sizes)[:-1])
+        random_groups = random_packs(path, sizes, rng_seed)
         s = ordered.summary
         results.append(
             {
