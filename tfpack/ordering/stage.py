@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -50,8 +50,14 @@ class OrderResult:
     summary: dict[str, Any]
 
 
-def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
-    """Memory-map embeddings from a run directory or `.npy`; returns (array, file, run dir or None)."""
+class Embeddings(NamedTuple):
+    array: NDArray[Any]  # memory-mapped [N, d] float32 or float16
+    file: Path
+    run_dir: Path | None  # None for a bare .npy
+
+
+def load_embeddings(source: Path) -> Embeddings:
+    """Memory-map embeddings from a run directory or `.npy`."""
     run_dir = source if source.is_dir() else None
     manifest = None
     if run_dir is not None:
@@ -67,7 +73,7 @@ def load_embeddings(source: Path) -> tuple[NDArray[Any], Path, Path | None]:
         raise InputError(f"{source}: expected float16/float32 [N >= 2, d] embeddings, got {emb.dtype} {emb.shape}")
     if run_dir is not None and manifest is not None:
         check_run_dir(run_dir, manifest, emb)
-    return emb, source, run_dir
+    return Embeddings(emb, source, run_dir)
 
 
 def check_run_dir(run_dir: Path, manifest: dict[str, Any], emb: NDArray[Any]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -171,18 +171,26 @@ class SampleSources:
         return Location(entry["path"], unit, int(self.table.column("record_index")[row].as_py()))
 
 
+class TokenizedSamples(NamedTuple):
+    store: TokenStore  # every kept sample's ids and labels, by row of samples.parquet
+    dropped: list[dict[str, Any]]  # dropped.jsonl entries (too long under --long drop)
+    truncated: int
+    refused: list[dict[str, Any]]  # errors.jsonl entries: spans the template did not let tfpack verify
+
+
 def tokenize_samples(
     samples_file: Path,
     tokenizer: Tokenizer,
     pack_cfg: PackConfig,
     store_dir: Path,
+    *,
     progress: Progress = NULL_PROGRESS,
     on_error: str = "fail",
     inputs: list[dict[str, Any]] | None = None,
-) -> tuple[TokenStore, list[dict[str, Any]], int, list[dict[str, Any]]]:
-    """Tokenize every sample, in batches, into a `TokenStore` in `store_dir`; returns (store, drop list, truncated,
-    refused). A sample whose labels cannot be verified raises naming it and its source (`on_error='fail'`) or is
-    listed as refused (`'skip'`); it is never written with plausible-looking wrong labels."""
+) -> TokenizedSamples:
+    """Tokenize every sample, in batches, into a `TokenStore` in `store_dir`. A sample whose labels cannot be
+    verified raises naming it and its source (`on_error='fail'`) or is listed as refused (`'skip'`); it is never
+    written with plausible-looking wrong labels."""
     store = TokenStore(store_dir)
     dropped: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
@@ -225,7 +233,7 @@ def tokenize_samples(
                     store.add(*fitted)
             task.advance(len(ids))
     store.close()
-    return store, dropped, truncated, refused
+    return TokenizedSamples(store, dropped, truncated, refused)
 
 
 def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
@@ -262,12 +270,24 @@ def nothing_to_pack(
 PackSpec = tuple[list[NDArray[np.int32]], list[NDArray[np.int32]], list[int], list[float]]
 
 
-def build_shard(path: Path, specs: list[PackSpec], attention: str, row_group_packs: int) -> tuple[int, int, int]:
-    """Assemble packs (ids, labels, sample ids, path sims per sample) and write them as one shard; returns (packs,
-    tokens, loss tokens). Self-contained, so it runs as a Ray task as well as in-process."""
+class ShardCounts(NamedTuple):
+    packs: int
+    tokens: int
+    loss_tokens: int
+
+
+def build_shard(path: Path, specs: list[PackSpec], attention: str, row_group_packs: int) -> ShardCounts:
+    """Assemble packs (ids, labels, sample ids, path sims per sample) and write them as one shard. Self-contained,
+    so it runs as a Ray task as well as in-process."""
     rows = [pack_row(ids, labels, members, sims, attention) for ids, labels, members, sims in specs]
     write_shard(path, rows, row_group_packs)
-    return len(rows), sum(r["num_tokens"] for r in rows), sum(r["num_loss_tokens"] for r in rows)
+    return ShardCounts(len(rows), sum(r["num_tokens"] for r in rows), sum(r["num_loss_tokens"] for r in rows))
+
+
+class WrittenShards(NamedTuple):
+    tokens: int
+    loss_tokens: int
+    shards: list[dict[str, Any]]  # the manifest's shard list: file and packs
 
 
 def write_packs(
@@ -280,8 +300,8 @@ def write_packs(
     sim_of_row: NDArray[np.float32],
     pack_cfg: PackConfig,
     progress: Progress = NULL_PROGRESS,
-) -> tuple[int, int, list[dict[str, Any]]]:
-    """Write packs (positions on `path`, in `pack_order`) as shards; returns (tokens, loss tokens, shard list).
+) -> WrittenShards:
+    """Write packs (positions on `path`, in `pack_order`) as shards.
 
     With `--engine ray` each shard is assembled and written by a Ray task (a bounded number in flight, so the driver
     never holds more than a few shards' tokens); `out_dir` must then be reachable from the workers (a shared file
@@ -306,7 +326,7 @@ def write_packs(
     firsts = list(range(0, len(packs), pack_cfg.shard_packs))
     names = [shard_name(i, len(firsts)) for i in range(len(firsts))]
     (out_dir / DATA_DIR).mkdir(exist_ok=True)
-    counts: list[tuple[int, int, int]] = []
+    counts: list[ShardCounts] = []
     with progress.task("writing shards", total=len(packs)) as task:
         calls = (
             (out_dir / name, specs_of(first), pack_cfg.attention, pack_cfg.row_group_packs)
@@ -314,9 +334,9 @@ def write_packs(
         )
         for count in engine_for(pack_cfg.engine).imap(build_shard, calls):
             counts.append(count)
-            task.advance(count[0])
-    shards = [{"file": name, "packs": c[0]} for name, c in zip(names, counts, strict=True)]
-    return sum(c[1] for c in counts), sum(c[2] for c in counts), shards
+            task.advance(count.packs)
+    shards = [{"file": name, "packs": c.packs} for name, c in zip(names, counts, strict=True)]
+    return WrittenShards(sum(c.tokens for c in counts), sum(c.loss_tokens for c in counts), shards)
 
 
 def run_pack(
@@ -368,7 +388,13 @@ def run_pack(
     # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
     store_dir = out_dir / WORK_DIR / TOKENS_DIR
     tokens, dropped, truncated, refused = tokenize_samples(
-        run_dir / SAMPLES_FILE, tokenizer, pack_cfg, store_dir, progress, on_error, embed_manifest.get("inputs", [])
+        run_dir / SAMPLES_FILE,
+        tokenizer,
+        pack_cfg,
+        store_dir,
+        progress=progress,
+        on_error=on_error,
+        inputs=embed_manifest.get("inputs", []),
     )
     if not tokens.kept.any():
         shutil.rmtree(store_dir)

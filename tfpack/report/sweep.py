@@ -57,7 +57,7 @@ def sweep(
             tokenizer,
             pack_cfg,
             Path(tmp),
-            progress,
+            progress=progress,
             on_error="skip",
             inputs=manifest.get("inputs"),
         )
