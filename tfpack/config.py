@@ -68,7 +68,7 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class OrderConfig:
-    """How the TFP path is walked (see threshold.py, knn.py and walk.py).
+    """How the TFP path is walked (see tfpack/ordering: threshold.py, knn.py and walk.py).
 
     `threshold`: a cosine-similarity ceiling in [-1, 1], 'auto' (the paper's pairwise-distance `quantile`) or
     'none' (plain greedy TSP); `distance_threshold` gives the paper's L2 threshold directly instead.
@@ -112,7 +112,7 @@ class OrderConfig:
 
 @dataclass(frozen=True)
 class PackConfig:
-    """How samples are tokenized and packed (see tokenize.py, packer.py, shards.py)."""
+    """How samples are tokenized and packed (see tfpack/packing: tokenizer.py, packer.py, shards.py)."""
 
     max_len: int = 2048
     tokenizer: str | None = None

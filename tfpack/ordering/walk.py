@@ -13,7 +13,7 @@ When the list runs out, a fallback picks the next sample:
 If no examined candidate passes the filter, the nearest examined unvisited sample is taken (a *forced* step: a
 threshold violation). The output is always a permutation. Distances are computed in float64.
 
-Embeddings may be float32 or float16 (e.g. a memory-mapped `embeddings.npy` too large to copy: see float16.py).
+Embeddings may be float32 or float16 (e.g. a memory-mapped `embeddings.npy` too large to copy: see tfpack/arrays.py).
 """
 
 from __future__ import annotations
