@@ -40,6 +40,7 @@ tfpack=$work/venv/bin/tfpack
 "$tfpack" stats packed --verify --json > stats.json || fail "tfpack stats --verify"
 "$work/venv/bin/python" - "$repo" <<'PY' || fail "installed package, templates or outputs (above)"
 import json, pathlib, sys
+import tfpack
 import tfpack.packing.tokenizer as tokenize
 
 repo = pathlib.Path(sys.argv[1]).resolve()
@@ -52,6 +53,7 @@ assert embedded["backend"] == "openvino", embedded["backend"]
 assert any(pathlib.Path("cache/onnx").rglob("model.onnx")), "no ONNX export in the empty cache"
 stats = json.loads(pathlib.Path("stats.json").read_text())
 assert stats["verify"]["ok"] and stats["packs"] > 0, stats
+assert tfpack.verify("packed").packs == stats["packs"]  # the Python API, from the installed package
 print(f"wheel check ok: {pathlib.Path(tokenize.__file__).parent} -> {stats['packs']} packs, verify ok")
 PY
 echo "wheel check: done in ${SECONDS}s"
