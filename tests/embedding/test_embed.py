@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,17 @@ def test_precomputed_embeddings(tmp_path: Path, qa_file: Path) -> None:
         app, ["embed", str(qa_file), "-o", str(tmp_path / "run3"), "--embeddings", str(tmp_path / "zero.npy")]
     )
     assert result.exit_code == 1 and "sample_id 3 has zero norm" in result.stderr
+
+
+def test_chunks_grow_with_the_model_batch_and_prefetching_keeps_order() -> None:
+    from tfpack.embedding.stage import chunk_rows, prefetched
+
+    assert chunk_rows(16) == 1024 and chunk_rows(256) == 16384  # CPU chunks unchanged; a GPU's are 16k samples
+    assert list(prefetched(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise ValueError("broken chunk")
+
+    with pytest.raises(ValueError, match="broken chunk"):
+        list(prefetched(failing()))

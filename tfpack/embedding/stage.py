@@ -11,6 +11,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,26 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
 Batches = Iterator[tuple[list[int], NDArray[np.float32]]]
 
 
-def local_batches(samples_file: Path, vectors_for: VectorsFor, rows_done: int) -> Batches:
-    """(sample ids, vectors) per batch of `_CHUNK` samples, in order, skipping the first `rows_done` rows."""
+def chunk_rows(batch_size: int) -> int:
+    """Samples per chunk (one model call, one progress record): 1024, or 64 model batches when those are larger
+    (a GPU's batches of 256: the model sorts 16k texts by length and this loop's overhead stays small)."""
+    return max(_CHUNK, 64 * batch_size)
+
+
+def prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """`items`, each produced in a worker thread while the caller works on the one before (reading and decoding
+    the next chunk of samples overlaps the model's work on this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
+def local_batches(samples_file: Path, vectors_for: VectorsFor, rows_done: int, chunk: int) -> Batches:
+    """(sample ids, vectors) per chunk of `chunk` samples, in order, skipping the first `rows_done` rows."""
     row = 0
-    for ids, conversations in iter_sample_batches(samples_file, _CHUNK):
+    for ids, conversations in prefetched(iter_sample_batches(samples_file, chunk)):
         if row + len(ids) > rows_done:
             yield ids, vectors_for(row, [c.turns for c in conversations])
         row += len(ids)
@@ -220,12 +237,12 @@ def run_embed(
     rows_done = int(state.get("rows_done", 0)) if resume else 0
     if precomputed is not None:
         vectors_for, dim, resolved = precomputed_source(precomputed, n)
-        batches = local_batches(run_dir / SAMPLES_FILE, vectors_for, rows_done)
+        batches = local_batches(run_dir / SAMPLES_FILE, vectors_for, rows_done, _CHUNK)
     elif isinstance(runner, RayEngine):
         batches, dim, resolved = ray_batches(run_dir / SAMPLES_FILE, cfg, runner)
     else:
         vectors_for, dim, resolved = model_source(cfg)
-        batches = local_batches(run_dir / SAMPLES_FILE, vectors_for, rows_done)
+        batches = local_batches(run_dir / SAMPLES_FILE, vectors_for, rows_done, chunk_rows(resolved["batch_size"]))
     partial = run_dir / PARTIAL_FILE
     if resume:
         out = np.load(partial, mmap_mode="r+")
