@@ -9,19 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tfpack.arrays import first_bad_row, unit_rows
 from tfpack.config import EmbedConfig
-from tfpack.embedding.models import onnx_model_dir, resolve_backend, resolve_device, resolve_model
+from tfpack.embedding.models import (
+    onnx_model_dir,
+    resolve_backend,
+    resolve_device,
+    resolve_model,
+    static_model_dir,
+    static_source,
+)
 from tfpack.errors import ConfigError, DependencyError, InputError
 from tfpack.ingest.formats import Turn, full_text, prompt_text
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+STATIC_BATCH = 1024  # texts per model2vec call: tokenizing dominates, larger batches only hold more memory
 
 
 class ExportedEncoder:
@@ -74,8 +83,46 @@ class ExportedEncoder:
         return out
 
 
-def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | ExportedEncoder, dict[str, Any]]:
-    """Load the sentence-transformers model for `cfg`; also return what was resolved (for the manifest)."""
+class StaticEncoder:
+    """A model2vec static model: each text is the mean of its tokens' distilled vectors (no transformer), so CPU
+    throughput is that of the tokenizer; see `models.static_model_dir`."""
+
+    def __init__(self, model_dir: Path, max_seq_length: int) -> None:
+        from model2vec import StaticModel
+
+        self.model = StaticModel.from_pretrained(str(model_dir))
+        self.max_seq_length = max_seq_length
+        self.dim = int(self.model.dim)
+
+    def encode(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+        return self.model.encode(texts, max_length=self.max_seq_length, batch_size=batch_size).astype(np.float32)
+
+
+Encoder = Union["SentenceTransformer", ExportedEncoder, StaticEncoder]
+
+
+def load_static(cfg: EmbedConfig, source: str) -> tuple[StaticEncoder, dict[str, Any]]:
+    """The static model distilled from `source` (cached), and what was resolved (for the manifest)."""
+    model_dir = static_model_dir(source)
+    resolved = {
+        "model": cfg.model,
+        "model_path": str(model_dir),
+        "static_source": source,
+        "device": "cpu",
+        "backend": "static",
+        "quantization": None,
+        "precision": "fp32",
+        "max_seq_length": cfg.max_seq_length,
+        "batch_size": cfg.batch_size or STATIC_BATCH,
+    }
+    return StaticEncoder(model_dir, cfg.max_seq_length), resolved
+
+
+def load_encoder(cfg: EmbedConfig) -> tuple[Encoder, dict[str, Any]]:
+    """Load the model for `cfg`; also return what was resolved (for the manifest)."""
+    source = static_source(cfg.model)
+    if source is not None:
+        return load_static(cfg, source)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
@@ -115,8 +162,10 @@ def load_encoder(cfg: EmbedConfig) -> tuple[SentenceTransformer | ExportedEncode
     return model, resolved
 
 
-def embedding_dim(model: SentenceTransformer | ExportedEncoder) -> int:
-    """Output dimension of a sentence-transformers model (the method's name changed across versions)."""
+def embedding_dim(model: Encoder) -> int:
+    """Output dimension of a model (sentence-transformers renamed the method across versions)."""
+    if isinstance(model, StaticEncoder):
+        return model.dim
     if isinstance(model, ExportedEncoder):
         model = model.model
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -128,11 +177,9 @@ def text_selector(embed_on: str) -> Callable[[tuple[Turn, ...]], str]:
     return prompt_text if embed_on == "prompt" else full_text
 
 
-def encode_texts(
-    model: SentenceTransformer | ExportedEncoder, texts: list[str], batch_size: int
-) -> NDArray[np.float32]:
+def encode_texts(model: Encoder, texts: list[str], batch_size: int) -> NDArray[np.float32]:
     """Embed `texts` (each call is sorted by length) into L2-normalised float32 rows."""
-    if isinstance(model, ExportedEncoder):
+    if isinstance(model, ExportedEncoder | StaticEncoder):
         vectors = model.encode(texts, batch_size)
         return unit_rows(vectors)
     vectors = model.encode(

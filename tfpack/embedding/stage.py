@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from tfpack.arrays import unit_rows
 from tfpack.config import EmbedConfig
 from tfpack.embedding.encoders import check_embeddings, embedding_dim, encode_texts, load_encoder, text_selector
-from tfpack.embedding.models import resolve_backend, resolve_device, resolve_model
+from tfpack.embedding.models import resolve_backend, resolve_device, resolve_model, static_source
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ingest.formats import FormatOptions, Turn
 from tfpack.ingest.readers import STDIN, expand_inputs
@@ -144,7 +144,7 @@ def ray_batches(samples_file: Path, cfg: EmbedConfig, engine: RayEngine) -> tupl
         "model": cfg.model,
         "model_path": resolve_model(cfg.model),
         "device": device,
-        "backend": resolve_backend(cfg.backend, device),
+        "backend": "static" if static_source(cfg.model) else resolve_backend(cfg.backend, device),
         "engine": "ray",
     }
     return itertools.chain([first], stream), int(first[1].shape[1]), resolved
