@@ -46,7 +46,7 @@ def test_distilled_once_then_read_from_the_cache(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(model2vec.distill, "distill", no_second_distillation)
     assert models.static_model_dir(source) == first
-    assert (first / "model.safetensors").is_file() and not list(first.parent.glob("*.tmp-*"))
+    assert (first / models.STATIC_VECTORS).is_file() and not list(first.parent.glob("*.tmp-*"))
 
 
 def test_static_names_their_source() -> None:

@@ -54,8 +54,13 @@ def static_source(model: str) -> str | None:
     return None
 
 
+STATIC_VECTORS = "token_vectors.npy"  # [vocabulary, STATIC_PCA_DIMS] float32, row = token id
+STATIC_TOKENIZER = "tokenizer.json"
+
+
 def static_model_dir(source: str) -> Path:
-    """Distil (once, cached) a model2vec static model from the sentence-transformers model `source`; its directory.
+    """Distil (once, cached) a static model from the sentence-transformers model `source`; its directory, holding
+    the token vectors and the tokenizer (`encoders.StaticEncoder` reads them; model2vec is needed only here).
 
     Written under a temporary name and renamed when complete, so concurrent runs never load a half-written model.
     """
@@ -63,21 +68,25 @@ def static_model_dir(source: str) -> Path:
         raise DependencyError("--model static needs model2vec and scikit-learn; run `pip install 'tfpack[cpu]'`")
     from importlib import metadata
 
-    key = _model_key(source, ("model2vec", "transformers"), f"model2vec-distill-pca{STATIC_PCA_DIMS}")
+    key = _model_key(source, ("model2vec", "transformers"), f"model2vec-distill-pca{STATIC_PCA_DIMS}-token-vectors")
     cache = cache_root() / "static" / key
-    if (cache / "model.safetensors").is_file():
+    if (cache / STATIC_VECTORS).is_file():
         return cache
+    import numpy as np
     from model2vec.distill import distill
 
     tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
-        distill(model_name=source, pca_dims=STATIC_PCA_DIMS, device="cpu").save_pretrained(str(tmp))
+        distilled = distill(model_name=source, pca_dims=STATIC_PCA_DIMS, device="cpu")
+        distilled.tokenizer.save(str(tmp / STATIC_TOKENIZER))
+        np.save(tmp / STATIC_VECTORS, np.asarray(distilled.embedding, dtype=np.float32))
     except (OSError, ValueError) as e:
         raise ConfigError(
             f"--model static:{source}: cannot distil a static model (model2vec {metadata.version('model2vec')}): {e}"
         ) from e
-    if (cache / "model.safetensors").is_file():  # another run finished first
+    if (cache / STATIC_VECTORS).is_file():  # another run finished first
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         shutil.rmtree(cache, ignore_errors=True)
