@@ -53,3 +53,18 @@ def test_static_names_their_source() -> None:
     assert models.static_source("static") == models.resolve_model(DEFAULT_MODEL)
     assert models.static_source("static:/models/my-st") == "/models/my-st"
     assert models.static_source(DEFAULT_MODEL) is None
+
+
+def test_auto_picks_static_on_cpu_for_large_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tfpack.embedding.stage as stage
+    from tfpack.config import EmbedConfig
+
+    assert stage.choose_model(EmbedConfig(device="cpu"), 10) == DEFAULT_MODEL
+    assert stage.choose_model(EmbedConfig(device="cpu"), stage.STATIC_FROM_SAMPLES) == models.STATIC
+    assert stage.choose_model(EmbedConfig(model="my/model", device="cpu"), 10**9) == "my/model"
+    monkeypatch.setattr(stage, "STATIC_FROM_SAMPLES", 20)
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(25))
+    result = CliRunner().invoke(app, ["embed", str(data), "-o", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    manifest = orjson.loads((tmp_path / "run" / MANIFEST).read_bytes())
+    assert (manifest["model_asked"], manifest["model"], manifest["backend"]) == ("auto", "static", "static")

@@ -22,7 +22,7 @@ from tfpack.config import DEFAULT_MODEL
 from tfpack.errors import ConfigError, DependencyError
 from tfpack.workdir import short_hash
 
-_DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2"}
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "auto"}  # "auto" with no sample count: the default
 STATIC = "static"  # `--model static[:SOURCE]`: model2vec's distillation of SOURCE (default: the packaged model)
 STATIC_PCA_DIMS = 256  # model2vec's default: token vectors reduced to 256 dimensions by PCA
 

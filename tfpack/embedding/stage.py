@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,9 @@ import orjson
 from numpy.typing import NDArray
 
 from tfpack.arrays import unit_rows
-from tfpack.config import EmbedConfig
+from tfpack.config import DEFAULT_MODEL, STATIC_FROM_SAMPLES, EmbedConfig
 from tfpack.embedding.encoders import check_embeddings, embedding_dim, encode_texts, load_encoder, text_selector
-from tfpack.embedding.models import resolve_backend, resolve_device, resolve_model, static_source
+from tfpack.embedding.models import STATIC, resolve_backend, resolve_device, resolve_model, static_source
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ingest.formats import FormatOptions, Turn
 from tfpack.ingest.readers import STDIN, expand_inputs
@@ -90,6 +91,16 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
 
 
 Batches = Iterator[tuple[list[int], NDArray[np.float32]]]
+
+
+def choose_model(cfg: EmbedConfig, n: int) -> str:
+    """The model `--model auto` means for `n` samples: the static distillation of the default model on CPU from
+    STATIC_FROM_SAMPLES samples (the full model would take hours there), else the default model; any other
+    `--model` as given."""
+    if cfg.model != "auto":
+        return cfg.model
+    on_cpu = resolve_device(cfg.device) == "cpu"
+    return STATIC if on_cpu and n >= STATIC_FROM_SAMPLES else DEFAULT_MODEL
 
 
 def chunk_rows(batch_size: int) -> int:
@@ -233,6 +244,9 @@ def run_embed(
             "settings": settings_of(cfg, formats, on_error, precomputed),
         }
     n = count_samples(run_dir / SAMPLES_FILE)
+    asked = cfg.model
+    if precomputed is None:
+        cfg = replace(cfg, model=choose_model(cfg, n))
     embed_started = time.perf_counter()
     rows_done = int(state.get("rows_done", 0)) if resume else 0
     if precomputed is not None:
@@ -284,6 +298,7 @@ def run_embed(
             SAMPLES_FILE: {"rows": n},
             EMBEDDINGS_FILE: {"shape": [n, dim], "dtype": cfg.dtype},
         },
+        "model_asked": asked,
         "config": {"embed": vars(cfg)},
         "seconds": round(time.perf_counter() - started, 3),
         "embed_seconds": round(seconds, 3),
