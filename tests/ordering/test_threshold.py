@@ -99,3 +99,25 @@ def test_cosine_one_rejects_no_duplicate_and_counts_none_as_too_similar() -> Non
     assert pair_distances(twins, twins).max() == 0.0
     assert near_duplicate_rate(twins, [np.array([0, 1])], 1.0) == 0.0
     assert near_duplicate_rate(twins, [np.array([0, 1])], 0.999) == 1.0
+
+
+def test_sampled_estimate_is_unchanged_by_the_memory_bound() -> None:
+    """The sampled 'auto' threshold gathers rows a block of pairs at a time; the pairs and the arithmetic are those
+    of one gather per 2^18 draws, so the estimate and its error are bit for bit the same."""
+    from tfpack.ordering.threshold import sampled_quantile_distance, torch_quantile
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5000, 16)).astype(np.float16)
+    n_pairs, q, seed = 600_000, 0.02, 7
+    draw, values, remaining = np.random.default_rng(seed), [], n_pairs
+    while remaining > 0:
+        m = min(remaining, 1 << 18)
+        i, j = draw.integers(0, len(x), m), draw.integers(0, len(x) - 1, m)
+        j += j >= i
+        order = np.argsort(i, kind="stable")
+        a, b = np.asarray(x[i[order]], dtype=np.float64), np.asarray(x[j[order]], dtype=np.float64)
+        d = np.sqrt(np.maximum((a * a).sum(1) + (b * b).sum(1) - 2 * (a * b).sum(1), 0)).astype(np.float32)
+        values.append(d[d > 0])
+        remaining -= m
+    whole = float(torch_quantile(np.concatenate(values), q))
+    assert sampled_quantile_distance(x, q, n_pairs, seed)[0] == whole

@@ -161,6 +161,9 @@ def exact_distances(x: NDArray[Any], i: NDArray[np.int64], j: NDArray[np.int64])
     return np.sqrt(np.maximum(d2, 0)).astype(np.float32)
 
 
+_PAIR_BLOCK = 1 << 13  # pairs whose rows are gathered in float64 at once: 2 x 8192 x d x 8 bytes (50 MB at d=384)
+
+
 def sampled_quantile_distance(emb: NDArray[np.floating[Any]], q: float, n_pairs: int, seed: int) -> tuple[float, float]:
     """Estimate the threshold from random off-diagonal pairs; return (estimate, error half-width at 95%)."""
     n = len(emb)
@@ -174,10 +177,9 @@ def sampled_quantile_distance(emb: NDArray[np.floating[Any]], q: float, n_pairs:
         j += j >= i  # off-diagonal
         order = np.argsort(i, kind="stable")
         i, j = i[order], j[order]
-        a = np.asarray(emb[i], dtype=np.float64)
-        b = np.asarray(emb[j], dtype=np.float64)
-        d = np.sqrt(np.maximum((a * a).sum(1) + (b * b).sum(1) - 2 * (a * b).sum(1), 0)).astype(np.float32)
-        values.append(d[d > 0])
+        for at in range(0, m, _PAIR_BLOCK):  # float64 rows of a few thousand pairs at a time, not of all m
+            d = exact_distances(emb, i[at : at + _PAIR_BLOCK], j[at : at + _PAIR_BLOCK])
+            values.append(d[d > 0])
         remaining -= m
     sample = np.concatenate(values)
     estimate = float(torch_quantile(sample, q))
