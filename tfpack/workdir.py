@@ -26,6 +26,7 @@ EMBEDDINGS_FILE = "embeddings.npy"
 PARTIAL_FILE = "embeddings.npy.partial"  # embeddings being written; renamed to EMBEDDINGS_FILE when complete
 PROGRESS_FILE = "embed.progress.json"  # rows of PARTIAL_FILE written so far, for `embed --resume`
 KNN_DIR = "knn"
+THRESHOLD_FILE = "threshold.json"  # under KNN_DIR: the cached `--threshold auto` estimate
 # A `tfpack pack` output directory is laid out as a Hugging Face dataset repository: the shards under `data/`, a dataset
 # card and the lists of left-out samples at the top, working files in a hidden directory that loaders skip.
 DATA_DIR = "data"

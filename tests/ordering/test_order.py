@@ -307,3 +307,21 @@ def test_ordering_scaled_rows_equals_ordering_their_embed_run(tmp_path: Path) ->
     np.testing.assert_array_equal(copy, np.load(tmp_path / "run" / "embeddings.npy"))  # bit for bit
     assert direct["distance_threshold"] == via_run["distance_threshold"]
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_auto_threshold_is_cached_beside_the_knn_graph(tmp_path: Path) -> None:
+    from tfpack.workdir import KNN_DIR, THRESHOLD_FILE
+
+    np.save(tmp_path / "own.npy", clustered(300))
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(300))
+    run = tmp_path / "run"
+    run_embed([str(data)], run, EmbedConfig(), FormatOptions(), precomputed=tmp_path / "own.npy")
+    first = run_order(run, tmp_path / "a.npy", OrderConfig(k=16))
+    second = run_order(run, tmp_path / "b.npy", OrderConfig(k=16))
+    assert (first["threshold_cached"], second["threshold_cached"]) == (False, True)
+    assert second["distance_threshold"] == first["distance_threshold"]
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    assert not run_order(run, tmp_path / "c.npy", OrderConfig(k=16, quantile=0.05))["threshold_cached"]
+    (run / KNN_DIR / THRESHOLD_FILE).write_text("{damaged")
+    third = run_order(run, tmp_path / "d.npy", OrderConfig(k=16))
+    assert not third["threshold_cached"] and third["distance_threshold"] == first["distance_threshold"]

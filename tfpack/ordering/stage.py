@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
@@ -28,10 +29,12 @@ from tfpack.workdir import (
     KNN_DIR,
     MANIFEST,
     SAMPLES_FILE,
+    THRESHOLD_FILE,
     atomic_path,
     fingerprint_file,
     read_manifest,
     rerun_embed,
+    write_json,
 )
 
 # |norm - 1| allowed for a unit row: float16 storage moves a unit row's norm by at most 2^-11 (4.9e-4); beyond this
@@ -184,6 +187,44 @@ def window_metrics(
     }
 
 
+def cached_threshold(
+    cache_dir: Path | None, fingerprint: str | None, vectors: NDArray[Any], cfg: OrderConfig
+) -> tuple[Threshold, bool]:
+    """`resolve_threshold` for `cfg`; an 'auto' estimate is cached beside the kNN graph (`RUN_DIR/knn/`) keyed by
+    the embeddings' fingerprint, N, the quantile, the sampled pairs and the seed; second = cache hit."""
+
+    def resolve() -> Threshold:
+        return resolve_threshold(
+            vectors,
+            parse_threshold(str(cfg.threshold)),
+            distance=cfg.distance_threshold,
+            quantile=cfg.quantile,
+            sample_pairs=cfg.sample_pairs,
+            seed=cfg.seed,
+        )
+
+    if cache_dir is None or fingerprint is None or cfg.threshold != "auto" or cfg.distance_threshold is not None:
+        return resolve(), False
+    key = {
+        "fingerprint": fingerprint,
+        "n": len(vectors),
+        "quantile": cfg.quantile,
+        "sample_pairs": cfg.sample_pairs,
+        "seed": cfg.seed,
+    }
+    path = cache_dir / THRESHOLD_FILE
+    try:
+        cached = orjson.loads(path.read_bytes())
+        if cached["key"] == key:
+            return Threshold(**cached["threshold"]), True
+    except (OSError, ValueError, KeyError, TypeError):  # absent or damaged: computed again
+        pass
+    threshold = resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"key": key, "threshold": threshold.to_dict()})
+    return threshold, False
+
+
 def order_embeddings(
     emb: NDArray[Any],
     cfg: OrderConfig,
@@ -204,14 +245,7 @@ def order_embeddings(
         vectors = to_float32(emb, progress)
         normalised = unit_rows_in_place(vectors)
     t0 = time.perf_counter()
-    threshold = resolve_threshold(
-        vectors,
-        parse_threshold(str(cfg.threshold)),
-        distance=cfg.distance_threshold,
-        quantile=cfg.quantile,
-        sample_pairs=cfg.sample_pairs,
-        seed=cfg.seed,
-    )
+    threshold, threshold_hit = cached_threshold(cache_dir, fingerprint, vectors, cfg)
     t1 = time.perf_counter()
     k = min(cfg.k, len(vectors) - 1)
     bucket_summary: dict[str, Any] = {}
@@ -259,6 +293,7 @@ def order_embeddings(
         "k": k,
         "knn": used,
         "knn_cached": hit,
+        "threshold_cached": threshold_hit,
         "exact": cfg.exact,
         "start": cfg.start,
         "fallbacks": fallbacks,
