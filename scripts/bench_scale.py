@@ -1,12 +1,15 @@
 """End-to-end scale: wall time and peak RSS of embed → pack → stats --verify on synthetic SFT data.
 
-    python scripts/bench_scale.py 100000 1000000
+    python scripts/bench_scale.py 100000 1000000            # text in, embed --model static, --threshold auto
+    python scripts/bench_scale.py --precomputed 1000000      # embed --embeddings (clustered vectors), threshold 0.6
 
-Per N, in a temporary directory: N question/answer records over 50 topics with varied lengths (JSONL), and
-precomputed float16 embeddings clustered by topic (a model would take hours on 2 CPU cores; embedding speed is
-scripts/bench_embed.py's job). Each stage is the real command line in its own process, so the peak RSS reported
-is that stage's own (from wait4). Stages: `tfpack embed --embeddings` (ingest + checks + storage), `tfpack pack`
-(ordering with a fixed threshold, tokenization, packing, shards) and `tfpack stats --verify`.
+Per N, in a temporary directory: N question/answer records (JSONL) written from templates over 50 topics, each
+topic with its own vocabulary and question forms, lengths varied, and 5% near-duplicates (an earlier question
+with one word changed), so clusters and near-duplicates exist. Each stage is the real command line in its own
+process, so the peak RSS reported is that stage's own (from wait4). Stages: `tfpack embed` (ingest, the static
+model, storage as float16; with --precomputed, float16 vectors clustered by topic instead of a model),
+`tfpack pack` (ordering with the auto threshold, or 0.6 with --precomputed; tokenization, packing, shards) and
+`tfpack stats --verify`.
 """
 
 from __future__ import annotations
@@ -58,19 +61,44 @@ WORDS = [
 ]
 
 
+FORMS = [
+    "How do I {v} the {a} {b} when the {c} is {d}?",
+    "Explain why a {a} {b} needs {c} before you {v} it.",
+    "Write a short guide to {v} {a} {b} with {c} and {d}.",
+    "What is the difference between a {a} {b} and a {c} {d}?",
+    "Given a {a} of {b}, {v} every {c} and report the {d}.",
+]
+VERBS = ["compute", "sort", "train", "merge", "index", "compress", "validate", "plot", "cache", "reduce"]
+
+
 def write_data(path: Path, n: int, topics: int = 50, seed: int = 0) -> np.ndarray:
-    """`n` records; returns each record's topic."""
+    """`n` records from per-topic templates, 5% of them near-duplicates of an earlier one; returns each topic."""
     rng = np.random.default_rng(seed)
     topic = rng.integers(0, topics, n)
-    lengths = rng.integers(8, 160, size=(n, 2))
+    vocab = [
+        [f"{w}{t}" if rng.random() < 0.5 else w for w in rng.choice(WORDS, 12, replace=False)] for t in range(topics)
+    ]
+    forms = [rng.choice(len(FORMS), 2, replace=False) for _ in range(topics)]
+    lengths = rng.integers(4, 120, n)
     words = np.asarray(WORDS)
+    questions: list[str] = []
     with open(path, "wb") as f:
         for start in range(0, n, 50_000):
             lines = []
             for i in range(start, min(n, start + 50_000)):
-                q = " ".join(words[rng.integers(0, len(words), lengths[i, 0])])
-                a = " ".join(words[rng.integers(0, len(words), lengths[i, 1])])
-                lines.append(orjson.dumps({"question": f"Topic {topic[i]}: {q}?", "answer": a}))
+                t = topic[i]
+                if questions and rng.random() < 0.05:  # a near-duplicate: an earlier question, one word changed
+                    parts = questions[int(rng.integers(0, len(questions)))].split()
+                    parts[int(rng.integers(0, len(parts)))] = str(rng.choice(words))
+                    q = " ".join(parts)
+                else:
+                    fill = rng.choice(vocab[t], 4)
+                    q = FORMS[forms[t][int(rng.integers(0, 2))]].format(
+                        v=rng.choice(VERBS), a=fill[0], b=fill[1], c=fill[2], d=fill[3]
+                    )
+                questions.append(q)
+                a = " ".join(rng.choice(vocab[t] + list(words), lengths[i]))
+                lines.append(orjson.dumps({"question": q, "answer": a}))
             f.write(b"\n".join(lines) + b"\n")
     return topic
 
@@ -100,12 +128,14 @@ def run_stage(*args: str) -> tuple[dict, float, float]:
     return json.loads(stdout), time.perf_counter() - started, usage.ru_maxrss / 2**20
 
 
-def point(n: int, max_len: int, threshold: float) -> None:
+def point(n: int, max_len: int, precomputed: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
         topic = write_data(root / "data.jsonl", n)
-        write_embeddings(root / "emb.npy", topic)
+        if precomputed:
+            write_embeddings(root / "emb.npy", topic)
+        source = ["--embeddings", str(root / "emb.npy")] if precomputed else ["--model", "static"]
         print(
             f"N={n:,}: synthetic data written in {time.perf_counter() - started:.0f} s "
             f"({(root / 'data.jsonl').stat().st_size / 2**20:.0f} MiB JSONL)",
@@ -113,14 +143,13 @@ def point(n: int, max_len: int, threshold: float) -> None:
         )
         stages = [
             (
-                "embed (precomputed)",
+                "embed (precomputed)" if precomputed else "embed (static)",
                 [
                     "embed",
                     str(root / "data.jsonl"),
                     "-o",
                     str(root / "run"),
-                    "--embeddings",
-                    str(root / "emb.npy"),
+                    *source,
                     "--dtype",
                     "float16",
                     "--quiet",
@@ -138,19 +167,23 @@ def point(n: int, max_len: int, threshold: float) -> None:
                     "--max-len",
                     str(max_len),
                     "--threshold",
-                    str(threshold),
+                    "0.6" if precomputed else "auto",
                     "--quiet",
                 ],
             ),
             ("stats --verify", ["stats", str(root / "out"), "--verify", "--quiet"]),
         ]
+        total, peak, dim = 0.0, 0.0, 384
         for name, args in stages:
             summary, seconds, rss = run_stage(*args)
+            total, peak = total + seconds, max(peak, rss)
+            dim = int(summary.get("dim", dim))
             extra = ""
             if name == "pack":
                 extra = (
                     f"  packs {summary['packs']:,}  fill {summary['fill_rate']:.4f}  "
-                    f"samples {summary['samples']:,}  dropped {summary['dropped']}"
+                    f"samples {summary['samples']:,}  dropped {summary['dropped']}  "
+                    f"threshold {summary['threshold']:.4f}"
                 )
             if name.startswith("stats"):
                 extra = (
@@ -158,15 +191,17 @@ def point(n: int, max_len: int, threshold: float) -> None:
                     f"vs random {summary['random_pack_similarity']:.4f}"
                 )
             print(f"  {name:<22}{seconds:>8.1f} s  peak RSS {rss:>6.2f} GiB{extra}", flush=True)
-        emb_gib = n * 384 * 2 / 2**30
+        print(f"  {'all stages':<22}{total:>8.1f} s  peak RSS {peak:>6.2f} GiB (the largest stage's)", flush=True)
+        emb_gib = n * dim * 2 / 2**30
         graph_gib = n * 64 * 8 / 2**30
         print(f"  on disk: embeddings {emb_gib:.2f} GiB (float16), kNN graph {graph_gib:.2f} GiB (k=64)")
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
+    precomputed = "--precomputed" in sys.argv[1:]
+    sizes = [int(a) for a in sys.argv[1:] if a != "--precomputed"] or [100_000, 1_000_000]
     for n in sizes:
-        point(n, max_len=2048, threshold=0.6)
+        point(n, max_len=2048, precomputed=precomputed)
 
 
 if __name__ == "__main__":
