@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -111,23 +110,3 @@ def test_float16_embeddings_walk_like_their_float32_values(tmp_path) -> None:
         assert np.array_equal(half, full)
     rows = np.array([5, 0, 799, 5])
     assert np.array_equal(gather_float32(emb, rows), x32[rows])
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_screened_exact_scan_equals_the_float64_scan(seed: int) -> None:
-    """The exact fallback screens in float32: it must pick what the plain float64 scan picks, ties included (the
-    rows hold exact duplicates) and when nothing passes (a forced step)."""
-    from tfpack.ordering.walk import _scan_exact, _scan_unvisited, kernel_view
-
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(40, 24))[rng.integers(0, 40, 300)] + 0.05 * rng.normal(size=(300, 24))
-    x[rng.integers(0, 300, 30)] = x[0]  # duplicates of row 0: equal distances, decided by the lower id
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    data, norms2 = kernel_view(x)
-    path = rng.permutation(300).astype(np.int64)
-    candidates = path[5:].copy()
-    for reject_d2 in (0.0, 0.05, 0.5, 4.1):
-        for step in (1, 3, 5):
-            want = _scan_unvisited(data, norms2, path, step, 4, reject_d2, candidates, len(candidates))
-            got = _scan_exact(data, norms2, path, step, 4, reject_d2, candidates, len(candidates), np.empty(300))
-            assert got == want

@@ -4,9 +4,8 @@ From `start`, each step moves to the nearest unvisited sample (in the current sa
 whose squared L2 distance to each of the last `window` path samples is at least `reject_d2` (see threshold.py).
 When the list runs out, a fallback picks the next sample:
 
-- `exact=True`: the true nearest valid unvisited sample, by a scan over every unvisited sample (screened in
-  float32, decided in float64 on every candidate near the best); with an exact, float64-reranked kNN graph this
-  equals the paper's dense algorithm step for step.
+- `exact=True`: the true nearest valid unvisited sample, by a scan over every unvisited sample; with an exact,
+  float64-reranked kNN graph this equals the paper's dense algorithm step for step.
 - `exact=False` (default): the nearest valid unvisited sample among the kNN lists of the other recent path
   samples and of the current sample's first `hops` neighbours (two hops away), else among `n_random` random
   unvisited samples (seeded). On GSM8K this stays within 1% of the exact walk's mean adjacent similarity.
@@ -32,9 +31,6 @@ from tfpack.errors import ConfigError
 
 _FAST = {"nsz", "arcp", "contract", "reassoc"}
 _NEAR = 1e-4  # float32 similarities are trusted this far from the threshold
-# A float32 squared distance between unit-length rows (d <= 4096) is within this of the float64 one: the exact
-# fallback screens in float32 and decides in float64 on every candidate this close to the best.
-_SCREEN = 1e-3
 _CHUNK = 65_536
 
 
@@ -81,56 +77,6 @@ def _scan_unvisited(
     return near, False
 
 
-@numba.njit(cache=True, fastmath=_FAST)
-def _d2_approx(emb: Any, norms2: Any, a: int, b: int) -> float:
-    """`_d2` with the dot product in float32 (SIMD-wide), within _SCREEN of it for unit rows."""
-    dot = np.float32(0.0)
-    for t in range(emb.shape[1]):
-        dot += np.float32(value(emb[a, t])) * np.float32(value(emb[b, t]))
-    return norms2[a] + norms2[b] - 2.0 * dot
-
-
-@numba.njit(cache=True)
-def _scan_exact(
-    emb: Any,
-    norms2: Any,
-    path: Any,
-    step: int,
-    window: int,
-    reject_d2: float,
-    candidates: Any,
-    count: int,
-    approx: Any,
-) -> tuple[int, bool]:
-    """`_scan_unvisited`'s answer, found by a float32 screen: candidates are taken in order of float32 distance
-    and decided in float64 until the screen is more than _SCREEN beyond the best float64 distance found."""
-    cur = path[step - 1]
-    for u in range(count):
-        approx[u] = _d2_approx(emb, norms2, cur, candidates[u])
-    order = np.argsort(approx[:count])
-    best, best_d2 = -1, np.inf
-    for u in order:
-        if approx[u] > best_d2 + _SCREEN:
-            break
-        c = candidates[u]
-        d2 = _d2(emb, norms2, cur, c)
-        if (d2 < best_d2 or (d2 == best_d2 and c < best)) and _passes(
-            emb, norms2, path, step, window, c, d2, reject_d2
-        ):
-            best, best_d2 = c, d2
-    if best >= 0:
-        return best, True
-    near, near_d2 = -1, np.inf  # nothing passes: the nearest, as _scan_unvisited
-    for u in order:
-        if approx[u] > near_d2 + _SCREEN:
-            break
-        c = candidates[u]
-        d2 = _d2(emb, norms2, cur, c)
-        if d2 < near_d2 or (d2 == near_d2 and c < near):
-            near, near_d2 = c, d2
-    return near, False
-
-
 @numba.njit(cache=True)
 def walk_kernel(
     emb: Any,
@@ -154,7 +100,6 @@ def walk_kernel(
     unvisited = np.arange(n)  # unvisited[:n_left] holds the unvisited ids; pos[i] is i's index there
     pos = np.arange(n)
     pool = np.empty(max(n_random, (window + hops) * k), np.int64)
-    approx = np.empty(n if exact else 0, np.float64)
     n_left = n
     fallbacks = 0
     forced = 0
@@ -187,9 +132,7 @@ def walk_kernel(
             continue
         fallbacks += 1
         valid = False
-        if exact:
-            nxt, valid = _scan_exact(emb, norms2, path, step + 1, window, reject_d2, unvisited, n_left, approx)
-        elif n_left <= n_random:
+        if exact or n_left <= n_random:
             nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, window, reject_d2, unvisited, n_left)
         else:
             count = 0
