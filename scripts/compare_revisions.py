@@ -52,8 +52,13 @@ ORDER_RUNS: dict[str, list[str]] = {
 def tfpack(tree: Path, *args: str) -> None:
     """`python -m tfpack ARGS` with `tree` first on the import path; raises with its stderr on failure."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(
-        [sys.executable, "-m", "tfpack", *args, "--quiet"], env=env, capture_output=True, text=True, check=False
+    done = subprocess.run(  # run from `tree`: `python -m` puts the working directory first on the import path
+        [sys.executable, "-m", "tfpack", *args, "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tree,
     )
     if done.returncode != 0:
         raise SystemExit(f"{tree}: tfpack {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
@@ -86,6 +91,16 @@ def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str
     """Every run of the matrix with the code in `tree`; digests per run name."""
     results = {}
     embed_dir = work / "embed"
+    imported = subprocess.run(
+        [sys.executable, "-c", "import tfpack; print(tfpack.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(imported).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"{tree}: python imports tfpack from {imported}, not from this tree")
     tfpack(tree, "embed", *map(str, data), "-o", str(embed_dir))
     results["embed"] = digests(embed_dir, work)
     for name, flags in ORDER_RUNS.items():
