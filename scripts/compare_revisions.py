@@ -49,17 +49,16 @@ ORDER_RUNS: dict[str, list[str]] = {
 }
 
 
-def tfpack(tree: Path, *args: str) -> None:
-    """`python -m tfpack ARGS` with `tree` first on the import path; raises with its stderr on failure."""
+def python_in(tree: Path, *args: str, check: bool) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` importing from `tree`: it is first on PYTHONPATH and the working directory (which `python -m`
+    and `-c` put before everything else on the import path)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(  # run from `tree`: `python -m` puts the working directory first on the import path
-        [sys.executable, "-m", "tfpack", *args, "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tree,
-    )
+    return subprocess.run([sys.executable, *args], env=env, cwd=tree, capture_output=True, text=True, check=check)
+
+
+def tfpack(tree: Path, *args: str) -> None:
+    """`python -m tfpack ARGS` from `tree`; raises with its stderr on failure."""
+    done = python_in(tree, "-m", "tfpack", *args, "--quiet", check=False)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: tfpack {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
 
@@ -91,14 +90,7 @@ def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str
     """Every run of the matrix with the code in `tree`; digests per run name."""
     results = {}
     embed_dir = work / "embed"
-    imported = subprocess.run(
-        [sys.executable, "-c", "import tfpack; print(tfpack.__file__)"],
-        env={**os.environ, "PYTHONPATH": str(tree)},
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    imported = python_in(tree, "-c", "import tfpack; print(tfpack.__file__)", check=True).stdout.strip()
     if not Path(imported).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"{tree}: python imports tfpack from {imported}, not from this tree")
     tfpack(tree, "embed", *map(str, data), "-o", str(embed_dir))

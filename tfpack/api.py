@@ -155,10 +155,12 @@ def order(
     >>> sorted(tfpack.order(npy, k=4, threshold=0.9).path.tolist())
     [0, 1, 2, 3, 4, 5, 6, 7]
     """
-    from tfpack.ordering.stage import order_source, write_order
+    from tfpack.ordering.stage import check_order_out, order_source, write_order
 
     (fields,) = _options(options, (OrderConfig, {}))
     cfg = build(OrderConfig, None, fields, "order")
+    if out is not None:
+        check_order_out(Path(out))
     result = order_source(Path(source), cfg, progress)
     summary = dict(result.summary)
     if out is not None:

@@ -238,7 +238,7 @@ def embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Read and normalise INPUTS, then embed every sample into OUT/embeddings.npy (L2-normalised rows)."""
-    from tfpack.config import EmbedConfig, build, load_yaml
+    from tfpack.config import build, load_yaml
     from tfpack.embedding.stage import run_embed
     from tfpack.ingest.formats import FormatOptions
 
@@ -366,7 +366,7 @@ def order(
     as_json: JsonOpt = False,
 ) -> None:
     """Walk the threshold-filtered nearest-neighbour path over EMBEDDINGS and write it as a permutation."""
-    from tfpack.config import OrderConfig, build, load_yaml
+    from tfpack.config import build, load_yaml
     from tfpack.ordering.stage import run_order
 
     def action() -> dict[str, Any]:
@@ -509,7 +509,7 @@ def pack(
     as_json: JsonOpt = False,
 ) -> None:
     """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
-    from tfpack.config import EmbedConfig, OrderConfig, PackConfig, build, load_yaml
+    from tfpack.config import build, load_yaml
     from tfpack.packing.stage import run_pack
 
     def action() -> dict[str, Any]:
@@ -672,7 +672,7 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per threshold (JSON lines).")] = False,
 ) -> None:
     """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each."""
-    from tfpack.config import OrderConfig, PackConfig, build, load_yaml
+    from tfpack.config import build, load_yaml
     from tfpack.report.sweep import parse_thresholds
     from tfpack.report.sweep import sweep as run_sweep
 

@@ -22,20 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tfpack.errors import ConfigError, DependencyError
 
 ENGINES = ("local", "ray")
-
-
-class Engine(Protocol):
-    name: str
-    in_process: bool
-
-    def imap(self, fn: Callable[..., Any], calls: Iterable[tuple[Any, ...]], in_flight: int = 0) -> Iterator[Any]:
-        """`fn(*args)` for each `args` of `calls`, in order."""
-        ...
 
 
 class LocalEngine:

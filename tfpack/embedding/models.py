@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
@@ -75,23 +76,19 @@ def static_model_dir(source: str) -> Path:
     import numpy as np
     from model2vec.distill import distill
 
-    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        distilled = distill(model_name=source, pca_dims=STATIC_PCA_DIMS, device="cpu")
-        distilled.tokenizer.save(str(tmp / STATIC_TOKENIZER))
-        np.save(tmp / STATIC_VECTORS, np.asarray(distilled.embedding, dtype=np.float32))
-    except (OSError, ValueError) as e:
-        raise ConfigError(
-            f"--model static:{source}: cannot distil a static model (model2vec {metadata.version('model2vec')}): {e}"
-        ) from e
-    if (cache / STATIC_VECTORS).is_file():  # another run finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        shutil.rmtree(cache, ignore_errors=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, cache)
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        try:
+            distilled = distill(model_name=source, pca_dims=STATIC_PCA_DIMS, device="cpu")
+            distilled.tokenizer.save(str(tmp / STATIC_TOKENIZER))
+            np.save(tmp / STATIC_VECTORS, np.asarray(distilled.embedding, dtype=np.float32))
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"--model static:{source}: cannot distil a static model (model2vec {metadata.version('model2vec')}): "
+                f"{e}"
+            ) from e
+
+    publish_dir(cache, STATIC_VECTORS, build)
     return cache
 
 
@@ -166,6 +163,21 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> None:
 
 def cache_root() -> Path:
     return Path(os.environ.get("TFPACK_CACHE", Path.home() / ".cache" / "tfpack"))
+
+
+def publish_dir(cache: Path, marker: str, build: Callable[[Path], None]) -> None:
+    """Fill the cache directory `cache` by `build(tmp)`, which writes into `tmp` (a sibling it creates), then rename
+    `tmp` into place unless another run finished first (`cache / marker` exists by then): concurrent runs never
+    read a half-written one."""
+    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    if (cache / marker).is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, cache)
 
 
 def _model_key(model_path: str, libraries: tuple[str, ...] = (), tool: str = "") -> str:
@@ -267,15 +279,7 @@ def onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
     cache = cache_root() / "onnx" / _model_key(model_path)
     fp32 = cache / "model.onnx"
     if not fp32.is_file():  # exported into a directory of its own (a large model keeps weights beside the graph)
-        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        export_onnx(model_path, tmp / "model.onnx")
-        if fp32.is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            shutil.rmtree(cache, ignore_errors=True)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, cache)
+        publish_dir(cache, "model.onnx", lambda tmp: export_onnx(model_path, tmp / "model.onnx"))
     if not int8:
         return cache, "model.onnx"
     file_name = "model_int8_linear_pc.onnx"

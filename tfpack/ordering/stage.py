@@ -325,8 +325,8 @@ def order_source(source: Path, cfg: OrderConfig, progress: Progress = NULL_PROGR
 
 
 def write_order(result: OrderResult, out: Path, cfg: OrderConfig) -> dict[str, Any]:
-    """Write the permutation to `out` (an int64 `.npy`, atomically); return the summary `tfpack order` prints."""
-    check_order_out(out)
+    """Write the permutation to `out` (an int64 `.npy`, atomically; `check_order_out` it before the work); return the
+    summary `tfpack order` prints."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.save(f, result.path.astype(np.int64))
