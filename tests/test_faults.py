@@ -366,3 +366,27 @@ def test_damaged_pack_output_gives_one_line(packed: Path, tmp_path: Path) -> Non
     for args in (["stats", str(moved)], ["stats", str(moved), "--verify"]):
         code, err = invoke(*args)
         assert code == 1 and f"{tmp_path / 'no-such-run'}: the embed run {moved} was packed from is gone" in err, err
+
+
+def test_silencing_reaches_libraries_imported_before() -> None:
+    """tfpack used as a library: transformers is often imported before the first command, after it has read the
+    environment switches; --quiet must still turn its progress bars ("Loading weights") off."""
+    import transformers
+    from huggingface_hub import utils as hub_utils
+
+    from tfpack.progress import silence_third_party
+
+    logging_utils = transformers.utils.logging
+    transformers_on, hub_on = logging_utils.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    logging_utils.enable_progress_bar()
+    hub_utils.enable_progress_bars()
+    try:
+        silence_third_party(quiet=False)
+        assert not logging_utils.is_progress_bar_enabled() and hub_utils.are_progress_bars_disabled()
+    finally:
+        if transformers_on:
+            logging_utils.enable_progress_bar()
+        else:
+            logging_utils.disable_progress_bar()
+        if hub_on:
+            hub_utils.enable_progress_bars()

@@ -37,9 +37,12 @@ def silence_third_party(quiet: bool) -> None:
     """Keep other libraries' output off the terminal: always their progress bars (tfpack draws its own) and their
     known advisory noise; with `quiet`, every warning and log line below an error ("Loading weights", hub notices).
     The switches are environment variables those libraries read when imported (tfpack imports them late, inside the
-    commands), warning filters and `logging.disable`, which also holds for loggers a library configures itself."""
+    commands), their own switches where a library was imported before (tfpack used as a library in a process that
+    loaded transformers first), warning filters and `logging.disable`, which also holds for loggers a library
+    configures itself."""
     import logging
     import os
+    import sys
     import warnings
 
     os.environ["TQDM_DISABLE"] = "1"
@@ -51,6 +54,10 @@ def silence_third_party(quiet: bool) -> None:
         "ignore", category=UserWarning, module=r"(transformers|torch|sentence_transformers|optimum)"
     )
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # its bars ("Loading weights") read the environment only on import
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
     if quiet:
         os.environ["TRANSFORMERS_VERBOSITY"] = "error"
         os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
