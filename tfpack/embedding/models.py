@@ -219,7 +219,8 @@ def export_onnx(model_path: str, out: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(model_path, device="cpu", model_kwargs={"attn_implementation": "eager"})
-    hf = st[0].auto_model.eval()
+    first: Any = st[0]  # the Transformer module (sentence-transformers 6.2's stubs type indexing as Tensor | Module)
+    hf = first.auto_model.eval()
     preprocess = getattr(st, "preprocess", None) or st.tokenize  # `tokenize` is deprecated in sentence-transformers 6
     example = preprocess(["an example sentence to trace", "another"])
     names = [n for n in TRANSFORMER_INPUTS if n in example]
