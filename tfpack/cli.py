@@ -485,6 +485,30 @@ def pack(
             "moves to a nearby pack with room. [default: off]"
         ),
     ] = None,
+    dedup: Annotated[
+        float | None,
+        typer.Option(
+            help="Remove near-duplicates before the walk: groups of samples linked by cosine >= S on the kNN "
+            "graph (each link re-checked in float64) keep one sample; the others go to dropped.jsonl as "
+            "'near-duplicate of <sample_id> (cos C)'. Preview a value with `tfpack stats RUN_DIR --dedup S "
+            "--show 5`. [default: off]"
+        ),
+    ] = None,
+    dedup_keep: Annotated[
+        str | None,
+        typer.Option(
+            help="Which sample of a near-duplicate group stays: first (input order) or longest (most tokens). "
+            + default(PackConfig, "dedup_keep")
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Write E packings along E different TFP paths (another start and walk seed each), each avoiding "
+            "the pairs earlier ones packed together, as complete shard directories OUT/epoch-0 .. "
+            "epoch-<E-1> (read epoch e's shards in epoch e; `tfpack.data.epoch_dirs`). " + default(PackConfig, "epochs")
+        ),
+    ] = None,
     engine: EngineOpt = None,
     threshold: ThresholdOpt = None,
     distance_threshold: DistanceOpt = None,
@@ -531,6 +555,9 @@ def pack(
                 "workers": workers,
                 "engine": engine,
                 "pack_filter": pack_filter,
+                "dedup": dedup,
+                "dedup_keep": dedup_keep,
+                "epochs": epochs,
             },
             str(config),
         )
@@ -587,16 +614,30 @@ def stats(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random-pack baseline and sampled pairs.")] = 0,
+    dedup: Annotated[
+        float | None,
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            help="Embed run only: report what `pack --dedup S` would remove (near-duplicate groups at cosine >= S "
+            "on the run's cached kNN graph): samples removed and the group-size histogram.",
+        ),
+    ] = None,
+    show: Annotated[
+        int,
+        typer.Option(min=0, help="With --dedup: list the N largest groups (kept prompt, removed prompts, cosines)."),
+    ] = 0,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Counts, fill rate and relatedness (TFP packs vs random packs) of a pack output; or an embed run's summary."""
+    """Counts, fill rate and relatedness (TFP packs vs random packs) of a pack output (per epoch for `--epochs`, with
+    the repeat rate); or an embed run's summary."""
     from tfpack.report.stats import stats as compute
     from tfpack.report.verify import verify as check
 
     def action() -> dict[str, Any]:
         checked = check(path) if verify else None
-        summary = compute(path, seed, plot)
+        summary = compute(path, seed, plot, dedup, show)
         return {**summary, "verify": checked} if checked else summary
 
     _emit(_run(action), as_json, quiet, f"tfpack stats {path}")

@@ -133,6 +133,9 @@ class PackConfig:
     workers: int = 0
     engine: str = "local"
     pack_filter: float | None = None
+    dedup: float | None = None
+    dedup_keep: str = "first"
+    epochs: int = 1
 
     def __post_init__(self) -> None:
         _choice("--train-on", self.train_on, ("completion", "assistant", "all"))
@@ -147,6 +150,11 @@ class PackConfig:
             raise ConfigError(f"--pack-filter: a cosine similarity in [-1, 1], got {self.pack_filter}")
         if self.workers < 0:
             raise ConfigError(f"--workers: must be >= 0 (0 = every core), got {self.workers}")
+        if self.dedup is not None and not -1.0 <= self.dedup <= 1.0:
+            raise ConfigError(f"--dedup: a cosine similarity in [-1, 1], got {self.dedup}")
+        _choice("--dedup-keep", self.dedup_keep, ("first", "longest"))
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs: must be >= 1, got {self.epochs}")
 
 
 C = TypeVar("C")

@@ -37,6 +37,7 @@ ERRORS_FILE = "errors.jsonl"
 CARD_FILE = "README.md"
 EMBED_RUN = "embed"  # under WORK_DIR: the embed run of `pack INPUT...`
 TOKENS_DIR = "tokens.tmp"  # under WORK_DIR: the token store while packing
+EPOCH_GLOB = "epoch-*"  # `pack --epochs E`: one complete pack output per epoch, OUT_DIR/epoch-0 .. epoch-<E-1>
 # Label of a token that is not trained (PyTorch's cross-entropy `ignore_index`), in the shards' `labels` column.
 IGNORE_INDEX = -100
 _CHUNK = 1 << 20
@@ -124,12 +125,14 @@ REQUIRED_KEYS: dict[str, dict[str, tuple[type, ...]]] = {
         "run_dir": (str,),
         "embedding_model": (str, _NONE),
     },
+    "pack-epochs": {"epochs": (list,)},
 }
 REQUIRED_COUNTS = ("packs", "samples", "tokens", "loss_tokens", "dropped", "truncated")
 REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "counts": dict.fromkeys(REQUIRED_COUNTS, _INT),
     "inputs": {"path": (str,), "fingerprint": (str,)},
     "shards": {"file": (str,), "packs": _INT},
+    "epochs": {"dir": (str,), "packs": _INT, "repeat_rate": (int, float)},
 }
 _JSON_NAMES = {
     dict: "an object",
@@ -214,6 +217,21 @@ def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
             f"{path}: manifest {shown} (written by another tfpack version, or edited); run `{rerun}`"
         )
     return manifest
+
+
+def epoch_dir_name(epoch: int) -> str:
+    """Epoch `epoch`'s pack output under a `--epochs` output directory (0-based, as trainers count epochs)."""
+    return EPOCH_GLOB.replace("*", str(epoch))
+
+
+def epoch_dirs(out_dir: Path) -> list[Path]:
+    """The pack outputs to read in turn, epoch after epoch: `OUT_DIR/epoch-<e>` of a `pack --epochs` output, or
+    `[out_dir]` for a single packing (so `epoch_dirs(out)[epoch % len(...)]` serves both)."""
+    stage = manifest_stage(Path(out_dir), f"run `tfpack pack RUN_DIR -o {out_dir}`")
+    if stage != "pack-epochs":
+        return [Path(out_dir)]
+    manifest = read_manifest(Path(out_dir), "pack-epochs", f"tfpack pack RUN_DIR -o {out_dir} --epochs E")
+    return [Path(out_dir) / entry["dir"] for entry in manifest["epochs"]]
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool, resumable: bool = False) -> None:

@@ -21,7 +21,9 @@ from numpy.typing import NDArray
 
 from tfpack.arrays import gather_float32
 from tfpack.config import OrderConfig
+from tfpack.ordering.dedup import Duplicates
 from tfpack.ordering.knn import assign, build_knn, train_centroids
+from tfpack.ordering.plan import WALK_ALL, WalkPlan
 from tfpack.ordering.walk import WalkResult, walk
 from tfpack.parallel import engine_for
 from tfpack.progress import NULL_PROGRESS, Progress
@@ -41,22 +43,32 @@ def centroid_tour(centroids: NDArray[np.float32], first: int) -> NDArray[np.int6
 
 
 class BucketedPath(NamedTuple):
-    path: NDArray[np.int64]  # every sample once, the buckets' paths stitched in centroid order
+    path: NDArray[np.int64]  # every sample once (but those the plan leaves out), bucket paths in centroid order
     fallbacks: int
     forced: int
     summary: dict[str, Any]  # buckets walked, smallest and largest bucket
+    duplicates: Duplicates | None  # near-duplicates found inside each bucket (global rows)
 
 
 def walk_bucket(
-    sub: NDArray[np.float32], members: NDArray[np.int64], start: int, reject_d2: float, k: int, cfg: OrderConfig
-) -> WalkResult:
-    """One bucket's TFP path (global ids) from its member `start`, given the bucket's rows `sub` and at most `k`
-    neighbours. Pure and self-contained, so it runs as a Ray task as well as in-process."""
+    sub: NDArray[np.float32],
+    members: NDArray[np.int64],
+    start: int,
+    reject_d2: float,
+    k: int,
+    cfg: OrderConfig,
+    plan: WalkPlan,
+) -> tuple[WalkResult, Duplicates | None]:
+    """One bucket's TFP path (global ids) from its member `start`, given the bucket's rows `sub`, at most `k`
+    neighbours and the bucket's `plan` (near-duplicates are found on the bucket's graph; returned with global
+    rows). Pure and self-contained, so it runs as a Ray task as well as in-process."""
     if len(members) == 1:
-        return WalkResult(members, 0, 0)
+        skipped = plan.skip is not None and bool(plan.skip[0])
+        return WalkResult(members[:0] if skipped else members, 0, 0), None
     sub = np.ascontiguousarray(sub, dtype=np.float32)
     method = "exact" if cfg.exact else cfg.knn
     ids, sims, _ = build_knn(sub, min(k, len(members) - 1), method, nprobe=cfg.nprobe, seed=cfg.seed)
+    duplicates = plan.find_duplicates(sub, ids, sims)
     local_start = int(np.flatnonzero(members == start)[0])
     result = walk(
         sub,
@@ -67,16 +79,28 @@ def walk_bucket(
         start=local_start,
         exact=cfg.exact,
         n_random=cfg.n_random,
-        seed=cfg.seed,
+        seed=cfg.seed + plan.epoch,
         hops=cfg.hops,
+        skip=plan.removing(duplicates, len(members)),
+        avoid=plan.avoid,
+        reach=plan.reach,
     )
-    return replace(result, path=members[result.path])
+    if duplicates is not None:
+        kept_as = np.where(duplicates.kept_as >= 0, members[duplicates.kept_as], -1)
+        duplicates = Duplicates(kept_as, duplicates.cosine)
+    return replace(result, path=members[result.path]), duplicates
 
 
 def bucketed_walk(
-    vectors: NDArray[Any], reject_d2: float, k: int, cfg: OrderConfig, progress: Progress = NULL_PROGRESS
+    vectors: NDArray[Any],
+    reject_d2: float,
+    k: int,
+    cfg: OrderConfig,
+    progress: Progress = NULL_PROGRESS,
+    plan: WalkPlan = WALK_ALL,
 ) -> BucketedPath:
-    """The stitched path over all samples in `cfg.buckets` buckets, from `cfg.start`."""
+    """The stitched path over all samples in `cfg.buckets` buckets, from `cfg.start`; near-duplicates across two
+    buckets are not found (they are nearly always in one: k-means puts them by the same centroid)."""
     buckets, start, seed = cfg.buckets, cfg.start, cfg.seed
     n_buckets = max(1, min(buckets, len(vectors) // 2))
     centroids = train_centroids(vectors, n_buckets, seed)
@@ -88,12 +112,16 @@ def bucketed_walk(
         for i, b in enumerate(tour):
             sub = gather_float32(vectors, members[b])  # from the memory map when `vectors` is one
             first = int(members[b][np.argmax(sub @ centroids[tour[i - 1]])]) if i else start
-            yield sub, members[b], first, reject_d2, k, cfg
+            yield sub, members[b], first, reject_d2, k, cfg, plan.rows(members[b])
 
     results = []
+    kept_as = np.full(len(vectors), -1, dtype=np.int64)
+    cosine = np.full(len(vectors), np.nan)
     with progress.task("walking buckets", total=len(tour)) as task:
-        for result in engine_for(cfg.engine).imap(walk_bucket, calls()):
+        for b, (result, found) in zip(tour, engine_for(cfg.engine).imap(walk_bucket, calls()), strict=True):
             results.append(result)
+            if found is not None:
+                kept_as[members[b]], cosine[members[b]] = found
             task.advance()
     sizes = np.asarray([len(members[b]) for b in tour])
     summary = {"buckets": len(tour), "bucket_size_min": int(sizes.min()), "bucket_size_max": int(sizes.max())}
@@ -102,4 +130,5 @@ def bucketed_walk(
         sum(r.fallbacks for r in results),
         sum(r.forced for r in results),
         summary,
+        None if plan.dedup is None else Duplicates(kept_as, cosine),
     )

@@ -20,7 +20,9 @@ from tfpack.arrays import first_bad_row, pair_cosines
 from tfpack.config import OrderConfig, parse_threshold
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ordering.buckets import bucketed_walk
+from tfpack.ordering.dedup import Duplicates
 from tfpack.ordering.knn import build_knn, cached_knn
+from tfpack.ordering.plan import WALK_ALL, WalkPlan
 from tfpack.ordering.threshold import Threshold, resolve_threshold
 from tfpack.ordering.walk import squared_norms, walk
 from tfpack.progress import NULL_PROGRESS, Progress
@@ -47,10 +49,11 @@ _CHUNK = 65_536
 class OrderResult:
     """The path and what is reported about it."""
 
-    path: NDArray[np.int64]
+    path: NDArray[np.int64]  # every row once, except those the plan skips or removes as near-duplicates
     vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or (--buckets, ivfpq) the input itself
     threshold: Threshold
     summary: dict[str, Any]
+    duplicates: Duplicates | None = None
 
 
 class Embeddings(NamedTuple):
@@ -163,6 +166,8 @@ def window_metrics(
     norms = row_norms(emb)
 
     def adjacent_mean(order: NDArray[np.int64]) -> float:
+        if n < 2:
+            return 0.0
         total = 0.0
         for s in range(0, n - 1, _CHUNK):
             a, b = order[s : s + _CHUNK], order[s + 1 : s + 1 + _CHUNK]
@@ -182,7 +187,7 @@ def window_metrics(
     rng = np.random.default_rng(seed)
     return {
         "mean_adjacent_similarity": round(adjacent_mean(path), 6),
-        "random_adjacent_similarity": round(adjacent_mean(rng.permutation(n)), 6),
+        "random_adjacent_similarity": round(adjacent_mean(rng.permutation(path)), 6),
         "threshold_violations": int(violations.sum()),
     }
 
@@ -231,6 +236,7 @@ def order_embeddings(
     cache_dir: Path | None = None,
     fingerprint: str | None = None,
     progress: Progress = NULL_PROGRESS,
+    plan: WalkPlan = WALK_ALL,
 ) -> OrderResult:
     """Threshold, kNN graph and walk over `emb`; the engine shared by `tfpack order` and `tfpack pack`."""
     started = time.perf_counter()
@@ -251,7 +257,9 @@ def order_embeddings(
     bucket_summary: dict[str, Any] = {}
     if cfg.buckets > 1:
         t2 = time.perf_counter()
-        path, fallbacks, forced, bucket_summary = bucketed_walk(vectors, threshold.reject_d2, k, cfg, progress)
+        path, fallbacks, forced, bucket_summary, duplicates = bucketed_walk(
+            vectors, threshold.reject_d2, k, cfg, progress, plan
+        )
         used, hit = f"{method} per bucket", False
     else:
         if cache_dir is not None and fingerprint is not None:
@@ -263,6 +271,7 @@ def order_embeddings(
                 build_knn(vectors, k, method, nprobe=cfg.nprobe, seed=cfg.seed, progress=progress),
                 False,
             )
+        duplicates = plan.find_duplicates(vectors, nbr_ids, nbr_sims)
         t2 = time.perf_counter()
         with progress.task("walking", total=None):
             result = walk(
@@ -274,14 +283,18 @@ def order_embeddings(
                 start=cfg.start,
                 exact=cfg.exact,
                 n_random=cfg.n_random,
-                seed=cfg.seed,
+                seed=cfg.seed + plan.epoch,
                 hops=cfg.hops,
+                skip=plan.removing(duplicates, len(vectors)),
+                avoid=plan.avoid,
+                reach=plan.reach,
             )
         path, fallbacks, forced = result.path, result.fallbacks, result.forced
     t3 = time.perf_counter()
     metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)
     summary = {
         "n": len(vectors),
+        "walked": len(path),
         "dim": int(vectors.shape[1]),
         "normalised": normalised,
         "threshold": threshold.cosine,
@@ -305,7 +318,7 @@ def order_embeddings(
         "walk_seconds": round(t3 - t2, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return OrderResult(path, vectors, threshold, summary)
+    return OrderResult(path, vectors, threshold, summary, duplicates)
 
 
 def check_order_out(out: Path) -> None:

@@ -11,7 +11,11 @@ When the list runs out, a fallback picks the next sample:
   unvisited samples (seeded). On GSM8K this stays within 1% of the exact walk's mean adjacent similarity.
 
 If no examined candidate passes the filter, the nearest examined unvisited sample is taken (a *forced* step: a
-threshold violation). The output is always a permutation. Distances are computed in float64.
+threshold violation). Distances are computed in float64. The output is a permutation of the samples not marked
+`skip` (all of them by default).
+
+`avoid` ([E, N] pack ids of E earlier packings, -1 for none) adds a second rule for a fresh packing per epoch: a
+candidate is also rejected when an earlier packing put it in one pack with any of the last `reach` path samples.
 
 Embeddings may be float32 or float16 (e.g. a memory-mapped `embeddings.npy` too large to copy: see tfpack/arrays.py).
 """
@@ -43,21 +47,43 @@ def _d2(emb: Any, norms2: Any, a: int, b: int) -> float:
 
 
 @numba.njit(cache=True)
+def _repeats(avoid: Any, reach: int, path: Any, step: int, cand: int) -> bool:
+    """Whether an earlier packing (a row of `avoid`) packed `cand` with one of the last `reach` path samples."""
+    for e in range(avoid.shape[0]):
+        pack = avoid[e, cand]
+        if pack < 0:
+            continue
+        for p in range(step - 1, max(0, step - reach) - 1, -1):
+            if avoid[e, path[p]] == pack:
+                return True
+    return False
+
+
+@numba.njit(cache=True)
 def _passes(
-    emb: Any, norms2: Any, path: Any, step: int, window: int, cand: int, d2_cur: float, reject_d2: float
+    emb: Any,
+    norms2: Any,
+    path: Any,
+    step: int,
+    rule: Any,
+    cand: int,
+    d2_cur: float,
 ) -> bool:
-    """Whether `cand` is far enough from the last `window` path samples (`d2_cur`: its distance to the last)."""
+    """Whether `cand` is far enough from the last `window` path samples (`d2_cur`: its distance to the last) and,
+    with `avoid`, was not packed with one of the last `reach` ones before. `rule`: (window, reject_d2, avoid,
+    reach)."""
+    window, reject_d2, avoid, reach = rule
     if d2_cur < reject_d2:
         return False
     for p in range(step - 2, max(0, step - window) - 1, -1):  # noqa: SIM110 - numba: no generators
         if _d2(emb, norms2, path[p], cand) < reject_d2:
             return False
-    return True
+    return not _repeats(avoid, reach, path, step, cand)
 
 
 @numba.njit(cache=True)
 def _scan_unvisited(
-    emb: Any, norms2: Any, path: Any, step: int, window: int, reject_d2: float, candidates: Any, count: int
+    emb: Any, norms2: Any, path: Any, step: int, rule: Any, candidates: Any, count: int
 ) -> tuple[int, bool]:
     """Nearest valid sample among `candidates[:count]` (ties: lower id), else the nearest one; (id, valid)."""
     cur = path[step - 1]
@@ -68,9 +94,7 @@ def _scan_unvisited(
         d2 = _d2(emb, norms2, cur, c)
         if d2 < near_d2 or (d2 == near_d2 and c < near):
             near, near_d2 = c, d2
-        if (d2 < best_d2 or (d2 == best_d2 and c < best)) and _passes(
-            emb, norms2, path, step, window, c, d2, reject_d2
-        ):
+        if (d2 < best_d2 or (d2 == best_d2 and c < best)) and _passes(emb, norms2, path, step, rule, c, d2):
             best, best_d2 = c, d2
     if best >= 0:
         return best, True
@@ -90,21 +114,27 @@ def walk_kernel(
     n_random: int,
     seed: int,
     hops: int,
+    skip: Any,
+    avoid: Any,
+    reach: int,
 ) -> tuple[Any, int, int]:
-    """The walk; returns (path int64 [N], fallbacks, forced steps). `nbr_sims` is used only when not exact."""
+    """The walk over the samples not in `skip`; returns (path int64, fallbacks, forced steps). `nbr_sims` is used
+    only when not exact."""
     n, k = nbr_ids.shape
     hops = min(hops, k)
+    rule = (window, reject_d2, avoid, reach)
     np.random.seed(seed)
-    path = np.empty(n, np.int64)
-    visited = np.zeros(n, np.bool_)
-    unvisited = np.arange(n)  # unvisited[:n_left] holds the unvisited ids; pos[i] is i's index there
-    pos = np.arange(n)
+    visited = skip.copy()
+    unvisited = np.flatnonzero(~skip)  # unvisited[:n_left] holds the unvisited ids; pos[i] is i's index there
+    n_left = len(unvisited)
+    path = np.empty(n_left, np.int64)
+    pos = np.zeros(n, np.int64)
+    pos[unvisited] = np.arange(n_left)
     pool = np.empty(max(n_random, (window + hops) * k), np.int64)
-    n_left = n
     fallbacks = 0
     forced = 0
     nxt = start
-    for step in range(n):
+    for step in range(len(path)):
         path[step] = nxt
         visited[nxt] = True
         n_left -= 1
@@ -125,7 +155,7 @@ def walk_kernel(
                 d2 = norms2[cur] + norms2[c] - 2.0 * nbr_sims[cur, j]
                 if abs(d2 - reject_d2) < _NEAR:
                     d2 = _d2(emb, norms2, cur, c)
-            if _passes(emb, norms2, path, step + 1, window, c, d2, reject_d2):
+            if _passes(emb, norms2, path, step + 1, rule, c, d2):
                 nxt = c
                 break
         if nxt >= 0:
@@ -133,7 +163,7 @@ def walk_kernel(
         fallbacks += 1
         valid = False
         if exact or n_left <= n_random:
-            nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, window, reject_d2, unvisited, n_left)
+            nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, rule, unvisited, n_left)
         else:
             count = 0
             for h in range(min(window - 1, step) + hops):
@@ -146,11 +176,11 @@ def walk_kernel(
                         pool[count] = c
                         count += 1
             if count > 0:
-                nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, window, reject_d2, pool, count)
+                nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, rule, pool, count)
             if not valid:
                 for u in range(n_random):
                     pool[u] = unvisited[np.random.randint(0, n_left)]
-                nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, window, reject_d2, pool, n_random)
+                nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, rule, pool, n_random)
         if not valid:
             forced += 1
     return path, fallbacks, forced
@@ -209,13 +239,27 @@ def walk(
     n_random: int = OrderConfig.n_random,
     seed: int = OrderConfig.seed,
     hops: int = OrderConfig.hops,
+    skip: NDArray[np.bool_] | None = None,
+    avoid: NDArray[np.int64] | None = None,
+    reach: int = 0,
 ) -> WalkResult:
-    """Validate inputs and run the walk over float32/float16 embeddings `[N, d]` and a kNN graph `[N, k]`."""
+    """Validate inputs and run the walk over float32/float16 embeddings `[N, d]` and a kNN graph `[N, k]`.
+
+    `skip` ([N] bool) leaves samples off the path; when `start` is one of them the path starts at the next sample
+    that is not. `avoid` ([E, N] pack ids of earlier packings, -1 = none) with `reach` > 0 rejects candidates packed
+    before with one of the last `reach` path samples."""
     n = len(emb)
     if nbr_ids.shape[0] != n or nbr_sims.shape != nbr_ids.shape:
         raise ConfigError(f"walk: kNN graph {nbr_ids.shape} does not match {n} embeddings")
     if not 0 <= start < n:
         raise ConfigError(f"--start: must be in [0, {n - 1}], got {start}")
+    skip = np.zeros(n, dtype=np.bool_) if skip is None else np.ascontiguousarray(skip, dtype=np.bool_)
+    if skip.all():
+        return WalkResult(np.zeros(0, dtype=np.int64), 0, 0)
+    start = next_walked(skip, start)
+    avoid = np.full((0, n), -1, dtype=np.int64) if avoid is None else np.ascontiguousarray(avoid, dtype=np.int64)
+    if avoid.ndim != 2 or avoid.shape[1] != n:
+        raise ConfigError(f"walk: avoid must be [E, {n}] pack ids, got {avoid.shape}")
     if window < 1:
         raise ConfigError(f"--window: must be >= 1, got {window}")
     if n_random < 1 or hops < 0:
@@ -226,6 +270,16 @@ def walk(
         ids = rerank_exact(data, norms2, ids).astype(np.int64)
     sims = np.ascontiguousarray(nbr_sims, dtype=np.float32)
     path, fallbacks, forced = walk_kernel(
-        data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed, hops
+        data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed, hops, skip, avoid, reach
     )
     return WalkResult(path, int(fallbacks), int(forced))
+
+
+def next_walked(skip: NDArray[np.bool_], start: int) -> int:
+    """`start`, or when it is skipped the next sample that is not (wrapping around).
+
+    >>> next_walked(np.array([False, True, True, False]), 1)
+    3
+    """
+    ahead = np.flatnonzero(~skip[start:])
+    return start + int(ahead[0]) if ahead.size else int(np.flatnonzero(~skip)[0])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,8 +28,11 @@ from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import FormatOptions
 from tfpack.ingest.readers import Location, file_kind
 from tfpack.ingest.samples import batch_conversations, count_samples, iter_sample_batches
+from tfpack.ordering.dedup import Duplicates, keep_rank
+from tfpack.ordering.plan import WalkPlan
 from tfpack.ordering.stage import load_embeddings, order_embeddings
 from tfpack.packing.card import write_card, write_megatron_metadata
+from tfpack.packing.epochs import epoch_start, pack_ids, reach_of, repeated_pairs
 from tfpack.packing.packer import pack_path, separate_near_duplicates
 from tfpack.packing.shards import pack_row, write_shard
 from tfpack.packing.tokenizer import (
@@ -48,9 +52,11 @@ from tfpack.parallel import RayEngine, engine_for
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.version import __version__
 from tfpack.workdir import (
+    CARD_FILE,
     DATA_DIR,
     DROPPED_FILE,
     EMBED_RUN,
+    EPOCH_GLOB,
     ERRORS_FILE,
     IGNORE_INDEX,
     KNN_DIR,
@@ -59,6 +65,7 @@ from tfpack.workdir import (
     TOKENS_DIR,
     WORK_DIR,
     atomic_path,
+    epoch_dir_name,
     fingerprint_file,
     megatron_metadata_paths,
     prepare_out_dir,
@@ -240,7 +247,6 @@ def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
     """The commonest reasons in a drop list, counted, their figures as N (`12 longer than max_len, 2 prompt alone is N
     tokens, no room for a response within max_len N`)."""
     import re
-    from collections import Counter
 
     kinds = Counter(re.sub(r"\d+", "N", entry["reason"].split(" (")[0].split(":")[0]) for entry in left_out)
     return ", ".join(f"{count} {reason}" for reason, count in kinds.most_common(top))
@@ -368,6 +374,10 @@ def run_pack(
     # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
     for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
         stale.unlink()
+    for name in (DROPPED_FILE, ERRORS_FILE, CARD_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    for old_epoch in out_dir.glob(EPOCH_GLOB):
+        shutil.rmtree(old_epoch)
     if len(sources) == 1 and is_run_dir(Path(sources[0])):
         run_dir = Path(sources[0])
     else:
@@ -399,99 +409,187 @@ def run_pack(
     if not tokens.kept.any():
         shutil.rmtree(store_dir)
         raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long)
-    ordered = order_embeddings(emb, order_cfg, run_dir / KNN_DIR, fingerprint_file(emb_file), progress)
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
-    sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
-    sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
-    order_summary, full_path = ordered.summary, ordered.path
-    del ordered  # the float32 embeddings are the largest thing in memory; packing does not need them
-    path = full_path[tokens.kept[full_path]]
-    packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
-    if pack_cfg.pack_filter is not None:
-        packs = separate_near_duplicates(
-            packs,
-            path,
-            tokens.lengths[path],
-            pack_cfg.max_len,
-            lambda rows: unit_rows(gather_float32(emb, rows)),
-            pack_cfg.pack_filter,
-        )
-    pack_order = np.random.default_rng(pack_cfg.seed).permutation(len(packs))
-
-    n_tokens, n_loss, shards = write_packs(
-        out_dir, packs, pack_order, path, tokens, sample_ids, sim_of_row, pack_cfg, progress
+    plan = WalkPlan(
+        skip=~tokens.kept,
+        dedup=pack_cfg.dedup,
+        rank=keep_rank(pack_cfg.dedup_keep, tokens.lengths),
     )
-    del tokens
-    shutil.rmtree(store_dir)
-
-    write_jsonl(out_dir / DROPPED_FILE, dropped)
+    fingerprint = fingerprint_file(emb_file)
     errors_src = run_dir / ERRORS_FILE
-    n_errors = embed_manifest.get("n_errors", 0)
-    with atomic_path(out_dir / ERRORS_FILE) as tmp:
-        tmp.write_bytes(
-            (errors_src.read_bytes() if errors_src.is_file() else b"")
-            + b"".join(orjson.dumps(entry) + b"\n" for entry in refused)
-        )
-    seconds = time.perf_counter() - started
-    counts = {
-        "packs": len(packs),
-        "samples": int(len(path)),
-        "tokens": int(n_tokens),
-        "loss_tokens": int(n_loss),
-        "fill_rate": round(n_tokens / (len(packs) * pack_cfg.max_len), 6) if packs else 0.0,
-        "dropped": len(dropped),
-        "truncated": int(truncated),
-        "input_errors": int(n_errors),
-        "refused": len(refused),
-        "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
-    }
-    special = {name: getattr(tokenizer.hf, f"{name}_id", None) for name in ("eos_token", "pad_token", "bos_token")}
-    manifest = {
-        "stage": "pack",
-        "schema_version": SCHEMA_VERSION,
-        "tfpack_version": __version__,
+    errors = (errors_src.read_bytes() if errors_src.is_file() else b"") + b"".join(
+        orjson.dumps(entry) + b"\n" for entry in refused
+    )
+    common = {
         "run_dir": str(run_dir.resolve()),
         "embedding_model": embed_manifest.get("model"),
+        **tokenizer_fields(tokenizer),
+        "attention": pack_cfg.attention,
+        "max_len": pack_cfg.max_len,
+        "window": order_cfg.window,
+        "config": {"pack": asdict(pack_cfg), "order": asdict(order_cfg)},
+    }
+    earlier = np.full((0, len(sample_ids)), -1, dtype=np.int64)
+    epochs: list[dict[str, Any]] = []
+    for epoch in range(pack_cfg.epochs):
+        epoch_cfg = replace(
+            order_cfg, start=epoch_start(np.flatnonzero(tokens.kept), epoch, order_cfg.start, order_cfg.seed)
+        )
+        ordered = order_embeddings(
+            emb,
+            epoch_cfg,
+            run_dir / KNN_DIR,
+            fingerprint,
+            progress,
+            plan._replace(avoid=earlier, reach=reach_of(earlier), epoch=epoch),
+        )
+        if epoch == 0:
+            dropped += duplicate_entries(ordered.duplicates, sample_ids)
+        sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
+        sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
+        order_summary, path = ordered.summary, ordered.path
+        del ordered  # the float32 embeddings are the largest thing in memory; packing does not need them
+        packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
+        if pack_cfg.pack_filter is not None:
+            packs = separate_near_duplicates(
+                packs,
+                path,
+                tokens.lengths[path],
+                pack_cfg.max_len,
+                lambda rows: unit_rows(gather_float32(emb, rows)),
+                pack_cfg.pack_filter,
+            )
+        pack_of = pack_ids(packs, path, len(sample_ids))
+        repeated, pairs = repeated_pairs(pack_of, earlier)
+        earlier = np.vstack([earlier, pack_of[None]])
+        epoch_dir = out_dir / epoch_dir_name(epoch) if pack_cfg.epochs > 1 else out_dir
+        epoch_dir.mkdir(exist_ok=True)
+        n_tokens, n_loss, shards = write_packs(
+            epoch_dir,
+            packs,
+            np.random.default_rng(pack_cfg.seed + epoch).permutation(len(packs)),
+            path,
+            tokens,
+            sample_ids,
+            sim_of_row,
+            pack_cfg,
+            progress,
+        )
+        write_jsonl(epoch_dir / DROPPED_FILE, dropped)
+        with atomic_path(epoch_dir / ERRORS_FILE) as tmp:
+            tmp.write_bytes(errors)
+        counts = {
+            "packs": len(packs),
+            "samples": int(len(path)),
+            "tokens": int(n_tokens),
+            "loss_tokens": int(n_loss),
+            "fill_rate": round(n_tokens / (len(packs) * pack_cfg.max_len), 6) if packs else 0.0,
+            "dropped": len(dropped),
+            "truncated": int(truncated),
+            "near_duplicates": sum(d["reason"].startswith(NEAR_DUPLICATE) for d in dropped),
+            "input_errors": int(embed_manifest.get("n_errors", 0)),
+            "refused": len(refused),
+            "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
+        }
+        manifest = {
+            "stage": "pack",
+            "schema_version": SCHEMA_VERSION,
+            "tfpack_version": __version__,
+            **common,
+            "threshold": order_summary["threshold"],
+            "distance_threshold": order_summary["distance_threshold"],
+            "k": order_summary["k"],
+            "seed": pack_cfg.seed + epoch,
+            "counts": counts,
+            "order": {key: order_summary[key] for key in ORDER_KEYS} | {"start": epoch_cfg.start},
+            **({"dedup": dedup_summary(pack_cfg, dropped)} if pack_cfg.dedup is not None else {}),
+            **(
+                {"epoch": epoch, "epochs": pack_cfg.epochs, "repeated_pairs": repeated, "pairs": pairs}
+                if pack_cfg.epochs > 1
+                else {}
+            ),
+            "shards": shards,
+        }
+        write_megatron_metadata(epoch_dir, pack_cfg.max_len)
+        write_card(epoch_dir, manifest)
+        write_manifest(epoch_dir, manifest)
+        epochs.append(
+            {
+                "dir": epoch_dir.name,
+                "start": epoch_cfg.start,
+                **counts,
+                "repeat_rate": round(repeated / max(pairs, 1), 6),
+            }
+        )
+    del tokens
+    shutil.rmtree(store_dir)
+    if pack_cfg.epochs > 1:
+        write_manifest(out_dir, {"stage": "pack-epochs", "tfpack_version": __version__, "epochs": epochs, **common})
+    seconds = time.perf_counter() - started
+    first = epochs[0]
+    summary = {"out_dir": str(out_dir), **{k: v for k, v in first.items() if k not in ("dir", "start", "repeat_rate")}}
+    if pack_cfg.epochs > 1:
+        summary["epochs"] = [{k: e[k] for k in ("dir", "packs", "fill_rate", "repeat_rate")} for e in epochs]
+    return {
+        **summary,
+        "threshold": order_summary["threshold"],
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(first["samples"] * pack_cfg.epochs / seconds, 1),
+    }
+
+
+NEAR_DUPLICATE = "near-duplicate of"
+ORDER_KEYS = (
+    "fallbacks",
+    "forced_steps",
+    "mean_adjacent_similarity",
+    "random_adjacent_similarity",
+    "threshold_violations",
+)
+
+
+def tokenizer_fields(tokenizer: Tokenizer) -> dict[str, Any]:
+    """What the manifest records of the tokenizer and chat template."""
+    special = {name: getattr(tokenizer.hf, f"{name}_id", None) for name in ("eos_token", "pad_token", "bos_token")}
+    return {
         "tokenizer": tokenizer.name,
-        "tokenizer_hash": _tokenizer_hash(tokenizer.hf),
+        "tokenizer_hash": short_hash(tokenizer.hf.backend_tokenizer.to_str()),
         "template_source": tokenizer.template_source,
         "template_hash": tokenizer.template_hash,
         "end_of_turn": tokenizer.eot,
         "special_token_ids": {**special, "eos_token_id_used": tokenizer.eos_id},
         "ignore_index": IGNORE_INDEX,
-        "attention": pack_cfg.attention,
-        "max_len": pack_cfg.max_len,
-        "threshold": order_summary["threshold"],
-        "distance_threshold": order_summary["distance_threshold"],
-        "window": order_cfg.window,
-        "k": order_summary["k"],
-        "seed": pack_cfg.seed,
-        "counts": counts,
-        "order": {
-            key: order_summary[key]
-            for key in (
-                "fallbacks",
-                "forced_steps",
-                "mean_adjacent_similarity",
-                "random_adjacent_similarity",
-                "threshold_violations",
-            )
-        },
-        "shards": shards,
-        "config": {"pack": asdict(pack_cfg), "order": asdict(order_cfg)},
     }
-    write_megatron_metadata(out_dir, pack_cfg.max_len)
-    write_card(out_dir, manifest)
-    write_manifest(out_dir, manifest)
+
+
+def duplicate_entries(duplicates: Duplicates | None, sample_ids: NDArray[np.int64]) -> list[dict[str, Any]]:
+    """dropped.jsonl entries of the removed near-duplicates, each naming the sample kept in its place."""
+    if duplicates is None:
+        return []
+    return [
+        {
+            "sample_id": int(sample_ids[row]),
+            "reason": f"{NEAR_DUPLICATE} {int(sample_ids[kept])} (cos {cos:.4f})",
+            "duplicate_of": int(sample_ids[kept]),
+            "cos": round(float(cos), 6),
+        }
+        for row, kept, cos in zip(
+            duplicates.removed,
+            duplicates.kept_as[duplicates.removed],
+            duplicates.cosine[duplicates.removed],
+            strict=True,
+        )
+    ]
+
+
+def dedup_summary(pack_cfg: PackConfig, dropped: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's `dedup` section: S, which sample stays, how many were removed, and group sizes."""
+    kept_for = Counter(d["duplicate_of"] for d in dropped if "duplicate_of" in d)
+    sizes = Counter(n + 1 for n in kept_for.values())
     return {
-        "out_dir": str(out_dir),
-        **counts,
-        "threshold": order_summary["threshold"],
-        "seconds": round(seconds, 3),
-        "samples_per_s": round(len(path) / seconds, 1),
+        "min_cos": pack_cfg.dedup,
+        "keep": pack_cfg.dedup_keep,
+        "removed": sum(kept_for.values()),
+        "groups": len(kept_for),
+        "group_sizes": {str(size): count for size, count in sorted(sizes.items())},
     }
-
-
-def _tokenizer_hash(hf: Any) -> str:
-
-    return short_hash(hf.backend_tokenizer.to_str())

@@ -14,6 +14,7 @@ from tfpack.arrays import unit_rows
 from tfpack.errors import StaleArtifactError
 from tfpack.ordering.stage import load_embeddings, to_float32
 from tfpack.ordering.threshold import resolve_threshold
+from tfpack.report.duplicates import dedup_stats
 from tfpack.workdir import SAMPLES_FILE, listed_shards, manifest_stage, read_manifest, rerun_embed
 
 
@@ -111,6 +112,8 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
         "near_duplicate_rate": round(near_duplicate_rate(unit, groups, threshold), 6),
         "random_near_duplicate_rate": round(near_duplicate_rate(unit, random_groups, threshold), 6),
     }
+    if "dedup" in manifest:  # what --dedup removed: counted in `dropped`, detailed here
+        summary["dedup"] = manifest["dedup"]
     pack_filter = manifest.get("config", {}).get("pack", {}).get("pack_filter")
     if pack_filter is not None:  # the share of same-pack pairs above --pack-filter: 0 unless something went wrong
         summary["pack_filter"] = pack_filter
@@ -152,7 +155,35 @@ def embed_stats(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def stats(path: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
-    """Stats of a pack output or an embed run directory, whichever `path` is."""
+def epochs_stats(out_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Stats of each epoch of a `pack --epochs` output, and how often an epoch repeats an earlier one's pairs."""
+    manifest = read_manifest(out_dir, "pack-epochs", f"tfpack pack RUN_DIR -o {out_dir} --epochs E")
+    per_epoch = []
+    for entry in manifest["epochs"]:
+        one = pack_stats(out_dir / entry["dir"], seed)
+        keys = (
+            "packs",
+            "samples",
+            "fill_rate",
+            "mean_pack_similarity",
+            "random_pack_similarity",
+            "near_duplicate_rate",
+        )
+        per_epoch.append({"dir": entry["dir"], **{k: one[k] for k in keys}, "repeat_rate": entry["repeat_rate"]})
+    return {"epochs": per_epoch, "max_repeat_rate": max(e["repeat_rate"] for e in per_epoch)}
+
+
+def stats(
+    path: Path, seed: int = 0, plot: Path | None = None, dedup: float | None = None, show: int = 0
+) -> dict[str, Any]:
+    """Stats of a pack output (one packing or `--epochs`) or an embed run directory, whichever `path` is; with
+    `dedup`, an embed run's near-duplicate report at that cosine."""
     stage = manifest_stage(path, "point stats at a finished `tfpack pack` or `tfpack embed` output")
-    return pack_stats(path, seed, plot) if stage == "pack" else embed_stats(path, seed)
+    if stage == "pack-epochs":
+        return epochs_stats(path, seed)
+    if stage == "pack":
+        return pack_stats(path, seed, plot)
+    summary = embed_stats(path, seed)
+    if dedup is not None:
+        summary["near_duplicates"] = dedup_stats(path, dedup, show)
+    return summary

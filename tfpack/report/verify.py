@@ -29,6 +29,7 @@ from tfpack.workdir import (
     ERRORS_FILE,
     IGNORE_INDEX,
     SAMPLES_FILE,
+    epoch_dirs,
     megatron_metadata_name,
     read_manifest,
     rerun_pack,
@@ -172,7 +173,16 @@ def expected_ids(manifest: dict[str, Any]) -> NDArray[np.int64] | None:
 
 
 def verify(out_dir: Path) -> dict[str, Any]:
-    """Check a pack output directory; returns what was checked, raises `VerifyError` at the first violation."""
+    """Check a pack output directory (each epoch's, for `--epochs`); returns what was checked, raises `VerifyError`
+    at the first violation."""
+    dirs = epoch_dirs(out_dir)
+    if dirs != [out_dir]:
+        return {"ok": True, "epochs": {d.name: verify_packing(d) for d in dirs}}
+    return verify_packing(out_dir)
+
+
+def verify_packing(out_dir: Path) -> dict[str, Any]:
+    """Check one packing's output directory."""
     manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
     listed = [s["file"] for s in manifest["shards"]]
     on_disk = sorted(f"{DATA_DIR}/{p.name}" for p in shard_paths(out_dir))
