@@ -15,6 +15,10 @@ models.
 Labels are unshifted (the model shifts them) and already -100 on untrained tokens and segment starts.
 `to_torchtune` gives a pack in torchtune's packed layout (`tokens`, `labels`, `input_pos`, `seq_lens`, padded to
 `max_len`), for its `padded_collate_packed`; `TorchtuneDataset` serves a whole output directory that way.
+
+A `pack --epochs E` output holds one complete output per epoch; `epoch_dirs(OUT_DIR)` lists them in turn (and is
+`[OUT_DIR]` for a single packing), so a training loop reads epoch e's packs with
+`PackedDataset(epoch_dirs(OUT_DIR)[e % len(dirs)])`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,17 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from tfpack.workdir import DATA_DIR, IGNORE_INDEX, SHARD_GLOB, shard_paths
+from tfpack.workdir import DATA_DIR, IGNORE_INDEX, SHARD_GLOB, epoch_dirs, shard_paths
+
+__all__ = [
+    "PackedCollator",
+    "PackedDataset",
+    "TorchtuneDataset",
+    "block_causal_mask",
+    "epoch_dirs",
+    "shard_files",
+    "to_torchtune",
+]
 
 COLUMNS = ("input_ids", "labels", "position_ids", "seq_lengths")
 
