@@ -182,7 +182,8 @@ def pack(
     """`tfpack pack`: tokenize for `tokenizer` (a Hugging Face name or directory, or 'packaged-minilm') and write
     TFP-ordered packed shards to `out_dir`. `sources`: one embed run directory, or input files (embedded first with
     `embed_config`, default settings when None). `options`: the fields of `PackConfig` (max_len, template, train_on,
-    attention, long, lookahead, shard_packs, workers, pack_filter; its seed as `pack_seed`), of `OrderConfig`
+    attention, long, lookahead, shard_packs, workers, pack_filter, dedup, dedup_keep, epochs; its seed as
+    `pack_seed`), of `OrderConfig`
     (threshold, window, k, knn, exact, buckets, seed, ...) and of `FormatOptions`; `engine` applies to both stages.
     """
     from tfpack.packing.stage import run_pack
@@ -211,17 +212,25 @@ def pack(
     )
 
 
-def stats(path: PathLike, *, seed: int = OrderConfig.seed, plot: PathLike | None = None) -> dict[str, Any]:
-    """`tfpack stats`: pack similarity, fill and near-duplicates of a pack output, or the embedding statistics
-    of an embed run directory; the same dict as `tfpack stats --json`."""
+def stats(
+    path: PathLike,
+    *,
+    seed: int = OrderConfig.seed,
+    plot: PathLike | None = None,
+    dedup: float | None = PackConfig.dedup,
+    show: int = 0,
+) -> dict[str, Any]:
+    """`tfpack stats`: pack similarity, fill and near-duplicates of a pack output (per epoch for `--epochs`), or
+    the embedding statistics of an embed run directory (with `dedup`, what `pack --dedup` would remove, `show`
+    groups listed); the same dict as `tfpack stats --json`."""
     from tfpack.report.stats import stats as compute
 
-    return compute(Path(path), seed, Path(plot) if plot is not None else None)
+    return compute(Path(path), seed, Path(plot) if plot is not None else None, dedup, show)
 
 
 def verify(out_dir: PathLike) -> VerifyResult:
-    """`tfpack stats --verify`: check every shard of a pack output against its manifest and its inputs; raises
-    `VerifyError` naming the first problem."""
+    """`tfpack stats --verify`: check every shard of a pack output (of each epoch, for `--epochs`) against its
+    manifest and its inputs; raises `VerifyError` naming the first problem."""
     from tfpack.report.verify import verify as check
 
     summary = check(Path(out_dir))

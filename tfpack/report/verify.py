@@ -177,7 +177,13 @@ def verify(out_dir: Path) -> dict[str, Any]:
     at the first violation."""
     dirs = epoch_dirs(out_dir)
     if dirs != [out_dir]:
-        return {"ok": True, "epochs": {d.name: verify_packing(d) for d in dirs}}
+        checked = {d.name: verify_packing(d) for d in dirs}
+        return {
+            "ok": True,
+            "packs": sum(c["packs"] for c in checked.values()),  # over all epochs
+            "samples": checked[dirs[0].name]["samples"],  # per epoch: every epoch packs the same samples
+            "epochs": checked,
+        }
     return verify_packing(out_dir)
 
 
