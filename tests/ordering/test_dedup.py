@@ -111,7 +111,10 @@ def test_walk_avoids_earlier_packs_within_reach() -> None:
     ids, sims, _ = build_knn(vectors, 39, "exact")
     earlier = (np.arange(40) // 2)[None]
     plain = walk(vectors, ids, sims, 0.0).path
-    twins = lambda path, lag: sum(int(a // 2 == b // 2) for a, b in zip(path[:-lag], path[lag:]))  # noqa: E731
+
+    def twins(path: np.ndarray, lag: int) -> int:
+        return int((path[:-lag] // 2 == path[lag:] // 2).sum())
+
     assert twins(plain, 1) > 10, "control: the greedy walk steps from a sample to its twin"
     result = walk(vectors, ids, sims, 0.0, avoid=earlier, reach=3)
     assert result.forced == 0

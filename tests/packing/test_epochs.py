@@ -1,4 +1,5 @@
-"""`pack --epochs E` and `--dedup S` end to end: complete outputs per epoch, pairs rarely repeated, duplicates listed."""
+"""`pack --epochs E` and `--dedup S` end to end: complete outputs per epoch, pairs rarely repeated, duplicates
+listed."""
 
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def test_near_duplicates_listed_and_absent_from_packs(epochs_out: Path) -> None:
 
 def test_repeated_pairs_against_pairs_of_sets() -> None:
     rng = np.random.default_rng(3)
+    n = 30
     for _ in range(20):
-        n = 30
         earlier = rng.integers(-1, 6, (2, n))
         pack_of = rng.integers(-1, 6, n)
 
