@@ -317,3 +317,26 @@ def run_embed(
         "seconds": round(seconds, 3),
         "samples_per_s": round(n / seconds, 2) if seconds > 0 else None,
     }
+
+
+def embed_texts(texts: list[str], manifest: dict[str, Any]) -> NDArray[np.float32]:
+    """Embed `texts` with the model and settings of the embed run whose manifest this is: L2-normalised float32 rows
+    ([len(texts), dim]) comparable with the run's embeddings (e.g. benchmark items to decontaminate against).
+
+    The run's recorded config is loaded again (its model as resolved, `max_seq_length`, backend and device as asked,
+    so they resolve as they did on the same machine); a run of precomputed embeddings has no model to reuse.
+    """
+    if manifest["backend"] == "precomputed":
+        raise ConfigError(
+            f"the run's embeddings were precomputed ({manifest['model']}): there is no model to embed other texts "
+            "with; embed the run with a model (--model) instead"
+        )
+    cfg = EmbedConfig(**manifest["config"]["embed"])
+    model, resolved = load_encoder(cfg)
+    vectors = encode_texts(model, texts, resolved["batch_size"])
+    if vectors.shape[1] != manifest["dim"]:
+        raise StaleArtifactError(
+            f"model {cfg.model} now gives {vectors.shape[1]}-dimensional embeddings, the run's have {manifest['dim']} "
+            "(the model changed since the run); embed the run again with --overwrite"
+        )
+    return vectors
