@@ -7,6 +7,7 @@
     python scripts/bench_order.py recall 100000 4 8 16   # ivf kNN recall and seconds per nprobe (N or an .npy)
     python scripts/bench_order.py recall 100000 16 --knn=ivfpq   # the same for the IVF-PQ graph
     python scripts/bench_order.py buckets 100000 16 64   # bucketed ordering vs the global walk (N or an .npy)
+    python scripts/bench_order.py threshold 100000 1000000   # `--threshold auto` estimate: seconds, extra memory
 
 `anchor` uses ../shared/golden/emb_4096.npy (the largest N the authors' script can run). The reference is
 re-implemented here from the paper's description (dense torch.cdist matrix, torch.quantile threshold, argmin loop);
@@ -16,7 +17,9 @@ synthetic clustered float16 embeddings (d=384) with a fixed threshold, so peak R
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -29,7 +32,7 @@ import numpy as np
 import tfpack
 from tfpack.config import OrderConfig
 from tfpack.ordering.stage import order_embeddings
-from tfpack.ordering.threshold import from_cosine, from_distance
+from tfpack.ordering.threshold import EXACT_MAX_N, from_cosine, from_distance, resolve_threshold
 from tfpack.ordering.walk import walk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,6 +230,95 @@ def buckets(source: str, counts: list[int], max_len: int = 2048, threshold: floa
         )
 
 
+def cpu() -> str:
+    """The CPU model (lscpu) and whether it has AVX-512 and bf16 instructions."""
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    model = fields.get("Model name", "?").strip()
+    flags = fields.get("Flags", "").split()
+    avx512 = any(f.startswith("avx512") for f in flags)
+    bf16 = any("bf16" in f for f in flags)
+    return f"{model}, {os.cpu_count()} cores, avx512: {'yes' if avx512 else 'no'}, bf16: {'yes' if bf16 else 'no'}"
+
+
+def memory_kib(*fields: str) -> list[int]:
+    """Fields of /proc/self/status, in KiB (VmRSS, VmHWM, RssFile, ...)."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return [int(status[f].split()[0]) for f in fields]
+
+
+def threshold_point(path: Path, kind: str) -> dict:
+    """The sampled `--threshold auto` estimate on float16 embeddings at `path`, read as a float32 copy in memory
+    (`kind` "float32", the global walk's input) or memory-mapped (`kind` "float16-mmap", bucketed / ivfpq runs).
+
+    Peak extra RSS: freed heap memory is returned to the system (malloc_trim) and the peak-RSS mark reset
+    (/proc/self/clear_refs) after the input is loaded, so the figure is the estimate's own peak above the resident
+    input. Mapped file pages the estimate reads in count in RSS; they are page cache (shared, reclaimable) and are
+    also reported apart. CPU seconds: all threads' (on a busy machine wall time exceeds CPU time / cores).
+    """
+    mapped = np.load(path, mmap_mode="r")
+    warm = mapped[: EXACT_MAX_N + 1]  # the input's own array type (read-only memory map): no compile in the timing
+    warm_input = warm if kind == "float16-mmap" else np.array(warm, dtype=np.float32)
+    _, warm_seconds = timed(resolve_threshold, warm_input, "auto", sample_pairs=1000)  # numba compile / cache load
+    del warm, warm_input
+    if kind == "float32":
+        emb = np.empty(mapped.shape, dtype=np.float32)
+        for start in range(0, len(mapped), 10_000):
+            emb[start : start + 10_000] = mapped[start : start + 10_000]
+        del mapped
+    else:
+        emb = mapped
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    rss, file = memory_kib("VmRSS", "RssFile")
+    cpu_start = time.process_time()
+    result, seconds = timed(resolve_threshold, emb, "auto")
+    cpu_seconds = time.process_time() - cpu_start
+    peak, file_after = memory_kib("VmHWM", "RssFile")
+    return {
+        "n": len(emb),
+        "input": kind,
+        "mode": result.mode,
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "warm_up_seconds": round(warm_seconds, 2),
+        "extra_peak_gib": round((peak - rss) / 2**20, 3),
+        "mapped_pages_gib": round((file_after - file) / 2**20, 3),
+        "distance": result.distance,
+        "estimate_error": result.estimate_error,
+    }
+
+
+def threshold(sizes: list[int]) -> None:
+    """Time and memory of the sampled auto-threshold estimate at each N, each input kind in a fresh process."""
+    print(cpu())
+    print(
+        f"sampled --threshold auto ({OrderConfig.sample_pairs:,} pairs, quantile {OrderConfig.quantile}), "
+        "synthetic clustered embeddings, d=384"
+    )
+    print(
+        f"{'N':>9} {'input':<13} {'seconds':>8} {'CPU s':>6} {'warm-up s':>10} {'extra peak GiB':>15}"
+        f" {'mapped GiB':>11} {'estimate':>11} {'error':>10}"
+    )
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "emb.npy"
+            synthetic(path, n)
+            for kind in ("float32", "float16-mmap"):
+                proc = subprocess.run(
+                    [sys.executable, __file__, "_threshold", str(path), kind], capture_output=True, text=True
+                )
+                if proc.returncode != 0:
+                    print(f"{n:>9} {kind:<13} failed: {proc.stderr.strip().splitlines()[-1]}")
+                    continue
+                r = json.loads(proc.stdout)
+                print(
+                    f"{r['n']:>9} {r['input']:<13} {r['seconds']:>8.2f} {r['cpu_seconds']:>6.2f}"
+                    f" {r['warm_up_seconds']:>10.2f} {r['extra_peak_gib']:>15.3f} {r['mapped_pages_gib']:>11.3f}"
+                    f" {r['distance']:>11.7f} {r['estimate_error']:>10.2e}"
+                )
+
+
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "anchor"
     if mode == "anchor":
@@ -260,6 +352,10 @@ def main() -> None:
         recall(sys.argv[2], [int(a) for a in sys.argv[3:] if a.isdigit()] or [4, 8, 16], method)
     elif mode == "buckets":
         buckets(sys.argv[2], [int(a) for a in sys.argv[3:]] or [16, 64])
+    elif mode == "threshold":
+        threshold([int(a) for a in sys.argv[2:]] or [100_000, 1_000_000])
+    elif mode == "_threshold":
+        print(json.dumps(threshold_point(Path(sys.argv[2]), sys.argv[3])))
     elif mode == "walk":
         print(json.dumps(walk_only(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000, 64)))
     else:

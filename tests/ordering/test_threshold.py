@@ -121,3 +121,22 @@ def test_sampled_estimate_is_unchanged_by_the_memory_bound() -> None:
         remaining -= m
     whole = float(torch_quantile(np.concatenate(values), q))
     assert sampled_quantile_distance(x, q, n_pairs, seed)[0] == whole
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("d", [3, 16, 200, 384, 1031])
+def test_sampled_distances_equal_numpy_float64_of_the_same_pairs(dtype: type, d: int) -> None:
+    """The kernel reads rows where they lie (float16 as bits) and sums in numpy's pairwise order: its distances are
+    bit for bit those of a plain numpy float64 computation of the same sampled pairs, zero distances included."""
+    from tfpack.ordering.threshold import sampled_distances, sampled_pairs
+
+    x = np.random.default_rng(d).normal(size=(500, d)).astype(dtype)
+    x[1] = x[0]  # a duplicate row: distance exactly 0
+    n_pairs = 300_000  # more than one round of draws
+    i, j = (np.concatenate(part) for part in zip(*sampled_pairs(len(x), n_pairs, 5), strict=True))
+    assert len(i) == n_pairs and not (i == j).any()
+    a, b = x[i].astype(np.float64), x[j].astype(np.float64)
+    expected = np.sqrt(np.maximum((a * a).sum(1) + (b * b).sum(1) - 2 * (a * b).sum(1), 0)).astype(np.float32)
+    got = sampled_distances(x, n_pairs, 5)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert (got == 0).any()

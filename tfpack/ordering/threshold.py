@@ -9,18 +9,24 @@ zero distances excluded, interpolated linearly as `torch.quantile` does. Distanc
 rounded to float32, the precision the reference compares in; like the reference, a pair *equal* to t in float32 is
 allowed, so the rejection bound is the float64 midpoint just below t (boundary pairs decide: see
 `../shared/golden/README.md`). Up to `EXACT_MAX_N` samples the quantile is exact; beyond, it is estimated from
-`sample_pairs` random pairs and the estimate's error (a 95% rank interval mapped to distances) is reported.
+`sample_pairs` random pairs and the estimate's error (a 95% rank interval mapped to distances) is reported. The
+sampled distances are computed by parallel numba kernels straight from the rows (float16 read as bits, memory-mapped
+or not) in numpy's float64 summation order, so they equal the plain numpy computation bit for bit (1M × 384, 4M
+pairs: ~2 s and ~40 MiB on 2 cores; `scripts/bench_order.py threshold`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from tfpack.arrays import as_kernel_array, value
 from tfpack.config import OrderConfig
 from tfpack.errors import ConfigError
 
@@ -87,11 +93,18 @@ def torch_lerp(v_lo: np.float32, v_hi: np.float32, weight: float) -> np.float32:
 
 def torch_quantile(values: NDArray[np.float32], q: float) -> np.float32:
     """`torch.quantile(values, q)` (linear interpolation), finding only the two order statistics needed."""
-    pos = q * (values.size - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, values.size - 1)
-    picked = np.partition(values, sorted({lo, hi}))
-    return torch_lerp(picked[lo], picked[hi], pos - lo)
+    return torch_quantiles(values, [q])[0]
+
+
+def torch_quantiles(values: NDArray[np.float32], qs: list[float]) -> list[np.float32]:
+    """`torch.quantile(values, q)` for each q, from one partition around just the order statistics needed."""
+    spots = []
+    for q in qs:
+        pos = q * (values.size - 1)
+        lo = math.floor(pos)
+        spots.append((lo, min(lo + 1, values.size - 1), pos - lo))
+    picked = np.partition(values, sorted({rank for lo, hi, _ in spots for rank in (lo, hi)}))
+    return [torch_lerp(picked[lo], picked[hi], weight) for lo, hi, weight in spots]
 
 
 def upper_distances(x32: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -161,31 +174,153 @@ def exact_distances(x: NDArray[Any], i: NDArray[np.int64], j: NDArray[np.int64])
     return np.sqrt(np.maximum(d2, 0)).astype(np.float32)
 
 
-_PAIR_BLOCK = 1 << 13  # pairs whose rows are gathered in float64 at once: 2 x 8192 x d x 8 bytes (50 MB at d=384)
+_DRAW = 1 << 18  # pairs drawn per round: i for the round, then j (the sequence, and so the sample, depends on it)
+_SUM_BLOCK = 128  # numpy's pairwise summation adds blocks of up to 128 terms with 8 running sums
+_ITEMS = 1024  # rows or pairs per parallel task
 
 
-def sampled_quantile_distance(emb: NDArray[np.floating[Any]], q: float, n_pairs: int, seed: int) -> tuple[float, float]:
-    """Estimate the threshold from random off-diagonal pairs; return (estimate, error half-width at 95%)."""
-    n = len(emb)
+def summation_plan(d: int) -> NDArray[np.int64]:
+    """numpy's pairwise summation of `d` terms (as in `(u * v).sum(1)` over float64 rows) as a postfix program:
+    a row `[start, n]` sums the terms `start:start+n` (n <= 128) with 8 running sums; `[-1, 0]` adds the last two
+    partial sums. Larger spans split in halves rounded down to a multiple of 8.
+
+    >>> summation_plan(384).tolist()
+    [[0, 96], [96, 96], [-1, 0], [192, 96], [288, 96], [-1, 0], [-1, 0]]
+    """
+    plan: list[tuple[int, int]] = []
+
+    def visit(start: int, n: int) -> None:
+        if n <= _SUM_BLOCK:
+            plan.append((start, n))
+            return
+        half = n // 2 - (n // 2) % 8
+        visit(start, half)
+        visit(start + half, n - half)
+        plan.append((-1, 0))
+
+    visit(0, d)
+    return np.asarray(plan, dtype=np.int64)
+
+
+_U = np.uint64  # unsigned indices: numba then reads rows without its negative-index wraparound test
+
+
+@numba.njit(cache=True, inline="always")
+def _block_dot(u: Any, v: Any, start: Any, n: Any) -> float:
+    """`sum(u[t] * v[t] for t in start:start+n)` in float64, in the order numpy sums a block (n <= 128).
+    `start`, `n`: uint64."""
+    if n < _U(8):
+        res = 0.0
+        for t in range(start, start + n):
+            res += value(u[t]) * value(v[t])
+        return res
+    r0 = value(u[start]) * value(v[start])
+    r1 = value(u[start + _U(1)]) * value(v[start + _U(1)])
+    r2 = value(u[start + _U(2)]) * value(v[start + _U(2)])
+    r3 = value(u[start + _U(3)]) * value(v[start + _U(3)])
+    r4 = value(u[start + _U(4)]) * value(v[start + _U(4)])
+    r5 = value(u[start + _U(5)]) * value(v[start + _U(5)])
+    r6 = value(u[start + _U(6)]) * value(v[start + _U(6)])
+    r7 = value(u[start + _U(7)]) * value(v[start + _U(7)])
+    end = start + n - n % _U(8)
+    for t in range(start + _U(8), end, _U(8)):
+        r0 += value(u[t]) * value(v[t])
+        r1 += value(u[t + _U(1)]) * value(v[t + _U(1)])
+        r2 += value(u[t + _U(2)]) * value(v[t + _U(2)])
+        r3 += value(u[t + _U(3)]) * value(v[t + _U(3)])
+        r4 += value(u[t + _U(4)]) * value(v[t + _U(4)])
+        r5 += value(u[t + _U(5)]) * value(v[t + _U(5)])
+        r6 += value(u[t + _U(6)]) * value(v[t + _U(6)])
+        r7 += value(u[t + _U(7)]) * value(v[t + _U(7)])
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for t in range(end, start + n):
+        res += value(u[t]) * value(v[t])
+    return res
+
+
+@numba.njit(cache=True)
+def _row_dot(x: Any, a: int, b: int, plan: Any, stack: Any) -> float:
+    """Rows `a` and `b`'s dot product in float64, equal bit for bit to numpy's `(x[a] * x[b]).sum()` in float64
+    (`plan`: `summation_plan(d)`; `stack`: scratch of `len(plan)` floats)."""
+    u, v = x[a], x[b]
+    top = 0
+    for s in range(len(plan)):
+        if plan[s, 0] >= 0:
+            stack[top] = _block_dot(u, v, _U(plan[s, 0]), _U(plan[s, 1]))
+            top += 1
+        else:
+            top -= 1
+            stack[top - 1] += stack[top]
+    return 0.0 + stack[0]  # numpy adds the sum to the reduction's identity, 0.0
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _fill_norms2(x: Any, rows: Any, plan: Any, norms2: Any) -> None:
+    """`norms2[r] = (x[r] * x[r]).sum()` in float64 for each (distinct) r in `rows`."""
+    for task in numba.prange((len(rows) + _ITEMS - 1) // _ITEMS):
+        stack = np.empty(len(plan))
+        for k in range(task * _ITEMS, min(len(rows), (task + 1) * _ITEMS)):
+            r = rows[k]
+            norms2[r] = _row_dot(x, r, r, plan, stack)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _fill_distances(x: Any, norms2: Any, i: Any, j: Any, plan: Any, out: Any) -> None:
+    """`out[p] = float32(sqrt(max(norms2[a] + norms2[b] - 2 x[a]·x[b], 0)))` for (a, b) = (i[p], j[p])."""
+    for task in numba.prange((len(i) + _ITEMS - 1) // _ITEMS):
+        stack = np.empty(len(plan))
+        for p in range(task * _ITEMS, min(len(i), (task + 1) * _ITEMS)):
+            a, b = i[p], j[p]
+            d2 = (norms2[a] + norms2[b]) - 2.0 * _row_dot(x, a, b, plan, stack)
+            out[p] = np.float32(np.sqrt(max(d2, 0.0)))
+
+
+def sampled_pairs(n: int, n_pairs: int, seed: int) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """The random off-diagonal pairs (i, j) of the estimate, `_DRAW` at a time, uniform over ordered pairs."""
     rng = np.random.default_rng(seed)
-    values = []
-    remaining = n_pairs
-    while remaining > 0:
-        m = min(remaining, 1 << 18)
+    for start in range(0, n_pairs, _DRAW):
+        m = min(_DRAW, n_pairs - start)
         i = rng.integers(0, n, m)
         j = rng.integers(0, n - 1, m)
         j += j >= i  # off-diagonal
-        order = np.argsort(i, kind="stable")
-        i, j = i[order], j[order]
-        for at in range(0, m, _PAIR_BLOCK):  # float64 rows of a few thousand pairs at a time, not of all m
-            d = exact_distances(emb, i[at : at + _PAIR_BLOCK], j[at : at + _PAIR_BLOCK])
-            values.append(d[d > 0])
-        remaining -= m
-    sample = np.concatenate(values)
-    estimate = float(torch_quantile(sample, q))
+        yield i, j
+
+
+def sampled_distances(emb: NDArray[np.floating[Any]], n_pairs: int, seed: int) -> NDArray[np.float32]:
+    """Distances of the `sampled_pairs` (float32 [n_pairs]), equal bit for bit to `exact_distances` of the same
+    pairs. Parallel kernels read the rows of `emb` (float16, float32 or float64; memory-mapped or not) where they
+    lie: no gathered copies. Each sampled row's squared norm is computed once (the pairs are drawn twice: first to
+    find those rows), so the extra memory is ~4 bytes per pair and ~17 bytes per row.
+    """
+    x = as_kernel_array(emb) if emb.dtype in (np.float16, np.float32) else np.asarray(emb, dtype=np.float64)
+    n = len(emb)
+    plan = summation_plan(emb.shape[1])
+    sampled = np.zeros(n, dtype=bool)
+    for i, j in sampled_pairs(n, n_pairs, seed):
+        sampled[i] = True
+        sampled[j] = True
+    norms2 = np.zeros(n, dtype=np.float64)
+    _fill_norms2(x, np.flatnonzero(sampled), plan, norms2)
+    del sampled
+    out = np.empty(n_pairs, dtype=np.float32)
+    at = 0
+    for i, j in sampled_pairs(n, n_pairs, seed):
+        _fill_distances(x, norms2, i, j, plan, out[at : at + len(i)])
+        at += len(i)
+    return out
+
+
+def sampled_quantile_distance(emb: NDArray[np.floating[Any]], q: float, n_pairs: int, seed: int) -> tuple[float, float]:
+    """Estimate the threshold from random off-diagonal pairs; return (estimate, error half-width at 95%).
+
+    The error maps the 95% interval of the sample rank, `q ± 1.96 sqrt(q (1 - q) / m)` over the m non-zero sampled
+    distances, to distances, and reports the larger side.
+    """
+    distances = sampled_distances(emb, n_pairs, seed)
+    sample = distances[distances > 0]
+    del distances
     spread = 1.96 * math.sqrt(q * (1 - q) / sample.size)
-    lo = float(torch_quantile(sample, max(q - spread, 0.0)))
-    hi = float(torch_quantile(sample, min(q + spread, 1.0)))
+    estimate, lo, hi = (float(v) for v in torch_quantiles(sample, [q, max(q - spread, 0.0), min(q + spread, 1.0)]))
     return estimate, max(estimate - lo, hi - estimate)
 
 
