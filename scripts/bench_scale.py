@@ -2,6 +2,7 @@
 
     python scripts/bench_scale.py 100000 1000000            # text in, embed --model static, --threshold auto
     python scripts/bench_scale.py --precomputed 1000000      # embed --embeddings (clustered vectors), threshold 0.6
+    python scripts/bench_scale.py --filters 100000           # + what --dedup / --decontaminate add to pack
 
 Per N, in a temporary directory: N question/answer records (JSONL) written from templates over 50 topics, each
 topic with its own vocabulary and question forms, lengths varied, and 5% near-duplicates (an earlier question
@@ -10,6 +11,11 @@ process, so the peak RSS reported is that stage's own (from wait4). Stages: `tfp
 model, storage as float16; with --precomputed, float16 vectors clustered by topic instead of a model),
 `tfpack pack` (ordering with the auto threshold, or 0.6 with --precomputed; tokenization, packing, shards) and
 `tfpack stats --verify`.
+
+With --filters, `pack` is then run three more times on the same run directory (its kNN graph and threshold cached
+by the first pack, so all three pay the same): plain, `--dedup 0.9`, and `--dedup 0.9 --decontaminate BENCH` where
+BENCH is 1,000 held-out records from the same generator (another seed) plus 50 exact copies of training records;
+the overhead of each against the plain pack is printed.
 """
 
 from __future__ import annotations
@@ -128,7 +134,32 @@ def run_stage(*args: str) -> tuple[dict, float, float]:
     return json.loads(stdout), time.perf_counter() - started, usage.ru_maxrss / 2**20
 
 
-def point(n: int, max_len: int, precomputed: bool) -> None:
+def filter_overheads(root: Path, max_len: int, precomputed: bool) -> None:
+    """`pack` wall time with --dedup and --decontaminate against a plain pack of the same (cached) run."""
+    write_data(root / "bench.jsonl", 1000, seed=1)
+    lines = (root / "data.jsonl").read_bytes().splitlines()
+    copies = lines[:: max(1, len(lines) // 50)]
+    with open(root / "bench.jsonl", "ab") as f:
+        f.write(b"\n".join(copies[:50]) + b"\n")
+    base = ["pack", str(root / "run"), "--tokenizer", "packaged-minilm", "--max-len", str(max_len), "--overwrite"]
+    base += ["--threshold", "0.6" if precomputed else "auto", "--quiet"]
+    runs = [
+        ("pack (plain, cached kNN)", []),
+        ("pack --dedup 0.9", ["--dedup", "0.9"]),
+        ("+ --decontaminate", ["--dedup", "0.9", "--decontaminate", str(root / "bench.jsonl")]),
+    ]
+    plain = None
+    for name, extra in runs:
+        summary, seconds, rss = run_stage(*base, "-o", str(root / "filtered"), *extra)
+        plain = plain or seconds
+        print(
+            f"  {name:<26}{seconds:>8.1f} s  peak RSS {rss:>6.2f} GiB  +{100 * (seconds / plain - 1):5.1f}%  "
+            f"near-duplicates {summary.get('near_duplicates', 0):,}  contaminated {summary.get('contaminated', 0):,}",
+            flush=True,
+        )
+
+
+def point(n: int, max_len: int, precomputed: bool, filters: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
@@ -195,13 +226,15 @@ def point(n: int, max_len: int, precomputed: bool) -> None:
         emb_gib = n * dim * 2 / 2**30
         graph_gib = n * 64 * 8 / 2**30
         print(f"  on disk: embeddings {emb_gib:.2f} GiB (float16), kNN graph {graph_gib:.2f} GiB (k=64)")
+        if filters:
+            filter_overheads(root, max_len, precomputed)
 
 
 def main() -> None:
-    precomputed = "--precomputed" in sys.argv[1:]
-    sizes = [int(a) for a in sys.argv[1:] if a != "--precomputed"] or [100_000, 1_000_000]
+    flags = {"--precomputed", "--filters"}
+    sizes = [int(a) for a in sys.argv[1:] if a not in flags] or [100_000, 1_000_000]
     for n in sizes:
-        point(n, max_len=2048, precomputed=precomputed)
+        point(n, max_len=2048, precomputed="--precomputed" in sys.argv, filters="--filters" in sys.argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_default_yaml_lists_every_default() -> None:
     written = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    expected = {name: {f.name: f.default for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
+    expected = {
+        name: {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cls)}
+        for name, cls in SECTIONS.items()
+    }
     assert written == expected
 
 

@@ -501,6 +501,30 @@ def pack(
             + default(PackConfig, "dedup_keep")
         ),
     ] = None,
+    decontaminate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A benchmark or eval file (any input format; repeat the flag for several; globs work): training "
+            "samples whose nearest benchmark item has cosine >= --decontaminate-threshold (same embedding model "
+            "as the run) or that share a 13-word sequence with one go to dropped.jsonl naming the file and item. "
+            "[default: none]"
+        ),
+    ] = None,
+    decontaminate_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Cosine at which a training sample counts as a paraphrase of a benchmark item. [default: 0.85 "
+            "for a full model such as the default all-MiniLM-L6-v2, 0.95 for --model static, whose distinct "
+            "items sit closer]"
+        ),
+    ] = None,
+    decontaminate_report: Annotated[
+        bool | None,
+        typer.Option(
+            "--decontaminate-report",
+            help="Find contaminated samples (contamination.jsonl, the manifest, stats) but drop none.",
+        ),
+    ] = None,
     epochs: Annotated[
         int | None,
         typer.Option(
@@ -557,6 +581,9 @@ def pack(
                 "pack_filter": pack_filter,
                 "dedup": dedup,
                 "dedup_keep": dedup_keep,
+                "decontaminate": tuple(decontaminate) if decontaminate else None,
+                "decontaminate_threshold": decontaminate_threshold,
+                "decontaminate_report": decontaminate_report,
                 "epochs": epochs,
             },
             str(config),

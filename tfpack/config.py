@@ -135,6 +135,9 @@ class PackConfig:
     pack_filter: float | None = None
     dedup: float | None = None
     dedup_keep: str = "first"
+    decontaminate: tuple[str, ...] = ()
+    decontaminate_threshold: float | None = None
+    decontaminate_report: bool = False
     epochs: int = 1
 
     def __post_init__(self) -> None:
@@ -153,6 +156,12 @@ class PackConfig:
         if self.dedup is not None and not -1.0 <= self.dedup <= 1.0:
             raise ConfigError(f"--dedup: a cosine similarity in [-1, 1], got {self.dedup}")
         _choice("--dedup-keep", self.dedup_keep, ("first", "longest"))
+        if self.decontaminate_threshold is not None and not -1.0 <= self.decontaminate_threshold <= 1.0:
+            raise ConfigError(
+                f"--decontaminate-threshold: a cosine similarity in [-1, 1], got {self.decontaminate_threshold}"
+            )
+        if isinstance(self.decontaminate, str):
+            raise ConfigError("decontaminate: a list of benchmark files, not one string")
         if self.epochs < 1:
             raise ConfigError(f"--epochs: must be >= 1, got {self.epochs}")
 

@@ -34,6 +34,7 @@ SHARD_GLOB = "train-*.parquet"
 WORK_DIR = ".tfpack"
 DROPPED_FILE = "dropped.jsonl"
 ERRORS_FILE = "errors.jsonl"
+CONTAMINATION_FILE = "contamination.jsonl"  # `pack --decontaminate`: the contaminated samples, dropped or not
 CARD_FILE = "README.md"
 EMBED_RUN = "embed"  # under WORK_DIR: the embed run of `pack INPUT...`
 TOKENS_DIR = "tokens.tmp"  # under WORK_DIR: the token store while packing

@@ -23,11 +23,21 @@ from numpy.typing import NDArray
 
 from tfpack.arrays import gather_float32, pair_cosines, unit_rows
 from tfpack.config import EmbedConfig, OrderConfig, PackConfig
-from tfpack.embedding.stage import run_embed
+from tfpack.embedding.stage import embed_texts, run_embed
 from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import FormatOptions
 from tfpack.ingest.readers import Location, file_kind
 from tfpack.ingest.samples import batch_conversations, count_samples, iter_sample_batches
+from tfpack.ordering.contamination import (
+    NGRAM,
+    BenchmarkItems,
+    default_threshold,
+    find_contamination,
+    read_benchmarks,
+    sample_texts,
+    summarize,
+)
+from tfpack.ordering.contamination import reason as contamination_reason
 from tfpack.ordering.dedup import Duplicates, keep_rank
 from tfpack.ordering.plan import WalkPlan
 from tfpack.ordering.stage import load_embeddings, order_embeddings
@@ -53,6 +63,7 @@ from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.version import __version__
 from tfpack.workdir import (
     CARD_FILE,
+    CONTAMINATION_FILE,
     DATA_DIR,
     DROPPED_FILE,
     EMBED_RUN,
@@ -374,7 +385,7 @@ def run_pack(
     # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
     for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
         stale.unlink()
-    for name in (DROPPED_FILE, ERRORS_FILE, CARD_FILE):
+    for name in (DROPPED_FILE, ERRORS_FILE, CARD_FILE, CONTAMINATION_FILE):
         (out_dir / name).unlink(missing_ok=True)
     for old_epoch in out_dir.glob(EPOCH_GLOB):
         shutil.rmtree(old_epoch)
@@ -395,6 +406,7 @@ def run_pack(
         )
     embed_manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
     emb, emb_file, _ = load_embeddings(run_dir)
+    benchmarks = read_benchmarks(list(pack_cfg.decontaminate)) if pack_cfg.decontaminate else None
     # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
     store_dir = out_dir / WORK_DIR / TOKENS_DIR
     tokens, dropped, truncated, refused = tokenize_samples(
@@ -410,8 +422,16 @@ def run_pack(
         shutil.rmtree(store_dir)
         raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long)
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
+    skip = ~tokens.kept
+    contamination = None
+    if benchmarks is not None:
+        with progress.task("decontaminating", total=None):
+            contamination = decontaminate(benchmarks, run_dir, embed_manifest, emb, pack_cfg, sample_ids, tokens.kept)
+        if not pack_cfg.decontaminate_report:
+            skip[contamination.rows] = True
+            dropped += contamination.entries
     plan = WalkPlan(
-        skip=~tokens.kept,
+        skip=skip,
         dedup=pack_cfg.dedup,
         rank=keep_rank(pack_cfg.dedup_keep, tokens.lengths),
     )
@@ -476,6 +496,8 @@ def run_pack(
             progress,
         )
         write_jsonl(epoch_dir / DROPPED_FILE, dropped)
+        if contamination is not None:
+            write_jsonl(epoch_dir / CONTAMINATION_FILE, contamination.entries)
         with atomic_path(epoch_dir / ERRORS_FILE) as tmp:
             tmp.write_bytes(errors)
         counts = {
@@ -487,6 +509,7 @@ def run_pack(
             "dropped": len(dropped),
             "truncated": int(truncated),
             "near_duplicates": sum(d["reason"].startswith(NEAR_DUPLICATE) for d in dropped),
+            "contaminated": 0 if contamination is None else len(contamination.entries),
             "input_errors": int(embed_manifest.get("n_errors", 0)),
             "refused": len(refused),
             "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
@@ -503,6 +526,7 @@ def run_pack(
             "counts": counts,
             "order": {key: order_summary[key] for key in ORDER_KEYS} | {"start": epoch_cfg.start},
             **({"dedup": dedup_summary(pack_cfg, dropped)} if pack_cfg.dedup is not None else {}),
+            **({"decontamination": contamination.summary} if contamination is not None else {}),
             **(
                 {"epoch": epoch, "epochs": pack_cfg.epochs, "repeated_pairs": repeated, "pairs": pairs}
                 if pack_cfg.epochs > 1
@@ -539,6 +563,62 @@ def run_pack(
 
 
 NEAR_DUPLICATE = "near-duplicate of"
+
+
+class Decontamination(NamedTuple):
+    rows: NDArray[np.int64]  # the contaminated samples kept by tokenization, as rows of samples.parquet
+    entries: list[dict[str, Any]]  # per row: its dropped.jsonl / contamination.jsonl entry
+    summary: dict[str, Any]  # the manifest's `decontamination` section
+
+
+def decontaminate(
+    benchmarks: BenchmarkItems,
+    run_dir: Path,
+    embed_manifest: dict[str, Any],
+    emb: NDArray[Any],
+    pack_cfg: PackConfig,
+    sample_ids: NDArray[np.int64],
+    kept: NDArray[np.bool_],
+) -> Decontamination:
+    """The samples `kept` by tokenization that copy or paraphrase a benchmark item (see ordering/contamination.py).
+    The items are embedded by the run's model; a run of precomputed embeddings has none, so only n-grams are
+    checked there (the summary says so)."""
+    with_model = embed_manifest["backend"] != "precomputed"
+    threshold = pack_cfg.decontaminate_threshold
+    if threshold is None:
+        threshold = default_threshold(embed_manifest["backend"])
+    bench_emb = embed_texts(benchmarks.texts_for(embed_manifest["embed_on"]), embed_manifest) if with_model else None
+    hits = find_contamination(
+        sample_texts(run_dir / SAMPLES_FILE),
+        benchmarks,
+        train_emb=emb if with_model else None,
+        bench_emb=bench_emb,
+        threshold=threshold,
+    )
+    rows = np.searchsorted(
+        pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy(), [h.sample_id for h in hits]
+    )
+    hits = [hit for hit, row in zip(hits, rows, strict=True) if kept[row]]
+    entries = [
+        {
+            "sample_id": int(hit.sample_id),
+            "reason": contamination_reason(hit),
+            "benchmark": hit.location.source,
+            hit.location.unit: hit.location.index,
+            "kind": hit.kind,
+            **({"cos": round(hit.cos, 6)} if hit.cos is not None else {"shared": hit.shared}),
+        }
+        for hit in hits
+    ]
+    summary = {
+        "threshold": threshold if with_model else None,
+        "ngram": NGRAM,
+        "report_only": pack_cfg.decontaminate_report,
+        "files": summarize(benchmarks, hits),
+    }
+    return Decontamination(rows, entries, summary)
+
+
 ORDER_KEYS = (
     "fallbacks",
     "forced_steps",

@@ -114,6 +114,9 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
     }
     if "dedup" in manifest:  # what --dedup removed: counted in `dropped`, detailed here
         summary["dedup"] = manifest["dedup"]
+    if "decontamination" in manifest:  # per benchmark file: items, contaminated samples by kind
+        summary["contaminated"] = manifest["counts"].get("contaminated", 0)
+        summary["decontamination"] = manifest["decontamination"]
     pack_filter = manifest.get("config", {}).get("pack", {}).get("pack_filter")
     if pack_filter is not None:  # the share of same-pack pairs above --pack-filter: 0 unless something went wrong
         summary["pack_filter"] = pack_filter
