@@ -255,6 +255,7 @@ def order_embeddings(
     t1 = time.perf_counter()
     k = min(cfg.k, len(vectors) - 1)
     bucket_summary: dict[str, Any] = {}
+    dedup_seconds = 0.0  # with --buckets, near-duplicates are found inside each bucket's walk (walk_seconds)
     if cfg.buckets > 1:
         t2 = time.perf_counter()
         path, fallbacks, forced, bucket_summary, duplicates = bucketed_walk(
@@ -271,8 +272,10 @@ def order_embeddings(
                 build_knn(vectors, k, method, nprobe=cfg.nprobe, seed=cfg.seed, progress=progress),
                 False,
             )
+        t_dedup = time.perf_counter()
         duplicates = plan.find_duplicates(vectors, nbr_ids, nbr_sims)
         t2 = time.perf_counter()
+        dedup_seconds = t2 - t_dedup
         with progress.task("walking", total=None):
             result = walk(
                 vectors,
@@ -314,6 +317,7 @@ def order_embeddings(
         **bucket_summary,
         **metrics,
         "threshold_seconds": round(t1 - t0, 3),
+        "dedup_seconds": round(dedup_seconds, 3),
         "knn_seconds": round(t2 - t1, 3),
         "walk_seconds": round(t3 - t2, 3),
         "seconds": round(time.perf_counter() - started, 3),

@@ -424,12 +424,14 @@ def run_pack(
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     skip = ~tokens.kept
     contamination = None
+    decontaminate_started = time.perf_counter()
     if benchmarks is not None:
         with progress.task("decontaminating", total=None):
             contamination = decontaminate(benchmarks, run_dir, embed_manifest, emb, pack_cfg, sample_ids, tokens.kept)
         if not pack_cfg.decontaminate_report:
             skip[contamination.rows] = True
             dropped += contamination.entries
+    decontaminate_seconds = time.perf_counter() - decontaminate_started
     plan = WalkPlan(
         skip=skip,
         dedup=pack_cfg.dedup,
@@ -465,6 +467,7 @@ def run_pack(
         )
         if epoch == 0:
             dropped += duplicate_entries(ordered.duplicates, sample_ids)
+            first_dedup_seconds = ordered.summary["dedup_seconds"]
         sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
         sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
         order_summary, path = ordered.summary, ordered.path
@@ -557,6 +560,8 @@ def run_pack(
     return {
         **summary,
         "threshold": order_summary["threshold"],
+        "dedup_seconds": first_dedup_seconds,
+        "decontaminate_seconds": round(decontaminate_seconds, 3),
         "seconds": round(seconds, 3),
         "samples_per_s": round(first["samples"] * pack_cfg.epochs / seconds, 1),
     }
