@@ -452,7 +452,7 @@ def test_planted_copies_and_paraphrases_are_found_and_nothing_else(planted: dict
         items,
         train_emb=planted["train_emb"],
         bench_emb=planted["bench_emb"],
-        threshold=TEST_THRESHOLD,
+        min_cos=TEST_THRESHOLD,
     )
     assert [(h.sample_id, h.item, h.kind) for h in hits] == [
         *((i, i, "embedding") for i in range(N_ITEMS)),

@@ -501,14 +501,14 @@ def find_contamination(
     items: BenchmarkItems,
     train_emb: NDArray[Any] | None = None,
     bench_emb: NDArray[np.float32] | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    min_cos: float = DEFAULT_THRESHOLD,
     n: int = NGRAM,
 ) -> list[Contamination]:
     """The contaminated samples among `batches` ((sample ids, full texts) in embedding-row order, e.g.
     `sample_texts`), in that order.
 
     With `train_emb` (row i: the i-th sample of `batches`) and `bench_emb` (row j: item j, embedded by the run's model
-    on the run's `embed_on` side: `BenchmarkItems.texts_for`), a sample whose nearest item has cosine >= `threshold`
+    on the run's `embed_on` side: `BenchmarkItems.texts_for`), a sample whose nearest item has cosine >= `min_cos`
     is contaminated by it ('embedding'); else a sample sharing an `n`-gram with an item is ('ngram'). Without
     embeddings only n-grams are checked.
     """
@@ -532,7 +532,7 @@ def find_contamination(
                 raise StaleArtifactError(f"the embeddings have {len(nearest[0])} rows, fewer than the samples")
         found = index.first_matches(texts)
         for i, sample_id in enumerate(ids):
-            if near_cos[i] >= threshold:
+            if near_cos[i] >= min_cos:
                 item = int(near_item[i])
                 hits.append(Contamination(sample_id, item, items.locations[item], "embedding", cos=float(near_cos[i])))
             elif (item := int(found.item[i])) >= 0:

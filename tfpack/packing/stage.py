@@ -598,7 +598,7 @@ def decontaminate(
         benchmarks,
         train_emb=emb if with_model else None,
         bench_emb=bench_emb,
-        threshold=threshold,
+        min_cos=threshold,
     )
     rows = np.searchsorted(
         pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy(), [h.sample_id for h in hits]
