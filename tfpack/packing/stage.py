@@ -600,10 +600,9 @@ def decontaminate(
         bench_emb=bench_emb,
         min_cos=threshold,
     )
-    rows = np.searchsorted(
-        pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy(), [h.sample_id for h in hits]
-    )
+    rows = np.searchsorted(sample_ids, [hit.sample_id for hit in hits]).astype(np.int64)
     hits = [hit for hit, row in zip(hits, rows, strict=True) if kept[row]]
+    rows = rows[kept[rows]]
     entries = [
         {
             "sample_id": int(hit.sample_id),
