@@ -24,7 +24,7 @@ from tfpack.config import OrderConfig
 from tfpack.ordering.dedup import Duplicates
 from tfpack.ordering.knn import assign, build_knn, train_centroids
 from tfpack.ordering.plan import WALK_ALL, WalkPlan
-from tfpack.ordering.walk import WalkResult, walk
+from tfpack.ordering.walk import WalkResult
 from tfpack.parallel import engine_for
 from tfpack.progress import NULL_PROGRESS, Progress
 
@@ -70,21 +70,7 @@ def walk_bucket(
     ids, sims, _ = build_knn(sub, min(k, len(members) - 1), method, nprobe=cfg.nprobe, seed=cfg.seed)
     duplicates = plan.find_duplicates(sub, ids, sims)
     local_start = int(np.flatnonzero(members == start)[0])
-    result = walk(
-        sub,
-        ids,
-        sims,
-        reject_d2,
-        window=cfg.window,
-        start=local_start,
-        exact=cfg.exact,
-        n_random=cfg.n_random,
-        seed=cfg.seed + plan.epoch,
-        hops=cfg.hops,
-        skip=plan.removing(duplicates, len(members)),
-        avoid=plan.avoid,
-        reach=plan.reach,
-    )
+    result = plan.walk(sub, ids, sims, reject_d2, cfg, local_start, duplicates)
     if duplicates is not None:
         kept_as = np.where(duplicates.kept_as >= 0, members[duplicates.kept_as], -1)
         duplicates = Duplicates(kept_as, duplicates.cosine)

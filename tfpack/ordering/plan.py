@@ -8,7 +8,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from tfpack.config import OrderConfig
 from tfpack.ordering.dedup import Duplicates, near_duplicates
+from tfpack.ordering.walk import WalkResult, walk
 
 
 class WalkPlan(NamedTuple):
@@ -37,6 +39,33 @@ class WalkPlan(NamedTuple):
             return None
         rank = np.arange(len(vectors)) if self.rank is None else self.rank
         return near_duplicates(vectors, nbr_ids, nbr_sims, self.dedup, rank, self.skip)
+
+    def walk(
+        self,
+        vectors: NDArray[Any],
+        nbr_ids: NDArray[Any],
+        nbr_sims: NDArray[Any],
+        reject_d2: float,
+        cfg: OrderConfig,
+        start: int,
+        duplicates: Duplicates | None,
+    ) -> WalkResult:
+        """The TFP walk of `cfg` from `start` under this plan (`duplicates`: those `find_duplicates` removed)."""
+        return walk(
+            vectors,
+            nbr_ids,
+            nbr_sims,
+            reject_d2,
+            window=cfg.window,
+            start=start,
+            exact=cfg.exact,
+            n_random=cfg.n_random,
+            seed=cfg.seed + self.epoch,
+            hops=cfg.hops,
+            skip=self.removing(duplicates, len(vectors)),
+            avoid=self.avoid,
+            reach=self.reach,
+        )
 
     def rows(self, members: NDArray[np.int64]) -> WalkPlan:
         """The plan for a subset of rows (one bucket)."""

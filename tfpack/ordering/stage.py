@@ -24,7 +24,7 @@ from tfpack.ordering.dedup import Duplicates
 from tfpack.ordering.knn import build_knn, cached_knn
 from tfpack.ordering.plan import WALK_ALL, WalkPlan
 from tfpack.ordering.threshold import Threshold, resolve_threshold
-from tfpack.ordering.walk import squared_norms, walk
+from tfpack.ordering.walk import squared_norms
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import (
     EMBEDDINGS_FILE,
@@ -277,21 +277,7 @@ def order_embeddings(
         t2 = time.perf_counter()
         dedup_seconds = t2 - t_dedup
         with progress.task("walking", total=None):
-            result = walk(
-                vectors,
-                nbr_ids,
-                nbr_sims,
-                threshold.reject_d2,
-                window=cfg.window,
-                start=cfg.start,
-                exact=cfg.exact,
-                n_random=cfg.n_random,
-                seed=cfg.seed + plan.epoch,
-                hops=cfg.hops,
-                skip=plan.removing(duplicates, len(vectors)),
-                avoid=plan.avoid,
-                reach=plan.reach,
-            )
+            result = plan.walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg, cfg.start, duplicates)
         path, fallbacks, forced = result.path, result.fallbacks, result.forced
     t3 = time.perf_counter()
     metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)
