@@ -465,9 +465,10 @@ def run_pack(
             progress,
             plan._replace(avoid=earlier, reach=reach_of(earlier), epoch=epoch),
         )
-        if epoch == 0:
+        if epoch == 0:  # later epochs skip the same near-duplicates rather than find them again
             dropped += duplicate_entries(ordered.duplicates, sample_ids)
             first_dedup_seconds = ordered.summary["dedup_seconds"]
+            plan = plan._replace(skip=plan.removing(ordered.duplicates, len(sample_ids)), dedup=None)
         sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
         sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
         order_summary, path = ordered.summary, ordered.path
