@@ -18,6 +18,7 @@ import numpy as np
 from tfpack.arrays import unit_rows
 from tfpack.config import OrderConfig, PackConfig
 from tfpack.errors import ConfigError
+from tfpack.ordering.plan import WalkPlan
 from tfpack.ordering.stage import load_embeddings, order_embeddings
 from tfpack.packing.packer import pack_path
 from tfpack.packing.stage import tokenize_samples
@@ -66,9 +67,11 @@ def sweep(
     rng_seed = order_cfg.seed
     results = []
     for value in thresholds:
-        ordered = order_embeddings(emb, replace(order_cfg, threshold=value), run_dir / KNN_DIR, fingerprint, progress)
+        ordered = order_embeddings(
+            emb, replace(order_cfg, threshold=value), run_dir / KNN_DIR, fingerprint, progress, WalkPlan(skip=~kept)
+        )
         unit = unit_rows(ordered.vectors)
-        path = ordered.path[kept[ordered.path]]
+        path = ordered.path
         groups = [path[g] for g in pack_path(lengths[path], pack_cfg.max_len, pack_cfg.lookahead)]
         sizes = np.asarray([len(g) for g in groups])
         random_groups = random_packs(path, sizes, rng_seed)
