@@ -27,7 +27,7 @@ from tfpack.ordering.plan import WalkPlan
 from tfpack.ordering.stage import load_embeddings, order_embeddings, to_float32
 from tfpack.packing.epochs import epoch_start, pack_ids, repeated_pairs
 from tfpack.packing.packer import pack_path
-from tfpack.report.stats import mean_pairwise_similarity, near_duplicate_rate, random_packs
+from tfpack.report.stats import mean_pairwise_similarity, near_duplicate_rate, random_packs, row_of_sample
 from tfpack.workdir import KNN_DIR, SAMPLES_FILE, epoch_dirs, fingerprint_file, shard_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +70,7 @@ def scores(unit: np.ndarray, groups: list[np.ndarray], seed: int = 0) -> dict[st
 
 
 def dedup_rows(run: Path, work: Path, name: str, values: list[float | None], max_len: int) -> None:
-    sample_ids = pq.read_table(run / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
-    row_of = np.full(int(sample_ids.max()) + 1, -1, dtype=np.int64)
-    row_of[sample_ids] = np.arange(len(sample_ids))
+    row_of = row_of_sample(run)
     unit = to_float32(load_embeddings(run).array)
     print(f"\n{name}: dedup (max_len {max_len}, same-pack pairs at cos >= {PAIR_COS} as near-duplicates)")
     print("  S       removed   fill     sim TFP / random    dup-pairs TFP / random   pack s")
@@ -94,8 +92,7 @@ def epoch_rows(run: Path, work: Path, name: str, epochs: int, max_len: int) -> N
     tfpack.pack(run, out, tokenizer="packaged-minilm", max_len=max_len, epochs=epochs, overwrite=True)
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     sample_ids = pq.read_table(run / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
-    row_of = np.full(int(sample_ids.max()) + 1, -1, dtype=np.int64)
-    row_of[sample_ids] = np.arange(len(sample_ids))
+    row_of = row_of_sample(run)
     emb = load_embeddings(run)
     unit = to_float32(emb.array)
     print(f"\n{name}: --epochs {epochs}")

@@ -78,7 +78,7 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
     tokens = int(pack_tokens.sum())
     max_len = int(manifest["max_len"])
     packs = table.num_rows
-    row_of = _row_of_sample(Path(manifest["run_dir"]))
+    row_of = row_of_sample(Path(manifest["run_dir"]))
     groups = [row_of[np.asarray(ids, dtype=np.int64)] for ids in ids_per_pack]
     emb, _, _ = load_embeddings(Path(manifest["run_dir"]))
     vectors = to_float32(emb)
@@ -129,7 +129,7 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
     return summary
 
 
-def _row_of_sample(run_dir: Path) -> NDArray[np.int64]:
+def row_of_sample(run_dir: Path) -> NDArray[np.int64]:
     """Embedding row of each sample_id (-1 for ids with no row)."""
     ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     row_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
