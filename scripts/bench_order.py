@@ -305,18 +305,23 @@ def threshold(sizes: list[int]) -> None:
             path = Path(tmp) / "emb.npy"
             synthetic(path, n)
             for kind in ("float32", "float16-mmap"):
-                proc = subprocess.run(
-                    [sys.executable, __file__, "_threshold", str(path), kind], capture_output=True, text=True
-                )
-                if proc.returncode != 0:
-                    print(f"{n:>9} {kind:<13} failed: {proc.stderr.strip().splitlines()[-1]}")
+                r = in_fresh_process(f"{n:>9} {kind:<13}", "_threshold", str(path), kind)
+                if r is None:
                     continue
-                r = json.loads(proc.stdout)
                 print(
                     f"{r['n']:>9} {r['input']:<13} {r['seconds']:>8.2f} {r['cpu_seconds']:>6.2f}"
                     f" {r['warm_up_seconds']:>10.2f} {r['extra_peak_gib']:>15.3f} {r['mapped_pages_gib']:>11.3f}"
                     f" {r['distance']:>11.7f} {r['estimate_error']:>10.2e}"
                 )
+
+
+def in_fresh_process(label: str, *args: str) -> dict | None:
+    """The JSON a mode of this script prints, run in a fresh process; None (after printing why) when it failed."""
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"{label} failed: {proc.stderr.strip().splitlines()[-1]}")
+        return None
+    return json.loads(proc.stdout)
 
 
 def main() -> None:
@@ -332,13 +337,9 @@ def main() -> None:
             f"{'adj sim':>8} {'random':>8} {'peak RSS GiB':>13}"
         )
         for n in sizes:
-            proc = subprocess.run(
-                [sys.executable, __file__, "_point", str(n), buckets, knn], capture_output=True, text=True
-            )
-            if proc.returncode != 0:
-                print(f"{n:>9} failed: {proc.stderr.strip().splitlines()[-1]}")
+            r = in_fresh_process(f"{n:>9}", "_point", str(n), buckets, knn)
+            if r is None:
                 continue
-            r = json.loads(proc.stdout)
             print(
                 f"{r['n']:>9} {r['knn']:>6} {r['knn_seconds']:>8.1f} {r['walk_seconds']:>8.2f}"
                 f" {r['total_seconds']:>8.1f}"
