@@ -15,7 +15,9 @@ export TFPACK_CACHE=$work/cache
 fail() { echo "wheel check FAILED: $*" >&2; exit 1; }
 "$python" -m pip wheel --no-deps --quiet --wheel-dir "$work/dist" "$repo" || fail "pip wheel"
 wheel=$(ls "$work"/dist/tfpack-*.whl)
-python3 -m zipfile -l "$wheel" | grep -q 'tfpack/packing/templates/chatml.jinja' || fail "$wheel has no tfpack/packing/templates/*.jinja"
+# Read the listing in one process: `zipfile -l | grep -q` fails under pipefail once grep exits before the listing ends.
+python3 -c 'import sys, zipfile; sys.exit("tfpack/packing/templates/chatml.jinja" not in zipfile.ZipFile(sys.argv[1]).namelist())' "$wheel" \
+    || fail "$wheel has no tfpack/packing/templates/*.jinja"
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --upgrade pip || fail "pip upgrade"
 "$work/venv/bin/pip" install --quiet torch==2.13.0 || fail "torch install"
