@@ -73,13 +73,13 @@ def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pyte
     from importlib import metadata
 
     model_path = resolve_model("all-MiniLM-L6-v2")
-    key = models._model_key(model_path)
+    key = models.model_key(model_path)
     monkeypatch.setattr(models, "EXPORTER", "optimum")
-    assert models._model_key(model_path) != key
+    assert models.model_key(model_path) != key
     monkeypatch.undo()
     real_version = metadata.version
     monkeypatch.setattr(metadata, "version", lambda name: "5.0.0" if name == "transformers" else real_version(name))
-    assert models._model_key(model_path) != key
+    assert models.model_key(model_path) != key
     monkeypatch.undo()
 
     monkeypatch.setenv("TFPACK_CACHE", str(tmp_path))
@@ -98,7 +98,7 @@ def test_export_is_cached_under_a_key_of_exporter_and_versions(monkeypatch: pyte
 
 
 def test_export_without_onnxscript_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "_installed", lambda *modules: "onnxscript" not in modules)
+    monkeypatch.setattr(models, "installed", lambda *modules: "onnxscript" not in modules)
     with pytest.raises(DependencyError, match=r"needs onnx and onnxscript; run `pip install 'tfpack\[cpu\]'`"):
         load_encoder(EmbedConfig(backend="onnx", device="cpu"))
 

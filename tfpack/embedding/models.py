@@ -65,11 +65,11 @@ def static_model_dir(source: str) -> Path:
 
     Written under a temporary name and renamed when complete, so concurrent runs never load a half-written model.
     """
-    if not _installed("model2vec", "sklearn"):
+    if not installed("model2vec", "sklearn"):
         raise DependencyError("--model static needs model2vec and scikit-learn; run `pip install 'tfpack[cpu]'`")
     from importlib import metadata
 
-    key = _model_key(source, ("model2vec", "transformers"), f"model2vec-distill-pca{STATIC_PCA_DIMS}-token-vectors")
+    key = model_key(source, ("model2vec", "transformers"), f"model2vec-distill-pca{STATIC_PCA_DIMS}-token-vectors")
     cache = cache_root() / "static" / key
     if (cache / STATIC_VECTORS).is_file():
         return cache
@@ -103,7 +103,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _installed(*modules: str) -> bool:
+def installed(*modules: str) -> bool:
+    """Whether every module in `modules` can be imported (found, not imported)."""
     return all(importlib_util.find_spec(m) is not None for m in modules)
 
 
@@ -115,10 +116,10 @@ def resolve_backend(backend: str, device: str) -> str:
         return backend
     if device == "cuda":
         return "torch"
-    exportable = _installed("onnx", "onnxscript")
-    if exportable and _installed("openvino"):
+    exportable = installed("onnx", "onnxscript")
+    if exportable and installed("openvino"):
         return "openvino"
-    return "onnx" if exportable and _installed("onnxruntime") else "torch"
+    return "onnx" if exportable and installed("onnxruntime") else "torch"
 
 
 FIRST_LAYER = re.compile(r"\.(layer|layers|h|block)\.0[.:/]")
@@ -180,7 +181,7 @@ def publish_dir(cache: Path, marker: str, build: Callable[[Path], None]) -> None
         os.replace(tmp, cache)
 
 
-def _model_key(model_path: str, libraries: tuple[str, ...] = (), tool: str = "") -> str:
+def model_key(model_path: str, libraries: tuple[str, ...] = (), tool: str = "") -> str:
     """Cache key of what is made from a model (by default its ONNX export): the tool and the versions of the
     libraries that shape the result (default: the exporter, torch, transformers, onnxscript), the model's name plus,
     for a local directory, the sizes and mtimes of its files."""
@@ -272,12 +273,12 @@ def onnx_model_dir(model_path: str, int8: bool) -> tuple[Path, str]:
     Each file appears under its final name only when complete (temporary name, then rename), so concurrent runs
     never load a half-written model.
     """
-    if not _installed("onnx", "onnxscript"):
+    if not installed("onnx", "onnxscript"):
         raise DependencyError(
             "the ONNX export (--backend onnx, onnx-int8, openvino) needs onnx and onnxscript; "
             "run `pip install 'tfpack[cpu]'` or use --backend torch"
         )
-    cache = cache_root() / "onnx" / _model_key(model_path)
+    cache = cache_root() / "onnx" / model_key(model_path)
     fp32 = cache / "model.onnx"
     if not fp32.is_file():  # exported into a directory of its own (a large model keeps weights beside the graph)
         publish_dir(cache, "model.onnx", lambda tmp: export_onnx(model_path, tmp / "model.onnx"))

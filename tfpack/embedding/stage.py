@@ -24,6 +24,7 @@ from tfpack.arrays import unit_rows
 from tfpack.config import DEFAULT_MODEL, STATIC_FROM_SAMPLES, EmbedConfig
 from tfpack.embedding.encoders import check_embeddings, embedding_dim, encode_texts, load_encoder, text_selector
 from tfpack.embedding.models import STATIC, resolve_backend, resolve_device, resolve_model, static_source
+from tfpack.embedding.routes import MEASURE_TEXTS, choose_backend
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ingest.formats import FormatOptions, Turn
 from tfpack.ingest.readers import STDIN, expand_inputs
@@ -101,6 +102,22 @@ def choose_model(cfg: EmbedConfig, n: int) -> str:
         return cfg.model
     on_cpu = resolve_device(cfg.device) == "cpu"
     return STATIC if on_cpu and n >= STATIC_FROM_SAMPLES else DEFAULT_MODEL
+
+
+def choose_route(cfg: EmbedConfig, n: int, samples_file: Path) -> tuple[EmbedConfig, dict[str, Any] | None]:
+    """`cfg` with `--backend auto` settled for a CPU run of a transformer model (`routes.choose_backend`, timed on
+    texts spread over the first samples of `samples_file`), and the record of how; any other run unchanged, None."""
+    if cfg.backend != "auto" or static_source(cfg.model) or resolve_device(cfg.device) != "cpu":
+        return cfg, None
+    select = text_selector(cfg.embed_on)
+
+    def sample_texts() -> list[str]:
+        _, conversations = next(iter_sample_batches(samples_file, 4 * MEASURE_TEXTS))
+        step = max(1, len(conversations) // MEASURE_TEXTS)
+        return [select(c.turns) for c in conversations[::step][:MEASURE_TEXTS]]
+
+    backend, record = choose_backend(cfg, n, sample_texts)
+    return replace(cfg, backend=backend), record
 
 
 def chunk_rows(batch_size: int) -> int:
@@ -245,8 +262,10 @@ def run_embed(
         }
     n = count_samples(run_dir / SAMPLES_FILE)
     asked = cfg.model
+    route = None
     if precomputed is None:
         cfg = replace(cfg, model=choose_model(cfg, n))
+        cfg, route = choose_route(cfg, n, run_dir / SAMPLES_FILE)
     embed_started = time.perf_counter()
     rows_done = int(state.get("rows_done", 0)) if resume else 0
     if precomputed is not None:
@@ -257,6 +276,8 @@ def run_embed(
     else:
         vectors_for, dim, resolved = model_source(cfg)
         batches = local_batches(run_dir / SAMPLES_FILE, vectors_for, rows_done, chunk_rows(resolved["batch_size"]))
+    if route is not None:
+        resolved = {**resolved, "backend_choice": route}
     partial = run_dir / PARTIAL_FILE
     if resume:
         out = np.load(partial, mmap_mode="r+")
