@@ -46,7 +46,11 @@ class ExportedEncoder:
     recorded in the manifest.
     """
 
-    def __init__(self, model: SentenceTransformer, onnx_file: Path, runtime: str) -> None:
+    def __init__(
+        self, model: SentenceTransformer, onnx_file: Path, runtime: str, precision_hint: str | None = None
+    ) -> None:
+        """`precision_hint` (OpenVINO only, e.g. "f32") overrides OpenVINO's choice of inference precision:
+        scripts/bench_embed.py uses it to show on a bf16 CPU what a CPU without bf16 gets."""
         self.model = model
         self.preprocess = getattr(model, "preprocess", None) or model.tokenize
         if runtime == "openvino":
@@ -54,7 +58,10 @@ class ExportedEncoder:
                 import openvino
             except ImportError as e:
                 raise DependencyError("--backend openvino needs OpenVINO; run `pip install openvino`") from e
-            compiled = openvino.Core().compile_model(str(onnx_file), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+            hints = {"PERFORMANCE_HINT": "LATENCY"}
+            if precision_hint:
+                hints["INFERENCE_PRECISION_HINT"] = precision_hint
+            compiled = openvino.Core().compile_model(str(onnx_file), "CPU", hints)
             request = compiled.create_infer_request()
             self.input_names = {port.get_any_name() for port in compiled.inputs}
             self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()

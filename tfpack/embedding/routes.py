@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from tfpack.config import EmbedConfig
-from tfpack.embedding.encoders import encode_texts, load_encoder
+from tfpack.embedding.encoders import Encoder, encode_texts, load_encoder
 from tfpack.embedding.models import cache_root, installed, model_key, resolve_backend, resolve_model
 from tfpack.errors import ConfigError, DependencyError
 from tfpack.workdir import short_hash
 
 MEASURE_FROM_SAMPLES = 10_000  # below this a run takes the cached or fixed-order route instead of timing routes
 MEASURE_TEXTS = 192  # texts timed per route: ~6 s a route on a 2-core AVX2 machine
+MEASURE_ROUNDS = 3  # the texts are timed in this many parts, the routes interleaved
 EXACT_CPU_ROUTES = ("openvino", "onnx", "torch")  # fixed order: the choice when no measurement is made
 ROUTE_MODULES = {"openvino": ("openvino", "onnx", "onnxscript"), "onnx": ("onnxruntime", "onnx", "onnxscript")}
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
@@ -80,9 +81,14 @@ def choice_file(cfg: EmbedConfig) -> Path:
 
 
 def measure_routes(cfg: EmbedConfig, texts: list[str]) -> dict[str, Any]:
-    """Samples/s of each available route on `texts` (after one warm-up batch); a route that cannot load is listed
-    under "failed" with its error instead."""
-    rates: dict[str, float] = {}
+    """Samples/s of each available route on `texts`; a route that cannot load is listed under "failed" with its
+    error instead.
+
+    Every route is warmed up, then `texts` are timed in MEASURE_ROUNDS parts, each part by every route in a rotated
+    order, so a change in the machine's speed during the measurement (a neighbour's job, frequency scaling) falls
+    on all routes alike rather than on whichever was timed last.
+    """
+    encoders: dict[str, tuple[Encoder, int]] = {}
     failed: dict[str, str] = {}
     for route in available_routes():
         try:
@@ -90,11 +96,19 @@ def measure_routes(cfg: EmbedConfig, texts: list[str]) -> dict[str, Any]:
         except (ConfigError, DependencyError, OSError, RuntimeError) as e:
             failed[route] = str(e).splitlines()[0] if str(e) else type(e).__name__
             continue
+        encoders[route] = model, resolved["batch_size"]
         encode_texts(model, texts[: resolved["batch_size"]], resolved["batch_size"])
-        started = time.perf_counter()
-        encode_texts(model, texts, resolved["batch_size"])
-        rates[route] = round(len(texts) / (time.perf_counter() - started), 2)
-    return {"samples_per_s": rates, "failed": failed}
+    seconds = dict.fromkeys(encoders, 0.0)
+    names = list(encoders)
+    for part in range(MEASURE_ROUNDS):
+        chunk = texts[part::MEASURE_ROUNDS]
+        turn = part % max(len(names), 1)
+        for route in names[turn:] + names[:turn]:
+            model, batch_size = encoders[route]
+            started = time.perf_counter()
+            encode_texts(model, chunk, batch_size)
+            seconds[route] += time.perf_counter() - started
+    return {"samples_per_s": {r: round(len(texts) / t, 2) for r, t in seconds.items()}, "failed": failed}
 
 
 def choose_backend(cfg: EmbedConfig, n: int, sample_texts: Callable[[], list[str]]) -> tuple[str, dict[str, Any]]:
@@ -113,12 +127,13 @@ def choose_backend(cfg: EmbedConfig, n: int, sample_texts: Callable[[], list[str
             pass  # a damaged cache entry is measured again (or ignored below the measuring size)
     if n < MEASURE_FROM_SAMPLES:
         return fixed, {"backend": fixed, "by": f"fixed order (fewer than {MEASURE_FROM_SAMPLES:,} samples)"}
-    measured = measure_routes(cfg, sample_texts())
+    texts = sample_texts()
+    measured = measure_routes(cfg, texts)
     rates = measured["samples_per_s"]
     if not rates:
         return fixed, {"backend": fixed, "by": "fixed order (no route could be measured)", **measured}
     best = max(rates, key=rates.__getitem__)
-    record = {"backend": best, "cpu": cpu_identity(), "texts": MEASURE_TEXTS, **measured}
+    record = {"backend": best, "cpu": cpu_identity(), "texts": len(texts), **measured}
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     part.write_text(json.dumps(record, indent=1))
