@@ -45,9 +45,9 @@ def parse_threshold(value: str) -> str | float:
 class EmbedConfig:
     """How samples are embedded.
 
-    `backend='auto'` uses torch (fp16) on CUDA and, on CPU, OpenVINO when installed (bf16 where the CPU has it),
-    else the fp32 ONNX export in ONNX Runtime; scripts/bench_embed.py measures each against plain
-    sentence-transformers with recall@10 of the kNN graph.
+    `backend='auto'` uses torch (fp16) on CUDA and, on CPU, the fastest exact route measured on this CPU
+    (embedding/routes.py: OpenVINO, ONNX Runtime or torch), OpenVINO before any measurement; scripts/bench_embed.py
+    measures each against plain sentence-transformers with recall@10 of the kNN graph.
     `batch_size=0` picks 16 on CPU and 256 on CUDA.
     `model='auto'` is DEFAULT_MODEL, or on CPU from STATIC_FROM_SAMPLES samples its static distillation ('static').
     """
