@@ -46,6 +46,22 @@ def _d2(emb: Any, norms2: Any, a: int, b: int) -> float:
     return max(norms2[a] + norms2[b] - 2.0 * dot, 0.0)  # identical rows: 0, not a rounding error below it
 
 
+@numba.njit(cache=True, fastmath=_FAST)
+def _d2_screen(emb: Any, norms2: Any, a: int, b: int) -> float:
+    """`_d2` with the dot product in float32 (twice the SIMD width): within `_screen_margin` of `_d2`."""
+    dot = np.float32(0.0)
+    for t in range(emb.shape[1]):
+        dot += np.float32(value(emb[a, t])) * np.float32(value(emb[b, t]))
+    return norms2[a] + norms2[b] - 2.0 * dot
+
+
+@numba.njit(cache=True)
+def _screen_margin(emb: Any, norms2: Any, a: int, b: int) -> float:
+    """4x a bound on |_d2_screen - _d2|: a float32 sum of d products errs by at most d * 2**-24 * |a||b|, the
+    distance by twice that, and |a||b| <= (|a|^2 + |b|^2) / 2."""
+    return emb.shape[1] * 2.0**-22 * (norms2[a] + norms2[b])
+
+
 @numba.njit(cache=True)
 def _repeats(avoid: Any, reach: int, path: Any, step: int, cand: int) -> bool:
     """Whether an earlier packing (a row of `avoid`) packed `cand` with one of the last `reach` path samples."""
@@ -85,12 +101,17 @@ def _passes(
 def _scan_unvisited(
     emb: Any, norms2: Any, path: Any, step: int, rule: Any, candidates: Any, count: int
 ) -> tuple[int, bool]:
-    """Nearest valid sample among `candidates[:count]` (ties: lower id), else the nearest one; (id, valid)."""
+    """Nearest valid sample among `candidates[:count]` (ties: lower id), else the nearest one; (id, valid).
+
+    Once a valid one is found, a float32 screen skips the candidates that cannot be nearer; the decision is the
+    float64 one."""
     cur = path[step - 1]
     best, best_d2 = -1, np.inf
     near, near_d2 = -1, np.inf
     for u in range(count):
         c = candidates[u]
+        if best >= 0 and _d2_screen(emb, norms2, cur, c) - _screen_margin(emb, norms2, cur, c) > best_d2:
+            continue  # surely farther than the best valid one found: the float64 distance cannot change that
         d2 = _d2(emb, norms2, cur, c)
         if d2 < near_d2 or (d2 == near_d2 and c < near):
             near, near_d2 = c, d2
