@@ -63,6 +63,23 @@ def test_exact_kernel_equals_slow_greedy(case: dict) -> None:
     assert got.path.tolist() == slow_greedy(x, reject_d2, case["window"], start)
 
 
+@settings(max_examples=40, deadline=None)
+@given(cases, st.sampled_from([0.0, 1e-7, 1e-4]))
+def test_exact_kernel_equals_slow_greedy_on_near_ties(case: dict, jitter: float) -> None:
+    """Near-copies (exact copies when `jitter` is 0) put many candidates within float32 rounding of each other:
+    the fallback scan's float32 screen must still leave every decision to the float64 distances, ties to the lower
+    id."""
+    base = unit_rows(case["seed"], case["n"], max(case["d"], 16), case["clusters"])
+    rng = np.random.default_rng(case["seed"])
+    x = np.concatenate([base, base + jitter * rng.normal(size=base.shape)]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids, sims, _ = build_knn(x, 1, "exact")  # one neighbour: most steps fall back to the scan
+    reject_d2 = 2 - 2 * case["cosine"]
+    start = case["seed"] % len(x)
+    got = walk(x, ids, sims, reject_d2, window=case["window"], start=start, exact=True)
+    assert got.path.tolist() == slow_greedy(x, reject_d2, case["window"], start)
+
+
 @settings(max_examples=60, deadline=None)
 @given(cases)
 def test_default_walk_is_a_permutation_that_honours_the_window(case: dict) -> None:
