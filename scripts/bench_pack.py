@@ -109,7 +109,8 @@ def bench(data: Path, max_lens: list[int], cache: Path, repeat: int) -> None:
         cfg = PackConfig(max_len=max_len, tokenizer="packaged-minilm")
         tokenizer = load_tokenizer(cfg.tokenizer, cfg.template)
         with tempfile.TemporaryDirectory() as tmp:
-            tokens, dropped, truncated, _ = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(tmp))
+            tokenized = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(tmp))
+            tokens, dropped, truncated = tokenized.store, tokenized.dropped, tokenized.truncated
         path = ordered.path[tokens.kept[ordered.path]]
         lengths_row = tokens.lengths
         rng = np.random.default_rng(0)

@@ -454,8 +454,11 @@ def pack(
     long: Annotated[
         str | None,
         typer.Option(
-            help="Samples over --max-len: truncate (keep the prompt, cut the response) or drop (listed in "
-            "dropped.jsonl). " + default(PackConfig, "long")
+            help="Samples over --max-len. truncate: cut to their first max-len tokens, an exact prefix (the "
+            "last turn trained up to the cut, nothing appended); turns: cut after the last whole assistant turn "
+            "that fits (a sample whose first assistant turn does not fit is dropped); drop: drop them. Dropped "
+            "samples are listed in dropped.jsonl with the reason; a cut that leaves no trained token drops the "
+            "sample. " + default(PackConfig, "long")
         ),
     ] = None,
     lookahead: Annotated[

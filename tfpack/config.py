@@ -143,7 +143,7 @@ class PackConfig:
     def __post_init__(self) -> None:
         _choice("--train-on", self.train_on, ("completion", "assistant", "all"))
         _choice("--attention", self.attention, ("segment", "pack"))
-        _choice("--long", self.long, ("truncate", "drop"))
+        _choice("--long", self.long, ("truncate", "turns", "drop"))
         _choice("--engine", self.engine, ("local", "ray"))
         if self.max_len < 8:
             raise ConfigError(f"--max-len: must be >= 8, got {self.max_len}")

@@ -12,7 +12,6 @@ from tests.conftest import DEMO_TOKENIZER, chat_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.config import PackConfig
 from tfpack.ingest.formats import Conversation, Turn
-from tfpack.packing.stage import fit_to_max_len
 from tfpack.packing.tokenizer import load_tokenizer, tokenize_batch
 from tfpack.workdir import IGNORE_INDEX, shard_paths
 
@@ -194,11 +193,8 @@ def test_train_on_and_truncation() -> None:
         [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, train_on)
         trained = decode(labels[labels != IGNORE_INDEX].tolist())
         assert expected in trained
-    [(ids, labels, prompt_len)] = tokenize_batch([turns], tokenizer, "completion")
+    [(ids, labels, _)] = tokenize_batch([turns], tokenizer, "completion")
     assert "answer one" not in decode(labels[labels != IGNORE_INDEX].tolist())
-    cut = fit_to_max_len(ids, labels, prompt_len, prompt_len + 3, "truncate", tokenizer.eos_id)
-    assert not isinstance(cut, str) and len(cut[0]) == prompt_len + 3 and cut[0][-1] == tokenizer.eos_id
-    assert isinstance(fit_to_max_len(ids, labels, prompt_len, prompt_len, "truncate", tokenizer.eos_id), str)
 
 
 def test_pack_config_checks() -> None:

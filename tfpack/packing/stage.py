@@ -42,6 +42,7 @@ from tfpack.ordering.dedup import Duplicates, keep_rank
 from tfpack.ordering.plan import WalkPlan
 from tfpack.ordering.stage import load_embeddings, order_embeddings
 from tfpack.packing.card import write_card, write_megatron_metadata
+from tfpack.packing.cut import fit_to_max_len
 from tfpack.packing.epochs import epoch_start, pack_ids, reach_of, repeated_pairs
 from tfpack.packing.packer import pack_path, separate_near_duplicates
 from tfpack.packing.shards import pack_row, write_shard
@@ -94,21 +95,6 @@ SCHEMA_VERSION = 1
 
 def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / MANIFEST).is_file()
-
-
-def fit_to_max_len(
-    ids: NDArray[np.int32], labels: NDArray[np.int32], prompt_len: int, max_len: int, long: str, eos_id: int
-) -> tuple[NDArray[np.int32], NDArray[np.int32]] | str:
-    """The sample itself when it fits; else truncated (prompt kept, response cut, EOS kept) or a drop reason."""
-    if len(ids) <= max_len:
-        return ids, labels
-    if long == "drop":
-        return f"longer than max_len ({len(ids)} > {max_len} tokens)"
-    if prompt_len >= max_len - 1:
-        return f"prompt alone is {prompt_len} tokens, no room for a response within max_len {max_len}"
-    cut_ids = np.append(ids[: max_len - 1], np.int32(eos_id)).astype(np.int32)
-    cut_labels = np.append(labels[: max_len - 1], np.int32(eos_id)).astype(np.int32)
-    return cut_ids, cut_labels
 
 
 def path_similarities(vectors: NDArray[Any], path: NDArray[np.int64], chunk: int = 65_536) -> NDArray[np.float32]:
@@ -191,8 +177,9 @@ class SampleSources:
 
 class TokenizedSamples(NamedTuple):
     store: TokenStore  # every kept sample's ids and labels, by row of samples.parquet
-    dropped: list[dict[str, Any]]  # dropped.jsonl entries (too long under --long drop)
-    truncated: int
+    dropped: list[dict[str, Any]]  # dropped.jsonl entries (too long: see packing/cut.py)
+    truncated: int  # samples cut to a prefix
+    cut_trained: int  # trained tokens those cuts removed
     refused: list[dict[str, Any]]  # errors.jsonl entries: spans the template did not let tfpack verify
 
 
@@ -213,7 +200,7 @@ def tokenize_samples(
     dropped: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     source_of = SampleSources(samples_file, inputs or [])
-    truncated = 0
+    truncated = cut_trained = 0
     runner = engine_for(pack_cfg.engine)
     if isinstance(runner, RayEngine):
         batches = ray_tokenized(samples_file, pack_cfg, runner)
@@ -241,17 +228,18 @@ def tokenize_samples(
                     )
                     store.skip()
                     continue
-                tok, labels, prompt_len = result
-                fitted = fit_to_max_len(tok, labels, prompt_len, pack_cfg.max_len, pack_cfg.long, tokenizer.eos_id)
+                tok, labels, _ = result
+                fitted = fit_to_max_len(tok, labels, pack_cfg.max_len, pack_cfg.long)
                 if isinstance(fitted, str):
                     dropped.append({"sample_id": int(sample_id), "reason": fitted})
                     store.skip()
                 else:
-                    truncated += len(fitted[0]) < len(tok)
-                    store.add(*fitted)
+                    truncated += len(fitted.ids) < len(tok)
+                    cut_trained += fitted.removed_trained
+                    store.add(fitted.ids, fitted.labels)
             task.advance(len(ids))
     store.close()
-    return TokenizedSamples(store, dropped, truncated, refused)
+    return TokenizedSamples(store, dropped, truncated, cut_trained, refused)
 
 
 def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
@@ -272,7 +260,7 @@ def nothing_to_pack(
     write_jsonl(out_dir / ERRORS_FILE, refused)
     fixes = []
     if dropped:
-        fixes.append("raise --max-len" + (" or pass --long truncate" if long == "drop" else ""))
+        fixes.append("raise --max-len" + (" or pass --long truncate" if long != "truncate" else ""))
     if refused:
         fixes.append("fix the samples the chat template refuses (or pass another --template)")
     listed = " and ".join(
@@ -409,7 +397,7 @@ def run_pack(
     benchmarks = read_benchmarks(list(pack_cfg.decontaminate)) if pack_cfg.decontaminate else None
     # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
     store_dir = out_dir / WORK_DIR / TOKENS_DIR
-    tokens, dropped, truncated, refused = tokenize_samples(
+    tokens, dropped, truncated, cut_trained, refused = tokenize_samples(
         run_dir / SAMPLES_FILE,
         tokenizer,
         pack_cfg,
@@ -512,6 +500,7 @@ def run_pack(
             "fill_rate": round(n_tokens / (len(packs) * pack_cfg.max_len), 6) if packs else 0.0,
             "dropped": len(dropped),
             "truncated": int(truncated),
+            "cut_trained_tokens": int(cut_trained),
             "near_duplicates": sum(d["reason"].startswith(NEAR_DUPLICATE) for d in dropped),
             "contaminated": 0 if contamination is None else len(contamination.entries),
             "input_errors": int(embed_manifest.get("n_errors", 0)),

@@ -99,6 +99,8 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
         "pack_fill_histogram": histogram(pack_tokens / max_len, [0, 0.5, 0.8, 0.9, 0.95, 0.98, 1.0]),
         "dropped": manifest["counts"]["dropped"],
         "truncated": manifest["counts"]["truncated"],
+        "cut_trained_tokens": manifest["counts"].get("cut_trained_tokens"),
+        "long": manifest.get("config", {}).get("pack", {}).get("long"),
         "input_errors": manifest["counts"].get("input_errors", 0),
         "refused": manifest["counts"].get("refused", 0),
         "max_len": max_len,

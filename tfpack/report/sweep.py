@@ -53,7 +53,7 @@ def sweep(
     fingerprint = fingerprint_file(emb_file)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
     with tempfile.TemporaryDirectory() as tmp:
-        tokens, dropped, _, refused = tokenize_samples(
+        tokenized = tokenize_samples(
             run_dir / SAMPLES_FILE,
             tokenizer,
             pack_cfg,
@@ -62,8 +62,9 @@ def sweep(
             on_error="skip",
             inputs=manifest.get("inputs"),
         )
-        kept, lengths = tokens.kept, tokens.lengths
-        del tokens
+        kept, lengths = tokenized.store.kept, tokenized.store.lengths
+        dropped, refused = tokenized.dropped, tokenized.refused
+        del tokenized
     rng_seed = order_cfg.seed
     results = []
     for value in thresholds:
