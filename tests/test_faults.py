@@ -233,10 +233,7 @@ def test_pack_with_every_sample_left_out_fails_cleanly(qa_file: Path, tmp_path: 
     elif case == "prompt too long":
         data = write_jsonl(tmp_path / "long.jsonl", [{"question": f"why {i} " * 40, "answer": "ok"} for i in range(3)])
         args, listed, count = [str(data), "--max-len", "40"], "dropped.jsonl", 3
-        expected = (
-            "all 3 samples were left out (3 prompt alone is N tokens, no room for a response within max_len N; "
-            "listed in {}); raise --max-len\n"
-        )
+        expected = "all 3 samples were left out (3 no trained token within max_len; listed in {}); raise --max-len\n"
     else:
         rows = [
             {
@@ -262,6 +259,37 @@ def test_pack_with_every_sample_left_out_fails_cleanly(qa_file: Path, tmp_path: 
     for command in (["stats", str(out)], ["stats", str(out), "--verify"], ["inspect", str(out)]):
         code, err = invoke(*command)
         assert code == 1 and "is incomplete (no manifest.json" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("n", [1, 30])
+def test_identical_samples_and_a_single_sample_pack(tmp_path: Path, n: int) -> None:
+    """All embeddings equal (the auto threshold's quantile has no non-zero pair) or one sample (no pair, no
+    neighbour): a valid packing, every sample packed, and stats, sweep and --verify run on it."""
+    data = write_jsonl(tmp_path / "same.jsonl", [{"question": "What is 2+2?", "answer": "4"}] * n)
+    run, out = tmp_path / "run", tmp_path / "out"
+    assert invoke("embed", str(data), "-o", str(run), "--model", "static", "--quiet") == (0, "")
+    code, err = invoke("pack", str(run), "-o", str(out), *DEMO_TOKENIZER, "--max-len", "64", "--quiet")
+    assert code == 0, err
+    summary = orjson.loads(runner.invoke(app, ["stats", str(out), "--verify", "--json"]).stdout)
+    assert summary["samples"] == n and summary["dropped"] == 0
+    for command in (["stats", str(run), "--json"], ["sweep", str(run), *DEMO_TOKENIZER, "--json"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_template_that_fails_the_end_of_turn_probe_is_one_line(qa_file: Path, tmp_path: Path) -> None:
+    """A template that cannot render a plain user/assistant exchange stops the run before any work (guessing its
+    end-of-turn marker would change labels)."""
+    template = tmp_path / "strict.jinja"
+    template.write_text(
+        "{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system message is required') }}{% endif %}"
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    )
+    out = tmp_path / "out"
+    code, err = invoke("pack", str(qa_file), "-o", str(out), *DEMO_TOKENIZER, "--template", str(template))
+    assert code == 2 and "cannot render a one-turn user/assistant exchange" in err, err
+    assert "a system message is required" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: Path) -> None:

@@ -147,6 +147,11 @@ class PackConfig:
         _choice("--engine", self.engine, ("local", "ray"))
         if self.max_len < 8:
             raise ConfigError(f"--max-len: must be >= 8, got {self.max_len}")
+        if self.max_len * self.shard_packs > 2**31 - 1:  # a shard's list columns have int32 offsets
+            raise ConfigError(
+                f"--max-len {self.max_len} × --shard-packs {self.shard_packs} is over 2^31 - 1 tokens a shard "
+                "(Parquet list offsets are int32); lower --shard-packs"
+            )
         if self.lookahead < 0 or self.shard_packs < 1 or self.row_group_packs < 1 or self.batch_size < 1:
             raise ConfigError("--lookahead must be >= 0; --shard-packs, row_group_packs and batch_size >= 1")
         if self.pack_filter is not None and not -1.0 <= self.pack_filter <= 1.0:

@@ -27,11 +27,15 @@ def test_docstring_example() -> None:
 
 
 def test_drop_reasons() -> None:
-    assert "first trained token is at 2" in str(fit_to_max_len(IDS, LABELS, 2, "truncate"))
-    assert "first assistant turn ends at token 4" in str(fit_to_max_len(IDS, LABELS, 3, "turns"))
+    assert fit_to_max_len(IDS, LABELS, 2, "truncate") == (
+        "no trained token within max_len (8 > 2 tokens; the first trained token is at 2; --long truncate)"
+    )
+    assert fit_to_max_len(IDS, LABELS, 3, "turns") == (
+        "no whole assistant turn within max_len (8 > 3 tokens; the first ends at token 4; --long turns)"
+    )
     untrained = np.full(8, IGNORE_INDEX, dtype=np.int32)
     assert "no trained token" in str(fit_to_max_len(IDS, untrained, 4, "truncate"))
-    assert "no whole turn fits" in str(fit_to_max_len(IDS, untrained, 4, "turns"))
+    assert "no whole assistant turn" in str(fit_to_max_len(IDS, untrained, 4, "turns"))
 
 
 def test_run_ends() -> None:

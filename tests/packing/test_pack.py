@@ -202,6 +202,11 @@ def test_pack_config_checks() -> None:
 
     with pytest.raises(ConfigError, match="--attention"):
         PackConfig(attention="full")
+    with pytest.raises(ConfigError, match="truncate, turns, drop"):
+        PackConfig(long="cut")
+    with pytest.raises(ConfigError, match=r"over 2\^31 - 1 tokens a shard .*lower --shard-packs"):
+        PackConfig(max_len=1_000_000)  # × the default 5000 packs a shard: int32 list offsets would overflow
+    assert PackConfig(max_len=1_000_000, shard_packs=2000).max_len == 1_000_000
 
 
 def test_pack_filter_keeps_near_duplicates_apart(tmp_path: Path) -> None:

@@ -275,6 +275,8 @@ def build_knn(
     if method not in METHODS:
         raise ConfigError(f"--knn: expected one of {', '.join(METHODS)}, got '{method}'")
     n = len(emb)
+    if n == 1:  # a single sample has no neighbour: an empty graph, and the walk is that sample
+        return np.zeros((1, 0), dtype=np.int32), np.zeros((1, 0), dtype=np.float32), method
     if not 1 <= k < n:
         raise ConfigError(f"--k: must be in [1, N-1] = [1, {n - 1}], got {k}")
     if method == "auto":

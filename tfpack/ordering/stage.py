@@ -75,8 +75,8 @@ def load_embeddings(source: Path) -> Embeddings:
         emb = np.load(source, mmap_mode="r")
     except (ValueError, EOFError) as e:  # EOFError: an empty file
         raise InputError(f"{source}: not a .npy array: {e or 'empty file'}") from None
-    if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32) or len(emb) < 2:
-        raise InputError(f"{source}: expected float16/float32 [N >= 2, d] embeddings, got {emb.dtype} {emb.shape}")
+    if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32) or len(emb) < 1:
+        raise InputError(f"{source}: expected float16/float32 [N >= 1, d] embeddings, got {emb.dtype} {emb.shape}")
     if run_dir is not None and manifest is not None:
         check_run_dir(run_dir, manifest, emb)
     return Embeddings(emb, source, run_dir)

@@ -133,7 +133,8 @@ def pair_of(flat: NDArray[np.int64], n: int) -> tuple[NDArray[np.int64], NDArray
 
 
 def exact_quantile_distance(emb: NDArray[np.floating[Any]], q: float) -> float:
-    """The paper's threshold over all ordered off-diagonal pairs with zero distances excluded (small N).
+    """The paper's threshold over all ordered off-diagonal pairs with zero distances excluded (small N); 0.0 (the
+    walk then filters nothing) when every distance is zero.
 
     Two passes keep it fast and exact: float32 BLAS distances locate the needed order statistics to within a
     band; only the pairs inside the band (and near zero) are recomputed in float64 and rounded to float32.
@@ -150,8 +151,8 @@ def exact_quantile_distance(emb: NDArray[np.floating[Any]], q: float) -> float:
     if (approx <= _ZERO_BAND).any():
         n_zero = int((exact_in(0.0, _ZERO_BAND) == 0).sum())
     count = 2 * (approx.size - n_zero)  # ordered pairs: each unordered distance stands twice
-    if count == 0:
-        raise ConfigError("--threshold auto: every pairwise distance is zero (all embeddings identical)")
+    if count == 0:  # all embeddings identical: no pair is closer than another, so nothing to filter
+        return 0.0
     pos = q * (count - 1)
     lo = math.floor(pos)
     hi = min(lo + 1, count - 1)
@@ -319,6 +320,8 @@ def sampled_quantile_distance(emb: NDArray[np.floating[Any]], q: float, n_pairs:
     distances = sampled_distances(emb, n_pairs, seed)
     sample = distances[distances > 0]
     del distances
+    if sample.size == 0:  # every sampled pair identical: as in the exact case, nothing to filter
+        return 0.0, 0.0
     spread = 1.96 * math.sqrt(q * (1 - q) / sample.size)
     estimate, lo, hi = (float(v) for v in torch_quantiles(sample, [q, max(q - spread, 0.0), min(q + spread, 1.0)]))
     return estimate, max(estimate - lo, hi - estimate)
@@ -342,8 +345,8 @@ def resolve_threshold(
         return from_cosine(threshold)
     if not 0.0 < quantile < 1.0:
         raise ConfigError(f"--quantile: must be in (0, 1), got {quantile}")
-    if len(emb) < 2:
-        raise ConfigError("--threshold auto: needs at least 2 samples")
+    if len(emb) < 2:  # one sample: no pair, nothing to filter
+        return from_distance(0.0, mode="auto-exact", quantile=quantile)
     if len(emb) <= EXACT_MAX_N:
         return from_distance(exact_quantile_distance(emb, quantile), mode="auto-exact", quantile=quantile)
     estimate, error = sampled_quantile_distance(emb, quantile, sample_pairs, seed)

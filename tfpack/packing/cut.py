@@ -54,8 +54,8 @@ def fit_to_max_len(ids: NDArray[np.int32], labels: NDArray[np.int32], max_len: i
         if len(fitting) == 0:
             first_end = int(ends[0]) if len(ends) else len(ids)
             return (
-                f"longer than max_len ({len(ids)} > {max_len} tokens) and its first assistant turn ends at token "
-                f"{first_end}, so no whole turn fits (--long turns)"
+                f"no whole assistant turn within max_len ({len(ids)} > {max_len} tokens; the first ends at token "
+                f"{first_end}; --long turns)"
             )
         cut = int(fitting[-1])
     else:
@@ -63,7 +63,7 @@ def fit_to_max_len(ids: NDArray[np.int32], labels: NDArray[np.int32], max_len: i
     if not trained[:cut].any():
         first = int(np.argmax(trained)) if trained.any() else len(ids)
         return (
-            f"longer than max_len ({len(ids)} > {max_len} tokens) and its first trained token is at {first}: "
-            "no trained token within max_len"
+            f"no trained token within max_len ({len(ids)} > {max_len} tokens; the first trained token is at "
+            f"{first}; --long {long})"
         )
     return Cut(ids[:cut], labels[:cut], int(trained[cut:].sum()))

@@ -16,7 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from tfpack.errors import ConfigError
 from tfpack.workdir import IGNORE_INDEX, atomic_path
+
+INT32_MAX = 2**31 - 1
 
 SCHEMA = pa.schema(
     [
@@ -74,7 +77,13 @@ def _column(rows: list[dict[str, Any]], name: str) -> pa.Array:
     if not pa.types.is_list(field.type):
         return pa.array([r[name] for r in rows], type=field.type)
     values = [r[name] for r in rows]
-    offsets = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int32)
+    ends = np.cumsum([len(v) for v in values], dtype=np.int64)
+    if len(ends) and ends[-1] > INT32_MAX:  # PackConfig bounds shard_packs × max_len; this guards the format itself
+        raise ConfigError(
+            f"a shard would hold {int(ends[-1])} values in column {name}, over the {INT32_MAX} that Parquet list "
+            "offsets (int32) allow; lower --shard-packs"
+        )
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
     flat = np.concatenate(values) if values else np.zeros(0)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=field.type.value_type))
 

@@ -214,8 +214,11 @@ def end_of_turn(tokenizer: Tokenizer) -> str | None:
     probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}]
     try:
         text, _ = render_messages(tokenizer, probe, None)
-    except Exception:  # a template that refuses this probe (user code): no marker to rely on
-        return None
+    except Exception as e:  # user code; guessing a marker would change labels, so the run stops here
+        raise ConfigError(
+            f"--template ({tokenizer.template_source}): cannot render a one-turn user/assistant exchange to find "
+            f"its end-of-turn marker: {type(e).__name__}: {e}"
+        ) from e
     at = text.rfind(_SENTINEL)
     if at < 0:
         return None
@@ -307,8 +310,11 @@ def _turn_span(
     else:  # a lead-in between the generation prompt and the turn's text (e.g. `<think>\n`)?
         try:
             head, _ = render_messages(tokenizer, messages[:i], tools, add_generation_prompt=True)
-        except Exception:  # the template refuses the truncated conversation: keep the conservative start
-            head = None
+        except Exception as e:  # no way to tell the generation prompt from a lead-in the turn trains: refuse
+            return (
+                "the chat template refused the conversation up to this turn with add_generation_prompt "
+                f"({type(e).__name__}: {e}), so where the turn starts cannot be verified"
+            )
     if head is not None and len(head) <= first and text.startswith(head):
         lead = _squash(text[len(head) : first])
         if not any(other in lead for other in others):

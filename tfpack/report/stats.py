@@ -154,7 +154,9 @@ def embed_stats(run_dir: Path, seed: int = 0) -> dict[str, Any]:
         "dim": manifest["dim"],
         "model": manifest["model"],
         "backend": manifest["backend"],
-        "pair_similarity": {f"p{q}": round(float(np.percentile(sims, q)), 4) for q in (1, 2, 10, 50, 90, 99)},
+        "pair_similarity": (  # None for a one-sample run: no pair
+            {f"p{q}": round(float(np.percentile(sims, q)), 4) for q in (1, 2, 10, 50, 90, 99)} if len(sims) else None
+        ),
         "auto_threshold": round(float(auto.cosine or 0), 6),
         "auto_distance_threshold": auto.distance,
     }
