@@ -8,6 +8,7 @@ the ends aside), or raises `Refuses` when the family's own template refuses that
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 Messages = list[dict[str, Any]]
@@ -333,3 +334,40 @@ TOOL_CALLS: Messages = [
     {"role": "tool", "content": "18 degrees, sunny"},
     {"role": "assistant", "content": "It is 18 degrees and sunny in Paris."},
 ]
+
+
+def build_bpe(path: Path, corpus: list[str] | None = None) -> Path:
+    """A byte-level BPE trained on the gallery's texts (plus `corpus`), saved in `path` as a fast tokenizer without a
+    chat template."""
+    import json
+
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rust = RustTokenizer(models.BPE())
+    rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    rust.decoder = decoders.ByteLevel()
+    texts = [json.dumps(c) for c in [*CONVERSATIONS.values(), REASONING, TOOL_CALLS, TOOLS]] * 20 + (corpus or [])
+    trainer = trainers.BpeTrainer(
+        vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIAL_TOKENS
+    )
+    rust.train_from_iterator(texts, trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token="<|endoftext|>")
+    hf.add_tokens(ADDED_TOKENS)
+    hf.save_pretrained(path)
+    return path
+
+
+def family_tokenizer(bpe_dir: Path, family: str, path: Path) -> Path:
+    """The BPE in `bpe_dir` with `family`'s chat template, EOS and BOS, saved in `path`."""
+    from transformers import AutoTokenizer
+
+    template, eos, bos, _ = FAMILIES[family]
+    hf = AutoTokenizer.from_pretrained(bpe_dir)
+    hf.chat_template = template
+    hf.eos_token = eos
+    if bos is not None:
+        hf.bos_token = bos
+    hf.save_pretrained(path)
+    return path

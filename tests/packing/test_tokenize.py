@@ -8,7 +8,6 @@ and the trained tokens decode to the family's expected assistant text, or the sa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,16 @@ import numpy as np
 import pytest
 
 from tests.packing.templates import (
-    ADDED_TOKENS,
     CONVERSATIONS,
     FAMILIES,
     PHI3_TRIM,
     REASONING,
-    SPECIAL_TOKENS,
     TOOL_CALLS,
     TOOLS,
     Messages,
     Refuses,
+    build_bpe,
+    family_tokenizer,
 )
 from tfpack.ingest.formats import FormatOptions, resolve_field_map, to_conversation
 from tfpack.packing.tokenizer import Refusal, Rendered, Tokenizer, load_tokenizer, render, tokenize_batch
@@ -37,41 +36,16 @@ TRAIN_ON = ("assistant", "completion", "all")
 @pytest.fixture(scope="module")
 def bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A byte-level BPE trained on the gallery's texts, saved as a fast tokenizer without a chat template."""
-    from tokenizers import Tokenizer as RustTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    rust = RustTokenizer(models.BPE())
-    rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    rust.decoder = decoders.ByteLevel()
-    corpus = [json.dumps(c) for c in [*CONVERSATIONS.values(), REASONING, TOOL_CALLS, TOOLS]] * 20
-    trainer = trainers.BpeTrainer(
-        vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIAL_TOKENS
-    )
-    rust.train_from_iterator(corpus, trainer)
-    hf = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token="<|endoftext|>")
-    hf.add_tokens(ADDED_TOKENS)
-    path = tmp_path_factory.mktemp("bpe")
-    hf.save_pretrained(path)
-    return path
+    return build_bpe(tmp_path_factory.mktemp("bpe"))
 
 
 @pytest.fixture(scope="module")
 def family_dirs(bpe_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One tokenizer directory per family: the same BPE with the family's chat template, EOS and BOS."""
-    from transformers import AutoTokenizer
-
-    dirs = {}
-    for i, (family, (template, eos, bos, _)) in enumerate(FAMILIES.items()):
-        hf = AutoTokenizer.from_pretrained(bpe_dir)
-        hf.chat_template = template
-        hf.eos_token = eos
-        if bos is not None:
-            hf.bos_token = bos
-        path = tmp_path_factory.mktemp(f"family{i}")
-        hf.save_pretrained(path)
-        dirs[family] = path
-    return dirs
+    return {
+        family: family_tokenizer(bpe_dir, family, tmp_path_factory.mktemp(f"family{i}"))
+        for i, family in enumerate(FAMILIES)
+    }
 
 
 def as_record(messages: Messages, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
