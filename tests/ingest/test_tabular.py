@@ -297,6 +297,12 @@ def test_census_csv_packed_end_to_end(tmp_path: Path) -> None:
     assert stats["labels"]["counts"] == dict(Counter(r["income"] for r in rows).most_common())
     human = CliRunner().invoke(app, ["stats", str(out)]).stdout
     assert "majority_share" in human and "<=50K" in human
+    embed_run = orjson.loads(CliRunner().invoke(app, ["stats", str(out / ".tfpack" / "embed"), "--json"]).stdout)
+    assert embed_run["label_counts"] == stats["labels"]["counts"]
+    epochs = ["pack", str(out / ".tfpack" / "embed"), "-o", str(tmp_path / "epochs"), *DEMO_TOKENIZER, "--epochs", "2"]
+    assert CliRunner().invoke(app, [*epochs, "--max-len", "512", "--quiet"]).exit_code == 0
+    per_epoch = orjson.loads(CliRunner().invoke(app, ["stats", str(tmp_path / "epochs"), "--json"]).stdout)["epochs"]
+    assert all(0.5 <= e["majority_share"] <= 1 and 0.5 <= e["random_majority_share"] <= 1 for e in per_epoch)
 
 
 @pytest.fixture(scope="module")

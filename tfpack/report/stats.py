@@ -213,7 +213,10 @@ def epochs_stats(out_dir: Path, seed: int = 0) -> dict[str, Any]:
             "random_pack_similarity",
             "near_duplicate_rate",
         )
-        per_epoch.append({"dir": entry["dir"], **{k: one[k] for k in keys}, "repeat_rate": entry["repeat_rate"]})
+        labels = {k: one["labels"][k] for k in ("majority_share", "random_majority_share")} if "labels" in one else {}
+        per_epoch.append(
+            {"dir": entry["dir"], **{k: one[k] for k in keys}, **labels, "repeat_rate": entry["repeat_rate"]}
+        )
     return {"epochs": per_epoch, "max_repeat_rate": max(e["repeat_rate"] for e in per_epoch)}
 
 
