@@ -111,10 +111,11 @@ def embed(
     progress: Progress = NULL_PROGRESS,
     **options: Any,
 ) -> EmbedResult:
-    """`tfpack embed`: read `inputs` (JSONL, JSON, Parquet; paths or globs) into the run directory `out_dir` and
-    embed every sample. `progress`: a `tfpack.progress.Progress` to report to
-    (none by default). `options`: the fields of `EmbedConfig` (model, embed_on, device, backend, batch_size, dtype,
-    max_seq_length) and of `FormatOptions` (format, prompt_field, response_field, text_field, id_field).
+    """`tfpack embed`: read `inputs` (JSONL, JSON, Parquet, CSV/TSV; paths or globs) into the run directory
+    `out_dir` and embed every sample. `progress`: a `tfpack.progress.Progress` to report to (none by default).
+    `options`: the fields of `EmbedConfig` (model, embed_on, device, backend, batch_size, dtype, max_seq_length) and
+    of `FormatOptions` (format, prompt_field, response_field, text_field, id_field; for table
+    rows label_field, columns, prompt_template, csv_columns).
 
     >>> import tempfile, tfpack
     >>> out = tempfile.mkdtemp()
@@ -260,7 +261,7 @@ def pack_dataset(
     """Pack a Hugging Face `datasets.Dataset` (or a list of records) along the TFP path, in memory; returns the packed
     `Dataset` in the shard schema (`input_ids`, `labels`, `position_ids`, `seq_lengths`, `sample_ids`, ...), ready for
     a trainer (see the README's recipes). Any record format `tfpack pack` reads works (messages, ShareGPT,
-    prompt/completion, Alpaca, ...).
+    prompt/completion, Alpaca, ...; table rows with `label_field=`).
 
     `tokenizer`: the model's tokenizer, loaded (`AutoTokenizer`) or by name/directory; its chat template renders
     the samples. Other `options` as for `pack`. Samples left out (too long under `long='drop'`) are counted in a

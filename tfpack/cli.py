@@ -150,12 +150,54 @@ def main(
     silence_third_party(quiet=False)
 
 
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="Input format: auto (detected per file), messages, sharegpt, alpaca, prompt-completion, text or tabular "
+        "(one sample per table row, with --label-field).",
+    ),
+]
+PromptFieldOpt = Annotated[str | None, typer.Option(help="Field holding the prompt (with --response-field).")]
+ResponseFieldOpt = Annotated[str | None, typer.Option(help="Field holding the response (with --prompt-field).")]
+TextFieldOpt = Annotated[str | None, typer.Option(help="Field holding plain text to train on in full.")]
+IdFieldOpt = Annotated[
+    str | None, typer.Option(help="Field holding each record's own id: kept as source_id, must be unique.")
+]
+LabelFieldOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Tabular rows (implies --format tabular): the column the model answers. The prompt lists the other "
+        "columns as 'name: value' lines in column order, '(missing)' for an empty cell; the label is the response."
+    ),
+]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Tabular rows: the prompt's columns, comma-separated, in this order. [default: all but the label]"
+    ),
+]
+PromptTemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Tabular rows: a Jinja template of the prompt over the row's columns (the label excepted), e.g. "
+        "'A {{ age }}-year-old works {{ hours_per_week }} hours a week. Income?'; numeric CSV columns are numbers, "
+        "empty cells none; rendered in a sandbox, as chat templates are."
+    ),
+]
+CsvColumnsOpt = Annotated[
+    str | None,
+    typer.Option(help="CSV/TSV files without a header row: their column names, comma-separated."),
+]
+
+
 @app.command()
 def embed(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Input files or globs (.jsonl, .jsonl.gz, .jsonl.zst, .json array, .parquet); '-' = JSONL on stdin."
+            help="Input files or globs (.jsonl, .jsonl.gz, .jsonl.zst, .json array, .parquet, .csv, .csv.gz, .tsv, "
+            ".tsv.gz); '-' = JSONL on stdin."
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create (samples, embeddings, manifest).")],
@@ -200,22 +242,15 @@ def embed(
         int | None,
         typer.Option(help="Token limit of the embedding model's input. " + default(EmbedConfig, "max_seq_length")),
     ] = None,
-    input_format: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="Input format: auto (detected per file), messages, sharegpt, alpaca, prompt-completion or text.",
-        ),
-    ] = "auto",
-    prompt_field: Annotated[str | None, typer.Option(help="Field holding the prompt (with --response-field).")] = None,
-    response_field: Annotated[
-        str | None,
-        typer.Option(help="Field holding the response (with --prompt-field)."),
-    ] = None,
-    text_field: Annotated[str | None, typer.Option(help="Field holding plain text to train on in full.")] = None,
-    id_field: Annotated[
-        str | None, typer.Option(help="Field holding each record's own id: kept as source_id, must be unique.")
-    ] = None,
+    input_format: FormatOpt = "auto",
+    prompt_field: PromptFieldOpt = None,
+    response_field: ResponseFieldOpt = None,
+    text_field: TextFieldOpt = None,
+    id_field: IdFieldOpt = None,
+    label_field: LabelFieldOpt = None,
+    columns: ColumnsOpt = None,
+    prompt_template: PromptTemplateOpt = None,
+    csv_columns: CsvColumnsOpt = None,
     on_error: Annotated[
         str,
         typer.Option(
@@ -241,7 +276,7 @@ def embed(
     """Read and normalise INPUTS, then embed every sample into OUT/embeddings.npy (L2-normalised rows)."""
     from tfpack.config import build, load_yaml
     from tfpack.embedding.stage import run_embed
-    from tfpack.ingest.formats import FormatOptions
+    from tfpack.ingest.formats import FormatOptions, column_names
 
     def action() -> dict[str, Any]:
         cfg = build(
@@ -258,7 +293,17 @@ def embed(
             },
             str(config),
         )
-        formats = FormatOptions(input_format, prompt_field, response_field, text_field, id_field)
+        formats = FormatOptions(
+            input_format,
+            prompt_field,
+            response_field,
+            text_field,
+            id_field,
+            label_field,
+            column_names(columns, "--columns"),
+            prompt_template,
+            column_names(csv_columns, "--csv-columns"),
+        )
         with _progress(quiet, as_json) as progress:
             return run_embed(
                 inputs,
@@ -529,6 +574,15 @@ def pack(
             help="Find contaminated samples (contamination.jsonl, the manifest, stats) but drop none.",
         ),
     ] = None,
+    input_format: FormatOpt = "auto",
+    prompt_field: PromptFieldOpt = None,
+    response_field: ResponseFieldOpt = None,
+    text_field: TextFieldOpt = None,
+    id_field: IdFieldOpt = None,
+    label_field: LabelFieldOpt = None,
+    columns: ColumnsOpt = None,
+    prompt_template: PromptTemplateOpt = None,
+    csv_columns: CsvColumnsOpt = None,
     epochs: Annotated[
         int | None,
         typer.Option(
@@ -562,9 +616,21 @@ def pack(
 ) -> None:
     """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
     from tfpack.config import build, load_yaml
+    from tfpack.ingest.formats import FormatOptions, column_names
     from tfpack.packing.stage import run_pack
 
     def action() -> dict[str, Any]:
+        formats = FormatOptions(
+            input_format,
+            prompt_field,
+            response_field,
+            text_field,
+            id_field,
+            label_field,
+            column_names(columns, "--columns"),
+            prompt_template,
+            column_names(csv_columns, "--csv-columns"),
+        )
         sections = load_yaml(config)
         embed_cfg = build(EmbedConfig, sections.get("embed"), {}, str(config))
         pack_cfg = build(
@@ -616,6 +682,7 @@ def pack(
                 pack_cfg=pack_cfg,
                 order_cfg=order_cfg,
                 embed_cfg=embed_cfg,
+                formats=formats,
                 on_error=on_error,
                 overwrite=overwrite,
                 progress=progress,

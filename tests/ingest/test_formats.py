@@ -86,7 +86,8 @@ def test_detection_failure_names_keys_and_flags() -> None:
         resolve_field_map({"foo": 1, "bar": 2}, AUTO, "f.jsonl:1")
     assert str(e.value) == (
         "f.jsonl:1: cannot detect the format (keys seen: bar, foo); pass --format "
-        "(messages|sharegpt|alpaca|prompt-completion|text), or --prompt-field/--response-field, or --text-field"
+        "(messages|sharegpt|alpaca|prompt-completion|text), or --prompt-field/--response-field, or --text-field, "
+        "or --label-field for table rows"
     )
 
 

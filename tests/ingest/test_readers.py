@@ -114,5 +114,6 @@ def test_file_kind() -> None:
     assert file_kind("-") == "jsonl"
     assert file_kind("x.JSONL.GZ") == "jsonl"
     assert file_kind("x.parquet") == "parquet"
+    assert file_kind("x.csv.gz") == file_kind("x.TSV") == "csv"
     with pytest.raises(InputError, match="unknown file type"):
-        file_kind("x.csv")
+        file_kind("x.xlsx")

@@ -182,7 +182,7 @@ def settings_of(cfg: EmbedConfig, formats: FormatOptions, on_error: str, precomp
     """What a resumed run must share with the run it continues."""
     return {
         "config": vars(cfg),
-        "formats": vars(formats),
+        "formats": formats.to_dict(),
         "on_error": on_error,
         "embeddings": str(precomputed) if precomputed else None,
     }
@@ -309,7 +309,7 @@ def run_embed(
         "n": n,
         "dtype": cfg.dtype,
         "embed_on": cfg.embed_on,
-        "formats": vars(formats),
+        "formats": formats.to_dict(),
         "inputs": state["ingest"]["inputs"],
         "n_records": state["ingest"]["n_records"],
         "n_errors": state["ingest"]["n_errors"],

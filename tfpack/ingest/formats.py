@@ -14,6 +14,9 @@ no system message. Supported formats:
   with `--prompt-field/--response-field`; TRL's conversational form (`prompt` and `completion` as lists of messages)
   is read as the messages of both, in order
 - `text`: `{"text": "..."}` (or `--text-field`), trained on in full
+- `tabular`: a table row (CSV, Parquet, JSON object) with `--label-field F`: the user turn lists the other columns
+  as `name: value` lines in column order (or `--columns`, or a `--prompt-template`), the assistant turn is the label.
+  Never detected: `--label-field` (or `--format tabular`) asks for it.
 
 Detection looks at one record's keys, in the priority order messages > sharegpt > alpaca > prompt-completion > text;
 two matches at the same level (e.g. both `messages` and `conversations`, or two prompt/response pairs) are
@@ -22,12 +25,17 @@ ambiguous and need `--format` or explicit field flags.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
 from tfpack.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 class Turn(NamedTuple):
@@ -45,7 +53,8 @@ class Conversation(NamedTuple):
     tools: str | None = None
 
 
-FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text")
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion", "text", "tabular")
+MISSING = "(missing)"  # how a tabular prompt names a null or empty cell
 PAIR_FIELDS: tuple[tuple[str, str], ...] = (
     ("prompt", "completion"),
     ("prompt", "response"),
@@ -72,7 +81,7 @@ SHAREGPT_ROLES = {
 MESSAGE_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 _FLAG_HINT = (
     "pass --format (messages|sharegpt|alpaca|prompt-completion|text), "
-    "or --prompt-field/--response-field, or --text-field"
+    "or --prompt-field/--response-field, or --text-field, or --label-field for table rows"
 )
 
 
@@ -84,20 +93,35 @@ class FieldMap:
     prompt: str | None = None
     response: str | None = None
     text: str | None = None
+    columns: tuple[str, ...] | None = None  # tabular: the prompt's columns, in order
+    template: str | None = None  # tabular: the --prompt-template
 
-    def to_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """As the manifest stores it: the tabular keys only for a table."""
+        out = asdict(self)
+        if self.format != "tabular":
+            return {k: v for k, v in out.items() if k not in ("columns", "template")}
+        return {**out, "columns": list(self.columns or ())}
 
 
 @dataclass(frozen=True)
 class FormatOptions:
-    """What the user asked for: `format='auto'` detects per file; explicit fields override detection."""
+    """What the user asked for: `format='auto'` detects per file; explicit fields override detection.
+
+    Tabular rows: `label_field` (implies `format='tabular'`), `columns` (the prompt's columns, in order; default all
+    but the label), `prompt_template` (a Jinja string over those columns). `csv_columns` names the columns of CSV
+    files without a header row. `columns` and `csv_columns` take a sequence or a comma-separated string.
+    """
 
     format: str = "auto"
     prompt_field: str | None = None
     response_field: str | None = None
     text_field: str | None = None
     id_field: str | None = None
+    label_field: str | None = None
+    columns: tuple[str, ...] | None = None
+    prompt_template: str | None = None
+    csv_columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.format != "auto" and self.format not in FORMATS:
@@ -106,10 +130,68 @@ class FormatOptions:
             raise ConfigError("--prompt-field and --response-field must be given together")
         if self.prompt_field and self.text_field:
             raise ConfigError("--text-field cannot be combined with --prompt-field/--response-field")
+        for name in ("columns", "csv_columns"):
+            object.__setattr__(self, name, column_names(getattr(self, name), f"--{name.replace('_', '-')}"))
+        tabular_flags = self.label_field is not None or self.columns is not None or self.prompt_template is not None
+        if self.format == "tabular" or tabular_flags:
+            self._check_tabular()
+
+    def _check_tabular(self) -> None:
+        if self.format not in ("auto", "tabular"):
+            raise ConfigError(
+                f"--label-field, --columns and --prompt-template go with --format tabular, not {self.format}"
+            )
+        if not self.label_field:
+            raise ConfigError("--format tabular needs --label-field COLUMN: the column the model learns to answer")
+        if self.prompt_field or self.text_field:
+            raise ConfigError("--label-field cannot be combined with --prompt-field/--response-field or --text-field")
+        if self.columns and self.label_field in self.columns:
+            raise ConfigError(
+                f"--columns: '{self.label_field}' is the label (the response); leave it out of the prompt"
+            )
+        if self.prompt_template is not None:
+            compile_prompt_template(self.prompt_template)
+        object.__setattr__(self, "format", "tabular")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON values (sequences as lists), as the manifest stores them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def column_names(value: Any, flag: str) -> tuple[str, ...] | None:
+    """A list of column names from a sequence or a comma-separated string; unique and non-empty."""
+    if value is None:
+        return None
+    names = tuple(n.strip() for n in value.split(",")) if isinstance(value, str) else tuple(value)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{flag}: expected comma-separated column names, got {value!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{flag}: column(s) {', '.join(repeated)} named twice")
+    return names
+
+
+@functools.lru_cache(maxsize=8)
+def compile_prompt_template(source: str) -> jinja2.Template:
+    """A `--prompt-template` compiled in the sandbox transformers renders chat templates in (undefined names fail)."""
+    from jinja2 import StrictUndefined, TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    try:
+        return ImmutableSandboxedEnvironment(undefined=StrictUndefined).from_string(source)
+    except TemplateSyntaxError as e:
+        raise ConfigError(f"--prompt-template {_excerpt(source)}: {e.message} (template line {e.lineno})") from e
+
+
+def _excerpt(source: str) -> str:
+    """A template named on one line."""
+    return repr(source if len(source) <= 60 else source[:57] + "...")
 
 
 def resolve_field_map(record: Any, options: FormatOptions, where: str) -> FieldMap:
     """Choose the field map for a file from its first record (`where` names it in errors)."""
+    if options.format == "tabular":
+        return _tabular_field_map(record, options, where)
     if options.prompt_field and options.response_field:
         return FieldMap("prompt-completion", prompt=options.prompt_field, response=options.response_field)
     if options.text_field:
@@ -132,6 +214,21 @@ def resolve_field_map(record: Any, options: FormatOptions, where: str) -> FieldM
     raise InputError(f"{where}: cannot detect the format ({seen}); {_FLAG_HINT}")
 
 
+def _tabular_field_map(record: Any, options: FormatOptions, where: str) -> FieldMap:
+    """The label and prompt columns of a table, checked against its first row's columns (a `ConfigError`: a wrong
+    flag fails the run whatever `--on-error` says)."""
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: record is a JSON {type(record).__name__}, expected an object (a table row)")
+    assert options.label_field is not None
+    names = list(record)
+    hint = "" if options.csv_columns else "; a CSV file without a header row needs --csv-columns"
+    for flag, field in [("--label-field", options.label_field), *(("--columns", c) for c in options.columns or ())]:
+        if field not in record:
+            raise ConfigError(f"{where}: {flag} '{field}' is not a column (columns: {', '.join(names)}){hint}")
+    columns = options.columns or tuple(n for n in names if n != options.label_field)
+    return FieldMap("tabular", response=options.label_field, columns=columns, template=options.prompt_template)
+
+
 def _candidates(keys: set[str]) -> list[list[FieldMap]]:
     """Field maps a record with these keys could follow, grouped by detection priority."""
     chat = [FieldMap(fmt) for fmt, field in (("messages", "messages"), ("sharegpt", "conversations")) if field in keys]
@@ -152,6 +249,8 @@ def to_conversation(record: Any, fmap: FieldMap, where: str) -> Conversation:
     """Normalise one record into a conversation, or raise `InputError` naming `where` and the field."""
     if not isinstance(record, dict):
         raise InputError(f"{where}: record is a JSON {type(record).__name__}, expected an object")
+    if fmap.format == "tabular":
+        return _table_row(record, fmap, where)
     if fmap.format == "messages":
         turns = _chat_turns(_list_field(record, "messages", where), where, "messages", "role", "content", MESSAGE_ROLES)
         return Conversation(_checked_chat(turns, where, "messages"), _tools(record, where))
@@ -184,6 +283,54 @@ def to_conversation(record: Any, fmap: FieldMap, where: str) -> Conversation:
         return Conversation((Turn("user", user), Turn("assistant", _required(record, fmap.response, where))))
     assert fmap.text is not None
     return Conversation((Turn("text", _required(record, fmap.text, where)),))
+
+
+def _table_row(record: dict[str, Any], fmap: FieldMap, where: str) -> Conversation:
+    """A table row as a user turn (its columns, or the template rendered over them) and the label as the answer."""
+    assert fmap.response is not None and fmap.columns is not None
+    label = cell_text(record.get(fmap.response))
+    if label is None:
+        raise InputError(
+            f"{where}: field '{fmap.response}' (the label) is {'empty' if fmap.response in record else 'missing'}"
+        )
+    if fmap.template is None:
+        prompt = "\n".join(f"{name}: {cell_text(record.get(name)) or MISSING}" for name in fmap.columns)
+    else:
+        numeric: dict[str, str] = getattr(record, "numeric", {})
+        fields = {name: _template_value(record.get(name), numeric.get(name)) for name in fmap.columns}
+        try:
+            prompt = compile_prompt_template(fmap.template).render(fields)
+        except Exception as e:  # noqa: BLE001 - any error raised while rendering user code is that row's error
+            message = " ".join(str(e).split())
+            raise InputError(
+                f"{where}: --prompt-template {_excerpt(fmap.template)}: {type(e).__name__}: {message}"
+            ) from e
+    return Conversation((Turn("user", prompt), Turn("assistant", label)))
+
+
+def cell_text(value: Any) -> str | None:
+    """A cell as the prompt writes it: text as written (surrounding spaces trimmed), numbers as Python writes them
+    (a CSV cell keeps its own text), booleans as true/false, lists and objects as JSON; None when null, empty or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, default=str).decode()
+    text = value.strip() if isinstance(value, str) else str(value)
+    return text or None
+
+
+def _template_value(value: Any, kind: str | None) -> Any:
+    """A cell as a template sees it: a CSV cell of a numeric column as int or float, empty cells as None."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if kind == "int":
+            return int(text)
+        return float(text) if kind == "float" else text
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _string(value: Any, where: str, field: str) -> str:

@@ -8,7 +8,8 @@ Schema: `sample_id` int64, `input_index` int32 (position of its file in the mani
 `record_index` int64 (line, item or row number within that file), `turns` list<struct<role: string, content: string,
 extra: string>> (`content` null for a tool-call message without text; `extra` the message's other keys as JSON),
 `source_id` string (the record's own id with `--id-field`, which must be unique across all inputs; else null),
-`tools` string (the record's tool schemas as a JSON list; else null).
+`tools` string (the record's tool schemas as a JSON list; else null), `label` string (a tabular row's label, the
+text of its answer; else null). Runs written before a column existed lack it; readers treat it as all null.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SAMPLES_SCHEMA = pa.schema(
         ("turns", pa.list_(TURN_TYPE)),
         ("source_id", pa.string()),
         ("tools", pa.string()),
+        ("label", pa.string()),
     ]
 )
 _BATCH = 8192
@@ -63,7 +65,13 @@ class _BatchWriter:
         self.rows: dict[str, list[Any]] = {name: [] for name in SAMPLES_SCHEMA.names}
 
     def add(
-        self, sample_id: int, input_index: int, record_index: int, conversation: Conversation, source_id: str | None
+        self,
+        sample_id: int,
+        input_index: int,
+        record_index: int,
+        conversation: Conversation,
+        source_id: str | None,
+        label: str | None,
     ) -> None:
         self.rows["source_id"].append(source_id)
         self.rows["sample_id"].append(sample_id)
@@ -71,6 +79,7 @@ class _BatchWriter:
         self.rows["record_index"].append(record_index)
         self.rows["turns"].append([t._asdict() for t in conversation.turns])
         self.rows["tools"].append(conversation.tools)
+        self.rows["label"].append(label)
         if len(self.rows["sample_id"]) >= _BATCH:
             self.flush()
 
@@ -110,7 +119,7 @@ def read_input(
     failure = None
     with atomic_path(part) as tmp, pq.ParquetWriter(tmp, SAMPLES_SCHEMA, compression="zstd") as writer:
         batches = _BatchWriter(writer)
-        for loc, record in read_records(path, digest):
+        for loc, record in read_records(path, digest, options.csv_columns):
             local_id, unit = records, loc.unit
             records += 1
             advance(1)
@@ -127,7 +136,8 @@ def read_input(
                     break
                 errors.append(_error_entry(loc, local_id, str(e)))
                 continue
-            batches.add(local_id, input_index, loc.index, conversation, source_id)
+            label = conversation.turns[-1].content if options.format == "tabular" else None
+            batches.add(local_id, input_index, loc.index, conversation, source_id, label)
         batches.flush()
     fingerprint = digest.hexdigest() if digest else fingerprint_file(Path(path))
     return InputPart(path, part, unit, records, errors, fmap.to_dict() if fmap else None, fingerprint, failure)
@@ -277,6 +287,17 @@ def iter_sample_batches(samples_path: Path, batch_size: int = _BATCH) -> Iterato
     for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
         tools = batch.column("tools").to_pylist() if has_tools else None
         yield batch.column("sample_id").to_pylist(), as_conversations(batch.column("turns").to_pylist(), tools)
+
+
+def read_labels(samples_path: Path) -> dict[int, str] | None:
+    """Each sample's label (tabular runs), by sample id; None when the run holds no labels."""
+    parquet = pq.ParquetFile(samples_path)
+    if "label" not in parquet.schema_arrow.names:
+        return None
+    table = parquet.read(columns=["sample_id", "label"]).filter(pc.is_valid(pc.field("label")))
+    if not table.num_rows:
+        return None
+    return dict(zip(table.column("sample_id").to_pylist(), table.column("label").to_pylist(), strict=True))
 
 
 def count_samples(samples_path: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from numpy.typing import NDArray
 
 from tfpack.arrays import unit_rows
 from tfpack.errors import StaleArtifactError
+from tfpack.ingest.samples import read_labels
 from tfpack.ordering.stage import load_embeddings, to_float32
 from tfpack.ordering.threshold import resolve_threshold
 from tfpack.report.duplicates import dedup_stats
@@ -58,6 +60,39 @@ def random_packs(members: NDArray[np.int64], sizes: NDArray[Any], seed: int) -> 
 def histogram(values: NDArray[Any], bins: Sequence[float]) -> dict[str, int]:
     counts, edges = np.histogram(values, bins=bins)
     return {f"{edges[i]:g}-{edges[i + 1]:g}": int(c) for i, c in enumerate(counts)}
+
+
+def majority_shares(codes: NDArray[np.int64], sizes: NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Per pack: the share of its most common label, and its number of distinct labels. `codes`: the label code of
+    each sample, packs concatenated in order; `sizes`: samples per pack (each >= 1)."""
+    pack_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    n_labels = int(codes.max()) + 1
+    keys, counts = np.unique(pack_of * n_labels + codes, return_counts=True)
+    majority = np.zeros(len(sizes), dtype=np.int64)
+    np.maximum.at(majority, keys // n_labels, counts)
+    return majority / sizes, np.bincount(keys // n_labels, minlength=len(sizes))
+
+
+def label_stats(ids_per_pack: list[list[int]], labels: dict[int, str], seed: int = 0) -> dict[str, Any]:
+    """How the labels of a tabular run spread over the packs: counts of the packed samples, and the mean share of a
+    pack's majority label and the share of single-label packs (of 2+ samples), TFP packs vs random packs of the same
+    sizes. A majority share well above random's means related-sample packing put one class together."""
+    sizes = np.asarray([len(ids) for ids in ids_per_pack])
+    packed = [labels[i] for ids in ids_per_pack for i in ids]
+    names, codes = np.unique(np.asarray(packed, dtype=object).astype(str), return_inverse=True)
+    random_codes = codes[np.random.default_rng(seed).permutation(len(codes))]
+    multi = sizes >= 2
+    tfp_share, tfp_distinct = majority_shares(codes, sizes)
+    random_share, random_distinct = majority_shares(random_codes, sizes)
+    counts = np.bincount(codes, minlength=len(names))
+    order = np.argsort(-counts, kind="stable")
+    return {
+        "counts": {str(names[i]): int(counts[i]) for i in order},
+        "majority_share": round(float(tfp_share.mean()), 6),
+        "random_majority_share": round(float(random_share.mean()), 6),
+        "single_label_packs": round(float((tfp_distinct[multi] == 1).mean()), 6) if multi.any() else None,
+        "random_single_label_packs": round(float((random_distinct[multi] == 1).mean()), 6) if multi.any() else None,
+    }
 
 
 def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
@@ -114,6 +149,9 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
         "near_duplicate_rate": round(near_duplicate_rate(unit, groups, threshold), 6),
         "random_near_duplicate_rate": round(near_duplicate_rate(unit, random_groups, threshold), 6),
     }
+    labels = read_labels(Path(manifest["run_dir"]) / SAMPLES_FILE)
+    if labels is not None:  # a tabular run: how the classes spread over the packs
+        summary["labels"] = label_stats(ids_per_pack, labels, seed)
     if "dedup" in manifest:  # what --dedup removed: counted in `dropped`, detailed here
         summary["dedup"] = manifest["dedup"]
     if "decontamination" in manifest:  # per benchmark file: items, contaminated samples by kind
@@ -149,6 +187,8 @@ def embed_stats(run_dir: Path, seed: int = 0) -> dict[str, Any]:
     keep = i != j
     sims = np.einsum("ij,ij->i", vectors[i[keep]], vectors[j[keep]])
     auto = resolve_threshold(vectors, "auto", seed=seed)
+    labels = read_labels(run_dir / SAMPLES_FILE)
+    label_counts = {} if labels is None else {"label_counts": dict(Counter(labels.values()).most_common())}
     return {
         "n": manifest["n"],
         "dim": manifest["dim"],
@@ -159,6 +199,7 @@ def embed_stats(run_dir: Path, seed: int = 0) -> dict[str, Any]:
         ),
         "auto_threshold": round(float(auto.cosine or 0), 6),
         "auto_distance_threshold": auto.distance,
+        **label_counts,
     }
 
 
@@ -176,7 +217,10 @@ def epochs_stats(out_dir: Path, seed: int = 0) -> dict[str, Any]:
             "random_pack_similarity",
             "near_duplicate_rate",
         )
-        per_epoch.append({"dir": entry["dir"], **{k: one[k] for k in keys}, "repeat_rate": entry["repeat_rate"]})
+        labels = {k: one["labels"][k] for k in ("majority_share", "random_majority_share")} if "labels" in one else {}
+        per_epoch.append(
+            {"dir": entry["dir"], **{k: one[k] for k in keys}, **labels, "repeat_rate": entry["repeat_rate"]}
+        )
     return {"epochs": per_epoch, "max_repeat_rate": max(e["repeat_rate"] for e in per_epoch)}
 
 
