@@ -41,13 +41,14 @@ def listed(out_dir: Path, name: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.is_file() else []
 
 
-def embed_run(records: list[dict[str, Any]], tmp: Path, seed: int = 0) -> Path:
+def embed_run(records: list[dict[str, Any]], tmp: Path, rows: int | None = None, seed: int = 0) -> Path:
     """An embed run of `records` with random unit vectors as precomputed embeddings: the order does not matter to
-    what a sample's tokens and labels are, and no embedding model is loaded."""
+    what a sample's tokens and labels are, and no embedding model is loaded. `rows`: the valid records (one row
+    each; the invalid ones are listed in errors.jsonl), all of them by default."""
     import tfpack
     from tfpack.api import write_records
 
     source = write_records(records, tmp / "records.jsonl")
-    vectors = np.random.default_rng(seed).normal(size=(len(records), 8)).astype(np.float32)
+    vectors = np.random.default_rng(seed).normal(size=(len(records) if rows is None else rows, 8)).astype(np.float32)
     np.save(tmp / "embeddings.npy", vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     return tfpack.embed(source, tmp / "run", embeddings=tmp / "embeddings.npy", on_error="skip").run_dir

@@ -251,6 +251,26 @@ def trained_diff(hf: Any, ids: list[int], want: list[int], got: list[int]) -> st
     return f"tfpack (+named differences) trains, TRL not: {show(only_want)}; TRL trains, tfpack not: {show(only_got)}"
 
 
+def diverges(hf: Any, messages: Messages) -> int:
+    """Where the tokens of the prompt alone (with the generation prompt) stop being a prefix of the tokens of prompt
+    and completion; 0 when they are a prefix."""
+    ids = encode(hf, hf.apply_chat_template(messages, tokenize=False))
+    prompt = encode(hf, hf.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False))
+    return next((j for j, (a, b) in enumerate(zip(ids, prompt, strict=False)) if a != b), 0)
+
+
+def trl_completion_labels(hf: Any, family: Family, messages: Messages, ours: Sample) -> list[int]:
+    """TRL's labels for a prompt/completion record, from tfpack's uncut sample and the named differences.
+
+    Mistral v0.3 folds the system message into the *last* user turn only when the conversation ends there: the prompt
+    alone carries it, prompt + completion does not. TRL then trains from where the two token lists diverge (it
+    warns), user text included; tfpack trains the completion only, as without a system message."""
+    at = diverges(hf, messages)
+    if at:
+        return [IGNORE_INDEX] * at + ours.input_ids[at:]
+    return trl_labels_expected(hf, family, ours, before=False)
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_prompt_completion_matches_trl(name: str, tokenizer_dirs: dict[str, Path], tmp_path: Path) -> None:
     """Prompt/completion records (prompts of 1-3 exchanges): `completion_only_loss=True` vs `--train-on
@@ -265,21 +285,16 @@ def test_prompt_completion_matches_trl(name: str, tokenizer_dirs: dict[str, Path
     ours = packed_samples(out)
     assert sorted(ours) == list(range(len(records)))
     hf = AutoTokenizer.from_pretrained(tokenizer_dirs[name])
-    diverged = 0
     for i, messages in enumerate(chats):
-        ids = ours[i].input_ids
-        prompt = encode(hf, hf.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False))
-        if ids[: len(prompt)] == prompt:
+        if diverges(hf, messages):
+            assert theirs[i]["input_ids"] == ours[i].input_ids
+            assert theirs[i]["labels"] == trl_completion_labels(hf, family, messages, ours[i])
+            [(lo, hi)] = runs(ours[i].labels)  # tfpack: the completion only, as without a system message
+            ids = ours[i].input_ids
+            assert hi == len(ids) and hf.decode(ids[lo:]).strip() == messages[-1]["content"].strip() + family.eos
+        else:
             check_same(hf, family, messages, ours[i], theirs[i], before=False)
-            continue
-        # Mistral v0.3 folds the system message into the *last* user turn only when the conversation ends there: the
-        # prompt alone carries it, prompt + completion does not. TRL then trains from where the two token lists
-        # diverge (it warns), user text included; tfpack trains the completion only, as without a system message.
-        diverged += 1
-        at = next(j for j, (a, b) in enumerate(zip(ids, prompt, strict=False)) if a != b)
-        assert theirs[i]["input_ids"] == ids and theirs[i]["labels"] == [IGNORE_INDEX] * at + ids[at:]
-        [(lo, hi)] = runs(ours[i].labels)
-        assert hi == len(ids) and hf.decode(ids[lo:]).strip() == messages[-1]["content"].strip() + family.eos
+    diverged = sum(bool(diverges(hf, m)) for m in chats)
     assert diverged == (sum(m[0]["role"] == "system" for m in chats) if name.startswith("mistral") else 0)
 
 
@@ -341,17 +356,19 @@ def test_truncation_matches_trl(name: str, tokenizer_dirs: dict[str, Path], tmp_
     ours = packed_samples(out)
     dropped = {entry["sample_id"] for entry in listed(out, "dropped.jsonl")}
     assert not dropped & set(ours) and dropped | set(ours) == set(range(len(records)))
-    theirs_by_ids = {tuple(t["input_ids"]): t for t in theirs}  # TRL's filter renumbers the kept rows
-    kept = []
-    for i in range(len(records)):
-        expected = trl_labels_expected(hf, family, full[i], before=False)[:max_len]
-        trl_kept = tuple(full[i].input_ids[:max_len]) in theirs_by_ids
-        assert (i in dropped) == (not trl_kept), f"sample {i}: {'dropped' if i in dropped else 'kept'}, TRL differs"
-        if i in dropped:
+    kept_by_trl = iter(theirs)  # in record order, the rows TRL drops left out
+    cut = 0
+    for i, messages in enumerate(chats):
+        expected = trl_completion_labels(hf, family, messages, full[i])[:max_len]
+        if any(label != IGNORE_INDEX for label in expected):
+            row = next(kept_by_trl)
+            assert row["input_ids"] == full[i].input_ids[:max_len] and row["labels"] == expected, f"sample {i}"
+        ours_kept = any(label != IGNORE_INDEX for label in full[i].labels[:max_len])
+        assert (i in ours) == ours_kept, f"sample {i}: kept iff a trained token lies within max_len {max_len}"
+        if not ours_kept:
             continue
-        kept.append(i)
+        cut += len(full[i].input_ids) > max_len
         assert ours[i].input_ids == full[i].input_ids[:max_len], f"sample {i}: not a prefix of its uncut self"
         assert ours[i].labels == full[i].labels[:max_len], f"sample {i}: labels not a prefix of the uncut labels"
-        assert theirs_by_ids[tuple(ours[i].input_ids)]["labels"] == expected
-    assert len(kept) == len(theirs)
-    assert any(len(full[i].input_ids) > max_len for i in kept), "no sample was cut: the test would prove nothing"
+    assert next(kept_by_trl, None) is None, "TRL keeps a sample that has no trained token"
+    assert cut, "no sample was cut: the test would prove nothing"
