@@ -189,7 +189,7 @@ def check_pack(
     attention: str,
 ) -> None:
     path, hf, overhead = tokenizers[family]
-    max_len = overhead + room
+    max_len = max(overhead + room, 8)  # --max-len takes 8 at least
     chats, invalid = data
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
