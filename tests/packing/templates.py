@@ -335,12 +335,36 @@ TOOL_CALLS: Messages = [
     {"role": "assistant", "content": "It is 18 degrees and sunny in Paris."},
 ]
 
+# Mistral v0.3 with `{% generation %}` around what the model writes (TRL ships no training variant for it): the space
+# after `[/INST]` (a SentencePiece model generates `▁word`), the assistant's text and its `</s>`.
+MISTRAL_V03_GENERATION = """
+{%- if messages[0]['role'] == 'system' %}
+{%- set system_message = messages[0]['content'] %}
+{%- set loop_messages = messages[1:] %}
+{%- else %}
+{%- set loop_messages = messages %}
+{%- endif %}
+{{- bos_token }}
+{%- for message in loop_messages %}
+{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+{{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/...') }}
+{%- endif %}
+{%- if message['role'] == 'user' %}
+{%- if loop.last and system_message is defined %}
+{{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}
+{%- else %}
+{{- '[INST] ' + message['content'] + '[/INST]' }}
+{%- endif %}
+{%- elif message['role'] == 'assistant' %}
+{% generation %}{{- ' ' + message['content'] | trim + eos_token }}{% endgeneration %}
+{%- endif %}
+{%- endfor %}
+"""
 
-def build_bpe(path: Path, corpus: list[str] | None = None) -> Path:
-    """A byte-level BPE trained on the gallery's texts (plus `corpus`), saved in `path` as a fast tokenizer without a
-    chat template."""
-    import json
 
+def train_bpe(path: Path, corpus: list[str], vocab_size: int = 800) -> Path:
+    """A byte-level BPE (any text encodes) trained on `corpus`, with the gallery's special and added tokens, saved as
+    a fast tokenizer without a chat template in `path`. No download."""
     from tokenizers import Tokenizer as RustTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -348,22 +372,20 @@ def build_bpe(path: Path, corpus: list[str] | None = None) -> Path:
     rust = RustTokenizer(models.BPE())
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     rust.decoder = decoders.ByteLevel()
-    texts = [json.dumps(c) for c in [*CONVERSATIONS.values(), REASONING, TOOL_CALLS, TOOLS]] * 20 + (corpus or [])
     trainer = trainers.BpeTrainer(
-        vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIAL_TOKENS
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIAL_TOKENS
     )
-    rust.train_from_iterator(texts, trainer)
+    rust.train_from_iterator(corpus, trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=rust, eos_token="<|endoftext|>")
     hf.add_tokens(ADDED_TOKENS)
     hf.save_pretrained(path)
     return path
 
 
-def family_tokenizer(bpe_dir: Path, family: str, path: Path) -> Path:
-    """The BPE in `bpe_dir` with `family`'s chat template, EOS and BOS, saved in `path`."""
+def with_template(bpe_dir: Path, path: Path, template: str, eos: str, bos: str | None) -> Path:
+    """The tokenizer in `bpe_dir` saved to `path` with a family's chat template, EOS and BOS, as a model ships it."""
     from transformers import AutoTokenizer
 
-    template, eos, bos, _ = FAMILIES[family]
     hf = AutoTokenizer.from_pretrained(bpe_dir)
     hf.chat_template = template
     hf.eos_token = eos
@@ -371,3 +393,17 @@ def family_tokenizer(bpe_dir: Path, family: str, path: Path) -> Path:
         hf.bos_token = bos
     hf.save_pretrained(path)
     return path
+
+
+def build_bpe(path: Path, corpus: list[str] | None = None) -> Path:
+    """`train_bpe` on the gallery's conversations (plus `corpus`): the tokenizer the template tests share."""
+    import json
+
+    texts = [json.dumps(c) for c in [*CONVERSATIONS.values(), REASONING, TOOL_CALLS, TOOLS]] * 20
+    return train_bpe(path, texts + (corpus or []))
+
+
+def family_tokenizer(bpe_dir: Path, family: str, path: Path) -> Path:
+    """The BPE in `bpe_dir` with `family`'s chat template, EOS and BOS (`FAMILIES`), saved in `path`."""
+    template, eos, bos, _ = FAMILIES[family]
+    return with_template(bpe_dir, path, template, eos, bos)

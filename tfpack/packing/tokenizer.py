@@ -325,17 +325,27 @@ def _turn_span(
 
 
 def _generation_spans(
-    text: str, blocks: list[tuple[int, int]], messages: list[dict[str, Any]], turns: list[int], eot: str | None
+    text: str, blocks: list[tuple[int, int]], messages: list[dict[str, Any]], turns: list[int], closers: list[str]
 ) -> list[tuple[int, int]] | str:
-    """The template's `{% generation %}` blocks, one per assistant turn, each checked against its message."""
+    """The template's `{% generation %}` blocks, one per assistant turn, each checked against its message. Blocks
+    that abut are one (TRL's Phi-3 training template closes the last turn's block, then opens one for EOS); the
+    `closers` (end-of-turn marker, EOS) at a block's end are not its message's text."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in blocks:
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    blocks = merged
     if len(blocks) != len(turns):
         return (
             f"the template's {{% generation %}} blocks ({len(blocks)}) do not match the assistant turns ({len(turns)})"
         )
     for (lo, hi), i in zip(blocks, turns, strict=True):
-        region = text[lo:hi]
-        if eot and region.rstrip().endswith(eot):
-            region = region.rstrip()[: -len(eot)]
+        region = text[lo:hi].rstrip()
+        for closer in closers:
+            if region.endswith(closer):
+                region = region[: -len(closer)].rstrip()
         reason = check_turn_text(region, messages[i], [])
         if reason is not None:
             return f"{{% generation %}} block of turn {i}: {reason}"
@@ -360,7 +370,8 @@ def render(conversation: Conversation, tokenizer: Tokenizer, train_on: str) -> R
         return Rendered(text, [(0, len(text))], not closed, True)
     assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if generation:
-        found = _generation_spans(text, blocks, messages, assistant, tokenizer.eot)
+        closers = [tokenizer.eos_text, *([tokenizer.eot] if tokenizer.eot else [])]
+        found = _generation_spans(text, blocks, messages, assistant, closers)
         if isinstance(found, str):
             return Refusal(found)
         pairs = list(zip(assistant, found, strict=True))
