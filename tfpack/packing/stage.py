@@ -252,12 +252,20 @@ def summarise_reasons(left_out: list[dict[str, Any]], top: int = 3) -> str:
 
 
 def nothing_to_pack(
-    out_dir: Path, total: int, dropped: list[dict[str, Any]], refused: list[dict[str, Any]], long: str
+    out_dir: Path,
+    total: int,
+    dropped: list[dict[str, Any]],
+    refused: list[dict[str, Any]],
+    long: str,
+    errors: bytes,
+    input_errors: int,
 ) -> InputError:
-    """The error for a pack that left every sample out, after writing the lists that say why (dropped.jsonl,
-    errors.jsonl; no manifest, so the directory never looks finished): how many, the main reasons, what to change."""
+    """The error for a pack that left every sample out, after writing the lists that say why (dropped.jsonl, and
+    errors.jsonl = `errors`: invalid input records and refusals; no manifest, so the directory never looks
+    finished): how many, the main reasons, what to change."""
     write_jsonl(out_dir / DROPPED_FILE, dropped)
-    write_jsonl(out_dir / ERRORS_FILE, refused)
+    with atomic_path(out_dir / ERRORS_FILE) as tmp:
+        tmp.write_bytes(errors)
     fixes = []
     if dropped:
         fixes.append("raise --max-len" + (" or pass --long truncate" if long != "truncate" else ""))
@@ -266,8 +274,9 @@ def nothing_to_pack(
     listed = " and ".join(
         str(out_dir / name) for name, rows in ((DROPPED_FILE, dropped), (ERRORS_FILE, refused)) if rows
     )
+    invalid = f" (and {input_errors} invalid input records, in {out_dir / ERRORS_FILE})" if input_errors else ""
     return InputError(
-        f"{out_dir}: nothing to pack, all {total} samples were left out "
+        f"{out_dir}: nothing to pack, all {total} samples were left out{invalid} "
         f"({summarise_reasons(dropped + refused)}; listed in {listed}); {'; '.join(fixes)}"
     )
 
@@ -406,9 +415,14 @@ def run_pack(
         on_error=on_error,
         inputs=embed_manifest.get("inputs", []),
     )
+    errors_src = run_dir / ERRORS_FILE
+    errors = (errors_src.read_bytes() if errors_src.is_file() else b"") + b"".join(
+        orjson.dumps(entry) + b"\n" for entry in refused
+    )
     if not tokens.kept.any():
         shutil.rmtree(store_dir)
-        raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long)
+        input_errors = int(embed_manifest.get("n_errors", 0))
+        raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long, errors, input_errors)
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     skip = ~tokens.kept
     contamination = None
@@ -426,10 +440,6 @@ def run_pack(
         rank=keep_rank(pack_cfg.dedup_keep, tokens.lengths),
     )
     fingerprint = fingerprint_file(emb_file)
-    errors_src = run_dir / ERRORS_FILE
-    errors = (errors_src.read_bytes() if errors_src.is_file() else b"") + b"".join(
-        orjson.dumps(entry) + b"\n" for entry in refused
-    )
     common = {
         "run_dir": str(run_dir.resolve()),
         "embedding_model": embed_manifest.get("model"),
