@@ -59,7 +59,8 @@ def test_export_holds_the_packs_unchanged(
             assert recipe["tokenized_path"] == str(dest.resolve()) and recipe["neat_packing"] is (mode == "segment")
             if mode == "segment":
                 assert set(row) == {"input_ids", "labels", "attention_mask", "position_ids"}
-                assert len(row["input_ids"]) % 8 == 0 and len(row["input_ids"]) - n < 8
+                width = recipe["cutoff_len"]  # every row as long: max_len rounded up to a multiple of 8
+                assert len(row["input_ids"]) == width and width % 8 == 0 and width - 8 < manifest["source"]["max_len"]
                 pad = len(row["input_ids"]) - n
                 assert row["attention_mask"] == segment_ids(pack["seq_lengths"]) + [0] * pad
                 assert row["position_ids"] == pack["position_ids"] + [0] * pad

@@ -6,8 +6,9 @@ Per trainer and attention mode (`tfpack pack --attention`):
 - LLaMA-Factory (`tokenized_path`, a `datasets` `save_to_disk` folder): `input_ids`, `labels`, `attention_mask`.
   `pack`: the mask is all ones (one causal context per row, `neat_packing: false`). `segment`: the mask holds int32
   segment ids 1, 2, ... per sample (0 on padding) and `position_ids` restart per sample (`neat_packing: true`);
-  rows are padded to a multiple of 8 tokens (label -100, segment 0), because LLaMA-Factory's collator pads every
-  column to a multiple of 8 except `position_ids`.
+  every row is padded to `max_len` rounded up to a multiple of 8 (token 0, label -100, segment 0, position 0):
+  LLaMA-Factory's collator pads each batch to a multiple of 8 but leaves `position_ids` as they are, so rows of
+  one length are the only ones it can batch.
 - axolotl (Parquet under `data/`, `skip_prepare_dataset: true`): `input_ids`, `labels`, `position_ids`, `length`.
   `segment`: positions restart per sample and `sample_packing: true` (transformers masks across the restarts).
   `pack`: positions run on over the row, plus an all-ones `attention_mask`, and `sample_packing: false` (one causal
@@ -72,7 +73,7 @@ def export(out_dir: Path, to: str, export_dir: Path, overwrite: bool = False) ->
     tmp.mkdir()
     try:
         if to == "llamafactory":
-            files, rows, tokens = _write_llamafactory(shards, attention, tmp)
+            files, rows, tokens = _write_llamafactory(shards, attention, _round_up(manifest["max_len"]), tmp)
         else:
             files, rows, tokens = _write_axolotl(shards, attention, tmp)
         recipe = RECIPES[to][attention].format(
@@ -174,7 +175,7 @@ def _list_column(values: list[NDArray[np.int32]]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()))
 
 
-def _llamafactory_columns(packs: list[dict[str, NDArray[np.int32]]], attention: str) -> pa.Table:
+def _llamafactory_columns(packs: list[dict[str, NDArray[np.int32]]], attention: str, width: int) -> pa.Table:
     if attention == "pack":
         return pa.table(
             {
@@ -190,7 +191,7 @@ def _llamafactory_columns(packs: list[dict[str, NDArray[np.int32]]], attention: 
         "position_ids": [],
     }
     for p in packs:
-        pad = _round_up(len(p["input_ids"])) - len(p["input_ids"])
+        pad = width - len(p["input_ids"])
         columns["input_ids"].append(np.pad(p["input_ids"], (0, pad)))
         columns["labels"].append(np.pad(p["labels"], (0, pad), constant_values=IGNORE_INDEX))
         columns["attention_mask"].append(np.pad(_segment_ids(p["seq_lengths"]), (0, pad)))
@@ -198,7 +199,7 @@ def _llamafactory_columns(packs: list[dict[str, NDArray[np.int32]]], attention: 
     return pa.table({name: _list_column(values) for name, values in columns.items()})
 
 
-def _write_llamafactory(shards: list[Path], attention: str, tmp: Path) -> tuple[list[str], int, int]:
+def _write_llamafactory(shards: list[Path], attention: str, width: int, tmp: Path) -> tuple[list[str], int, int]:
     """Stream the packs into one Arrow file, then `save_to_disk` from its memory map (memory stays one shard)."""
     try:
         import datasets
@@ -209,7 +210,7 @@ def _write_llamafactory(shards: list[Path], attention: str, tmp: Path) -> tuple[
     writer: pa.ipc.RecordBatchStreamWriter | None = None
     try:
         for packs in _packs(shards):
-            table = _llamafactory_columns(packs, attention)
+            table = _llamafactory_columns(packs, attention, width)
             table = table.cast(pa.schema([(name, INT32_LIST) for name in table.column_names]))
             if writer is None:
                 writer = pa.ipc.new_stream(stream, table.schema)
