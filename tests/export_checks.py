@@ -85,4 +85,4 @@ def check_batches(batches: list[dict[str, Any]], packs: list[dict[str, Any]], pa
                 assert "position_ids" in batch and sum(p == 0 for p in positions) == len(seq_lengths)
             if "position_ids" in batch:
                 assert batch["position_ids"][r, :n].tolist() == positions
-    assert sorted(seen) == list(range(len(packs))), "each pack trained exactly once per epoch"
+    assert sorted(seen) == list(range(len(packs))), f"each pack trained exactly once per epoch, got {sorted(seen)}"
