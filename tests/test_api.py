@@ -100,15 +100,24 @@ tfpack.pack_dataset(rows, tokenizer="packaged-minilm", template="chatml", max_le
 def test_the_api_prints_nothing_unless_asked(tmp_path: Path, progress: bool) -> None:
     """A fresh interpreter (nothing silenced by an earlier test) runs every API verb on a real small job: by default
     stdout and stderr stay empty (no model-loading bar, no warning, no log line); `progress=True` draws bars."""
+    import os
     import subprocess
     import sys
 
+    # the switches silence_third_party sets in this process (CLI tests) must not reach the fresh interpreter
+    switches = {
+        "TQDM_DISABLE",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+        "TRANSFORMERS_VERBOSITY",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+    }
     result = subprocess.run(
         [sys.executable, "-c", QUIET_SCRIPT, str(tmp_path), str(int(progress))],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=Path(__file__).resolve().parents[1],
+        env={k: v for k, v in os.environ.items() if k not in switches},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
