@@ -42,6 +42,13 @@ from tfpack.workdir import IGNORE_INDEX
 trl = pytest.importorskip("trl")
 from trl import chat_template_utils as trl_templates  # noqa: E402
 
+if not hasattr(trl_templates, "qwen2_5_training_chat_template"):  # TRL 1.0 stores Qwen3's only
+    pytest.skip(
+        f"TRL {trl.__version__} ships no stored Qwen2.5/Llama-3/Gemma/Phi-3 templates; `make test` (current TRL) runs "
+        "this comparison",
+        allow_module_level=True,
+    )
+
 
 @dataclass(frozen=True)
 class Family:
