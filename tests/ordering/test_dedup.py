@@ -1,4 +1,4 @@
-"""Near-duplicate groups (`--dedup`) against a brute-force computation, and the walk's skip/avoid rules."""
+"""Near-duplicate removal (`--dedup`) against a slow float64 brute force, and the walk's skip/avoid rules."""
 
 from __future__ import annotations
 
@@ -19,27 +19,50 @@ def clustered(n: int, dim: int, seed: int, spread: float) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def brute_force_groups(vectors: np.ndarray, min_cos: float, skip: np.ndarray) -> list[set[int]]:
-    """Connected components of 'cosine >= min_cos' over every pair (float64), skipped rows left out."""
+def brute_force(vectors: np.ndarray, min_cos: float, rank: np.ndarray, skip: np.ndarray) -> tuple[list, list]:
+    """The judge: every pair's cosine in float64, rows visited in rank order, a row removed in the name of its most
+    similar kept near-duplicate (ties: the better rank); returns (kept_as, cosine) per row."""
     x = vectors.astype(np.float64)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    close = (x @ x.T) >= min_cos
+    norms = np.sqrt((x * x).sum(1))
     n = len(x)
-    seen, groups = set(), []
-    for s in range(n):
-        if s in seen or skip[s]:
+    kept_as: list[int] = [-1] * n
+    cosine: list[float] = [float("nan")] * n
+    kept: list[int] = []
+    for row in sorted(range(n), key=lambda r: rank[r]):
+        if skip[row]:
             continue
-        group, todo = {s}, [s]
-        while todo:
-            i = todo.pop()
-            for j in np.flatnonzero(close[i]):
-                if j not in group and not skip[j]:
-                    group.add(int(j))
-                    todo.append(int(j))
-        seen |= group
-        if len(group) > 1:
-            groups.append(group)
-    return groups
+        best, best_cos = -1, -np.inf
+        for other in kept:
+            cos = float(np.dot(x[row], x[other]) / (norms[row] * norms[other]))
+            if cos >= min_cos and (cos > best_cos or (cos == best_cos and rank[other] < rank[best])):
+                best, best_cos = other, cos
+        if best >= 0:
+            kept_as[row], cosine[row] = best, best_cos
+        else:
+            kept.append(row)
+    return kept_as, cosine
+
+
+def copies(n_groups: int, size: int, dim: int, seed: int, spread: float) -> np.ndarray:
+    """Unit rows in `n_groups` tight groups of `size` near-copies (groups larger than a small k)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_groups, dim))
+    rows = np.repeat(centres, size, axis=0) + spread * rng.normal(size=(n_groups * size, dim))
+    rows = rows[rng.permutation(len(rows))]
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def check_against_judge(vectors: np.ndarray, k: int, min_cos: float, keep: str, seed: int) -> None:
+    n = len(vectors)
+    rng = np.random.default_rng(seed)
+    skip = rng.random(n) < 0.1
+    rank = keep_rank(keep, rng.integers(1, 50, n))
+    ids, sims, _ = build_knn(vectors, k, "exact")
+    found = near_duplicates(vectors, ids, sims, min_cos, rank, skip)
+    kept_as, cosine = brute_force(vectors, min_cos, rank, skip)
+    assert found.kept_as.tolist() == kept_as
+    np.testing.assert_allclose(found.cosine, np.array(cosine), rtol=1e-12)
+    assert (found.cosine[found.removed] >= min_cos).all()
 
 
 @settings(max_examples=60, deadline=None)
@@ -49,42 +72,44 @@ def brute_force_groups(vectors: np.ndarray, min_cos: float, skip: np.ndarray) ->
     spread=st.sampled_from([0.05, 0.2, 0.5]),
     min_cos=st.floats(0.5, 0.99),
     keep=st.sampled_from(["first", "longest"]),
+    k=st.integers(1, 6),
 )
-def test_groups_equal_brute_force(n: int, seed: int, spread: float, min_cos: float, keep: str) -> None:
-    vectors = clustered(n, 8, seed, spread)
-    rng = np.random.default_rng(seed)
-    skip = rng.random(n) < 0.1
-    lengths = rng.integers(1, 50, n)
-    rank = keep_rank(keep, lengths)
-    ids, sims, _ = build_knn(vectors, n - 1, "exact")  # k = N-1: the graph holds every pair
-    found = near_duplicates(vectors, ids, sims, min_cos, rank, skip)
-    expected = brute_force_groups(vectors, min_cos, skip)
-    keepers = {min(g, key=lambda r: rank[r]) for g in expected}
-    removed = set().union(*expected) - keepers if expected else set()
-    assert set(found.removed.tolist()) == removed
-    for group in expected:
-        keeper = min(group, key=lambda r: rank[r])
-        assert all(found.kept_as[r] == keeper for r in group - {keeper})
-        assert found.kept_as[keeper] == -1
-    assert sorted(found.group_sizes().tolist()) == sorted(len(g) for g in expected)
-    kept = np.flatnonzero((found.kept_as < 0) & ~skip)
-    x = vectors[kept].astype(np.float64)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    cos = x @ x.T
-    assert not (cos[np.triu_indices(len(kept), 1)] >= min_cos).any(), "two kept samples at cosine >= S"
-    reported = found.cosine[found.removed]
-    direct = (vectors[found.removed].astype(np.float64) * vectors[found.kept_as[found.removed]]).sum(1)
-    np.testing.assert_allclose(reported, direct, atol=1e-6)
+def test_rule_equals_brute_force(n: int, seed: int, spread: float, min_cos: float, keep: str, k: int) -> None:
+    """Any k (even 1): rows whose k neighbours are all near-duplicates are scanned exactly, so nothing is missed."""
+    check_against_judge(clustered(n, 8, seed, spread), min(k, n - 1), min_cos, keep, seed)
 
 
-def test_chained_group_keeps_first_or_longest() -> None:
-    """a-b and b-c are near-duplicates, a-c is not: one group of three (b links them)."""
+@settings(max_examples=25, deadline=None)
+@given(
+    n_groups=st.integers(1, 4),
+    size=st.integers(5, 30),
+    seed=st.integers(0, 10_000),
+    spread=st.sampled_from([0.02, 0.1, 0.3]),
+    min_cos=st.floats(0.6, 0.99),
+    keep=st.sampled_from(["first", "longest"]),
+)
+def test_groups_larger_than_k_equal_brute_force(
+    n_groups: int, size: int, seed: int, spread: float, min_cos: float, keep: str
+) -> None:
+    check_against_judge(copies(n_groups, size, 8, seed, spread), 3, min_cos, keep, seed)
+
+
+def test_a_group_larger_than_k_is_found_whole() -> None:
+    """40 near-copies with k = 4: every copy but the first is removed, in the first's name."""
+    vectors = copies(1, 40, 16, 0, 0.01)
+    ids, sims, _ = build_knn(vectors, 4, "exact")
+    found = near_duplicates(vectors, ids, sims, 0.95, np.arange(40))
+    assert found.kept_as.tolist() == [-1] + [0] * 39
+
+
+def test_a_chain_removes_only_what_is_close_to_a_kept_sample() -> None:
+    """a-b and b-c are near-duplicates, a-c is not: `first` keeps a and c (b is gone, so nothing kept is near c)."""
     angle = np.radians([0.0, 14.0, 28.0])  # cos 14° = 0.970, cos 28° = 0.883
     vectors = np.stack([np.cos(angle), np.sin(angle), np.zeros(3)], axis=1).astype(np.float32)
     ids, sims, _ = build_knn(vectors, 2, "exact")
     first = near_duplicates(vectors, ids, sims, 0.95, keep_rank("first", np.array([3, 9, 5])))
-    assert first.kept_as.tolist() == [-1, 0, 0]
-    assert round(first.cosine[2], 3) == 0.883
+    assert first.kept_as.tolist() == [-1, 0, -1]
+    assert round(first.cosine[1], 3) == 0.970
     longest = near_duplicates(vectors, ids, sims, 0.95, keep_rank("longest", np.array([3, 9, 5])))
     assert longest.kept_as.tolist() == [1, -1, 1]
 
