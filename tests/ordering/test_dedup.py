@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from tests.conftest import DEMO_TOKENIZER, chat_rows, write_jsonl
+from tfpack import api
+from tfpack.cli import app
 from tfpack.ordering.dedup import keep_rank, near_duplicates
 from tfpack.ordering.knn import build_knn
 from tfpack.ordering.walk import walk
+
+runner = CliRunner()
 
 
 def clustered(n: int, dim: int, seed: int, spread: float) -> np.ndarray:
@@ -144,3 +154,59 @@ def test_walk_avoids_earlier_packs_within_reach() -> None:
     result = walk(vectors, ids, sims, 0.0, avoid=earlier, reach=3)
     assert result.forced == 0
     assert all(twins(result.path, lag) == 0 for lag in (1, 2, 3))
+
+
+def near_copies() -> list[dict]:
+    """12 chats, then 6 near-copies of the first 6 (one word of the answer changed, some longer), then 4 chats that
+    share a prompt with chats 0-3 but answer something else."""
+    rows = chat_rows(12)
+    for i in range(6):
+        prompt, answer = rows[i]["messages"][0]["content"], rows[i]["messages"][1]["content"]
+        rows.append(message_row(prompt, answer.replace("answer", "result", 1) + " Indeed." * (i % 2)))
+    rows += [message_row(rows[i]["messages"][0]["content"], "Something unrelated: the sky is blue.") for i in range(4)]
+    return rows
+
+
+def message_row(prompt: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("dedup")
+    data = write_jsonl(tmp / "chat.jsonl", near_copies())
+    result = runner.invoke(app, ["embed", str(data), "-o", str(tmp / "run"), "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    return tmp / "run"
+
+
+@pytest.mark.parametrize("keep", ["first", "longest"])
+def test_stats_preview_is_what_pack_removes(run_dir: Path, tmp_path: Path, keep: str) -> None:
+    """The preview and `pack` share one function and its options: the same (removed, kept) pairs and cosines."""
+    options = ["--dedup", "0.9", "--dedup-keep", keep]
+    preview = runner.invoke(app, ["stats", str(run_dir), *options, "--show", "100", "--json"])
+    assert preview.exit_code == 0, preview.stderr
+    report = orjson.loads(preview.stdout)["near_duplicates"]
+    shown = {(r["sample_id"], g["kept"]["sample_id"], r["cos"]) for g in report["shown"] for r in g["removed"]}
+    packed = runner.invoke(app, ["pack", str(run_dir), "-o", str(tmp_path / "out"), *options, *DEMO_TOKENIZER, "-q"])
+    assert packed.exit_code == 0, packed.stderr
+    dropped = [orjson.loads(line) for line in (tmp_path / "out" / "dropped.jsonl").read_bytes().splitlines()]
+    removed = {(d["sample_id"], d["duplicate_of"], round(d["cos"], 4)) for d in dropped if "duplicate_of" in d}
+    assert removed == shown and len(removed) == report["removed"] > 0
+    assert all(cos >= 0.9 for _, _, cos in removed)
+    manifest = orjson.loads((tmp_path / "out" / "manifest.json").read_bytes())["dedup"]
+    assert manifest["keep"] == keep and manifest["compared"] == "full" and manifest["removed"] == len(removed)
+
+
+def test_dedup_on_full_keeps_samples_that_share_only_a_prompt(run_dir: Path) -> None:
+    """Chats 18-21 repeat prompts 0-3 with another answer: duplicates by prompt, not as whole samples. The run
+    embedded prompts (the default), so whole-sample vectors come from the run's model, proposed by its static
+    distillation."""
+    full = api.stats(run_dir, dedup=0.95, show=100)["near_duplicates"]
+    prompt = api.stats(run_dir, dedup=0.95, dedup_on="prompt", show=100)["near_duplicates"]
+    removed_full = {r["sample_id"] for g in full["shown"] for r in g["removed"]}
+    removed_prompt = {r["sample_id"] for g in prompt["shown"] for r in g["removed"]}
+    assert not removed_full & set(range(18, 22))
+    assert set(range(18, 22)) <= removed_prompt
+    assert full["compared"] == "full" and full["proposed_by"].startswith("static:")
+    assert prompt["compared"] == "prompt" and "proposed_by" not in prompt, "the run's own prompt embeddings decide"

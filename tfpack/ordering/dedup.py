@@ -17,6 +17,7 @@ Example: cosines a-b 0.97, b-c 0.96, a-c 0.93, S 0.95, `first` → `a` kept, `b`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -124,8 +125,10 @@ def close_pairs(
     a, b = a[ok], b[ok]
     if not a.size:
         return a, b, np.zeros(0, dtype=np.float64)
-    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-    a, b = pairs[:, 0], pairs[:, 1]
+    n = np.int64(len(nbr_ids))
+    key = np.sort(a * n + b)  # sorted and unique: faster than np.unique on millions of pairs
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    a, b = key // n, key % n
     cos = exact_cosines(vectors, a, b)
     close = cos >= min_cos
     return a[close], b[close], cos[close]
@@ -199,6 +202,31 @@ def keep_rank(keep: str, lengths: NDArray[np.integer[Any]]) -> NDArray[np.int64]
     return rank
 
 
+def proposed_duplicates(
+    proposal: NDArray[Any],
+    nbr_ids: NDArray[Any],
+    nbr_sims: NDArray[Any],
+    min_cos: float,
+    rank: NDArray[np.int64],
+    embed_rows: Callable[[NDArray[np.int64]], NDArray[np.float32]],
+    skip: NDArray[np.bool_],
+    margin: float = CANDIDATE_MARGIN,
+) -> tuple[Duplicates, dict[str, int]]:
+    """The rule at `min_cos` on the cosines of another model: pairs >= `min_cos - margin` on the `proposal` vectors
+    (a static model's, with their kNN graph) are candidates; `embed_rows(rows)` gives the deciding model's unit
+    vectors of the candidate rows (sorted), whose float64 cosines decide. Also returns candidate counts."""
+    a, b, _ = close_pairs(proposal, nbr_ids, nbr_sims, max(-1.0, min_cos - margin), skip)
+    candidates = np.unique(np.concatenate([a, b]))
+    counts = {"candidate_pairs": len(a), "embedded_candidates": len(candidates)}
+    if not candidates.size:
+        return keep_greedy(len(proposal), a, b, np.zeros(0, dtype=np.float64), rank), counts
+    vectors = embed_rows(candidates)
+    local = np.searchsorted(candidates, np.concatenate([a, b]))
+    cos = exact_cosines(vectors, local[: len(a)], local[len(a) :])
+    close = cos >= min_cos
+    return keep_greedy(len(proposal), a[close], b[close], cos[close], rank), counts
+
+
 class DedupResult(NamedTuple):
     duplicates: Duplicates
     summary: dict[str, Any]  # the manifest's `dedup` section, less what `pack` adds
@@ -270,7 +298,7 @@ def dedup_run(
         return DedupResult(duplicates, summary | {"seconds": round(time.perf_counter() - started, 3)})
 
     full_model = source if source is not None else embed_cfg.model
-    with progress.task("proposing near-duplicates", total=None):
+    with progress.task("finding near-duplicates", total=None):
         if source is not None and same_text:
             proposal, (ids, sims) = emb, run_graph()
             rows = np.arange(n)
@@ -279,29 +307,23 @@ def dedup_run(
             static, resolved = load_encoder(EmbedConfig(model=f"static:{full_model}", device="cpu"))
             proposal = encode_texts(static, [texts[r] for r in rows], resolved["batch_size"])
             ids, sims, _ = build_knn(proposal, min(order_cfg.k, len(rows) - 1), method, seed=order_cfg.seed)
-        cutoff = max(-1.0, min_cos - CANDIDATE_MARGIN)
-        a, b, _ = close_pairs(proposal, ids, sims, cutoff, skip[rows])
-        a, b = rows[a], rows[b]
-    proposed = len(a)
-    candidates = np.unique(np.concatenate([a, b]))
-    with progress.task("embedding candidates", total=None):
-        if candidates.size:
+
+        def embed_rows(chosen: NDArray[np.int64]) -> NDArray[np.float32]:
             model, resolved = load_encoder(EmbedConfig(**{**vars(embed_cfg), "model": full_model}))
-            vectors = encode_texts(model, [texts[r] for r in candidates], resolved["batch_size"])
-            local = np.searchsorted(candidates, np.concatenate([a, b]))
-            cos = exact_cosines(vectors, local[: len(a)], local[len(a) :])
-            close = cos >= min_cos
-            a, b, cos = a[close], b[close], cos[close]
-        else:
-            cos = np.zeros(0, dtype=np.float64)
-    duplicates = keep_greedy(n, a, b, cos, rank)
+            return encode_texts(model, [texts[r] for r in rows[chosen]], resolved["batch_size"])
+
+        duplicates, counts = proposed_duplicates(proposal, ids, sims, min_cos, rank[rows], embed_rows, skip[rows])
+    kept_as = np.full(n, -1, dtype=np.int64)
+    kept_as[rows] = np.where(duplicates.kept_as >= 0, rows[duplicates.kept_as], -1)
+    cosine = np.full(n, np.nan)
+    cosine[rows] = duplicates.cosine
+    duplicates = Duplicates(kept_as, cosine)
     summary |= {
         "compared": on,
         "model": full_model,
         "proposed_by": f"static:{full_model}",
-        "proposal_cutoff": round(cutoff, 6),
-        "candidate_pairs": proposed,
-        "embedded_candidates": int(candidates.size),
+        "proposal_cutoff": round(max(-1.0, min_cos - CANDIDATE_MARGIN), 6),
+        **counts,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return DedupResult(duplicates, summary)
