@@ -210,3 +210,30 @@ def test_dedup_on_full_keeps_samples_that_share_only_a_prompt(run_dir: Path) -> 
     assert set(range(18, 22)) <= removed_prompt
     assert full["compared"] == "full" and full["proposed_by"].startswith("static:")
     assert prompt["compared"] == "prompt" and "proposed_by" not in prompt, "the run's own prompt embeddings decide"
+
+
+def test_a_static_run_removes_what_a_full_model_run_removes(run_dir: Path, tmp_path: Path) -> None:
+    """S means the full model's cosine: a `--model static` run of the same data previews the same removals."""
+    data = write_jsonl(tmp_path / "chat.jsonl", near_copies())
+    embedded = runner.invoke(app, ["embed", str(data), "-o", str(tmp_path / "static"), "--model", "static", "-q"])
+    assert embedded.exit_code == 0, embedded.stderr
+
+    def removed(run: Path) -> set[tuple[int, int]]:
+        report = api.stats(run, dedup=0.9, show=100)["near_duplicates"]
+        return {(r["sample_id"], g["kept"]["sample_id"]) for g in report["shown"] for r in g["removed"]}
+
+    assert removed(tmp_path / "static") == removed(run_dir) != set()
+
+
+def test_precomputed_embeddings_are_compared_as_they_are(tmp_path: Path) -> None:
+    """No model to embed whole samples with: the run's prompt vectors decide, and the summary says so."""
+    rows = chat_rows(6)
+    vectors = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    vectors[4] = vectors[1]
+    np.save(tmp_path / "emb.npy", vectors)
+    data = write_jsonl(tmp_path / "chat.jsonl", rows)
+    args = ["embed", str(data), "-o", str(tmp_path / "run"), "--embeddings", str(tmp_path / "emb.npy"), "-q"]
+    assert runner.invoke(app, args).exit_code == 0
+    report = api.stats(tmp_path / "run", dedup=0.99, show=5)["near_duplicates"]
+    assert report["removed"] == 1 and report["shown"][0]["kept"]["sample_id"] == 1
+    assert report["compared"] == "prompt" and "not the full" in report["note"]

@@ -274,7 +274,7 @@ def dedup_run(
     only those are embedded by the full model, and the rule decides on its cosines. A run of
     precomputed embeddings has no model: its own vectors are compared (the summary names what they embedded).
     """
-    from tfpack.config import EmbedConfig
+    from tfpack.config import DEFAULT_MODEL, EmbedConfig
     from tfpack.embedding.encoders import encode_texts, load_encoder
     from tfpack.embedding.models import static_source
 
@@ -307,6 +307,7 @@ def dedup_run(
         return DedupResult(duplicates, summary | {"seconds": round(time.perf_counter() - started, 3)})
 
     full_model = source if source is not None else embed_cfg.model
+    name = embed_cfg.model.partition(":")[2] or DEFAULT_MODEL if source is not None else embed_cfg.model
     with progress.task("finding near-duplicates", total=None):
         if source is not None and same_text:
             proposal, (ids, sims) = emb, run_graph()
@@ -331,8 +332,8 @@ def dedup_run(
     duplicates = Duplicates(kept_as, cosine)
     summary |= {
         "compared": on,
-        "model": full_model,
-        "proposed_by": f"static:{full_model}",
+        "model": name,
+        "proposed_by": f"static:{name}",
         "proposal_cutoff": round(max(-1.0, min_cos - CANDIDATE_MARGIN), 6),
         **counts,
         "seconds": round(time.perf_counter() - started, 3),
