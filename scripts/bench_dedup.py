@@ -150,13 +150,25 @@ def bench(name: str, x: np.ndarray, min_cos: float) -> dict[str, Any]:
     return row
 
 
-def gsm8k_vectors(path: Path, cache: Path, on: str) -> dict[str, np.ndarray]:
-    """GSM8K's whole samples (`on` full: question and answer) or prompts embedded by each model, cached in `cache`."""
-    rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-    texts = [r["question"] + "\n" + r["answer"] if on == "full" else r["question"] for r in rows]
+def texts_of(path: Path, on: str) -> list[str]:
+    """GSM8K (question / answer JSONL) or GPTeacher (instruction / input / response JSON array) samples: the
+    whole sample (`on` full) or the prompt."""
+    if path.suffix == ".jsonl":
+        rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        return [r["question"] + "\n" + r["answer"] if on == "full" else r["question"] for r in rows]
+    prompts = [
+        r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "") for r in orjson.loads(path.read_bytes())
+    ]
+    answers = [r["response"] for r in orjson.loads(path.read_bytes())]
+    return [p + "\n" + a if on == "full" else p for p, a in zip(prompts, answers, strict=True)]
+
+
+def data_vectors(path: Path, cache: Path, on: str) -> dict[str, np.ndarray]:
+    """The samples of `path` (see `texts_of`) embedded by each model, cached in `cache`."""
+    texts = texts_of(path, on)
     out = {}
     for name, model in MODELS.items():
-        file = cache / f"gsm_{name}_{on}.npy"
+        file = cache / f"{path.stem.split('_')[0][:3]}_{name}_{on}.npy"
         if not file.is_file():
             encoder, resolved = load_encoder(EmbedConfig(model=model, device="cpu"))
             np.save(file, encode_texts(encoder, texts, resolved["batch_size"]))
@@ -216,6 +228,7 @@ def synthetic(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gsm8k", type=Path)
+    parser.add_argument("--gpteacher", type=Path, help="GPTeacher codegen JSON: static vs full model only")
     parser.add_argument("--synthetic", type=int, default=0, help="rows of the synthetic set (0: none)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_dedup"), help="embeddings cached here")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
@@ -224,7 +237,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     if args.gsm8k is not None:
         for on in ("prompt", "full"):
-            vectors = gsm8k_vectors(args.gsm8k, args.cache, on)
+            vectors = data_vectors(args.gsm8k, args.cache, on)
             static_at = (0.9, 0.85) if on == "prompt" else (0.95, 0.9)  # whole samples: 4M static pairs at 0.85
             for name, min_cos in [("static", s) for s in static_at] + [("minilm", 0.9), ("minilm", 0.85)]:
                 rows.append(bench(f"gsm8k {on} {name}", vectors[name], min_cos))
@@ -232,6 +245,13 @@ def main() -> None:
             for min_cos in (0.95, 0.9, 0.85):
                 compared = static_vs_full(vectors["static"], vectors["minilm"], min_cos)
                 rows.append({"data": f"gsm8k {on} static vs minilm", **compared})
+                print(json.dumps(rows[-1]), flush=True)
+    if args.gpteacher is not None:
+        for on in ("prompt", "full"):
+            vectors = data_vectors(args.gpteacher, args.cache, on)
+            for min_cos in (0.95, 0.9):
+                compared = static_vs_full(vectors["static"], vectors["minilm"], min_cos)
+                rows.append({"data": f"gpteacher {on} static vs minilm", **compared})
                 print(json.dumps(rows[-1]), flush=True)
     if args.synthetic:
         x = synthetic(args.synthetic)
