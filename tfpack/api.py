@@ -187,7 +187,7 @@ def pack(
     """`tfpack pack`: tokenize for `tokenizer` (a Hugging Face name or directory, or 'packaged-minilm') and write
     TFP-ordered packed shards to `out_dir`. `sources`: one embed run directory, or input files (embedded first with
     `embed_config`, default settings when None). `options`: the fields of `PackConfig` (max_len, template, train_on,
-    attention, long, lookahead, shard_packs, workers, pack_filter, dedup, dedup_keep, epochs; its seed as
+    attention, long, lookahead, shard_packs, workers, pack_filter, dedup, dedup_keep, dedup_on, epochs; its seed as
     `pack_seed`), of `OrderConfig`
     (threshold, window, k, knn, exact, buckets, seed, ...) and of `FormatOptions`; `engine` applies to both stages.
     """
@@ -224,14 +224,17 @@ def stats(
     seed: int = OrderConfig.seed,
     plot: PathLike | None = None,
     dedup: float | None = PackConfig.dedup,
+    dedup_keep: str = PackConfig.dedup_keep,
+    dedup_on: str = PackConfig.dedup_on,
     show: int = 0,
 ) -> dict[str, Any]:
     """`tfpack stats`: pack similarity, fill and near-duplicates of a pack output (per epoch for `--epochs`), or
-    the embedding statistics of an embed run directory (with `dedup`, what `pack --dedup` would remove, `show`
-    groups listed); the same dict as `tfpack stats --json`."""
+    the embedding statistics of an embed run directory (with `dedup`, what `pack --dedup` would remove with the same
+    `dedup_keep` and `dedup_on`, `show` groups listed); the same dict as `tfpack stats --json`."""
     from tfpack.report.stats import stats as compute
 
-    return compute(Path(path), seed, Path(plot) if plot is not None else None, dedup, show)
+    options = PackConfig(dedup=dedup, dedup_keep=dedup_keep, dedup_on=dedup_on) if dedup is not None else None
+    return compute(Path(path), seed, Path(plot) if plot is not None else None, options, show)
 
 
 def verify(out_dir: PathLike) -> VerifyResult:

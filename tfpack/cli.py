@@ -43,6 +43,15 @@ out_console = Console()
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no human summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the run to stdout.")]
+DEDUP_KEEP_HELP = (
+    "Order in which samples claim to be kept by --dedup: first (input order) or longest (most characters of the "
+    "whole sample, then input order). "
+)
+DEDUP_ON_HELP = (
+    "What --dedup compares: full (prompt and response: two samples with alike prompts but different answers "
+    "both stay) or prompt, whatever --embed-on the run's embeddings used (a run of precomputed embeddings can "
+    "only compare those). "
+)
 EngineOpt = Annotated[
     str | None,
     typer.Option(
@@ -537,19 +546,15 @@ def pack(
     dedup: Annotated[
         float | None,
         typer.Option(
-            help="Remove near-duplicates before the walk: groups of samples linked by cosine >= S on the kNN "
-            "graph (each link re-checked in float64) keep one sample; the others go to dropped.jsonl as "
-            "'near-duplicate of <sample_id> (cos C)'. Preview a value with `tfpack stats RUN_DIR --dedup S "
-            "--show 5`. [default: off]"
+            help="Remove near-duplicates before the walk: samples claim to be kept in --dedup-keep order, and a "
+            "sample is removed only when a sample already kept has cosine >= S to it (float64, by the run's full "
+            "model: a --model static run's candidates are re-embedded by the model it was distilled from); it goes "
+            "to dropped.jsonl as 'near-duplicate of <kept sample_id> (cos C)'. No two kept samples are >= S. "
+            "Preview a value with `tfpack stats RUN_DIR --dedup S --show 5`. [default: off]"
         ),
     ] = None,
-    dedup_keep: Annotated[
-        str | None,
-        typer.Option(
-            help="Which sample of a near-duplicate group stays: first (input order) or longest (most tokens). "
-            + default(PackConfig, "dedup_keep")
-        ),
-    ] = None,
+    dedup_keep: Annotated[str | None, typer.Option(help=DEDUP_KEEP_HELP + default(PackConfig, "dedup_keep"))] = None,
+    dedup_on: Annotated[str | None, typer.Option(help=DEDUP_ON_HELP + default(PackConfig, "dedup_on"))] = None,
     decontaminate: Annotated[
         list[str] | None,
         typer.Option(
@@ -651,6 +656,7 @@ def pack(
                 "pack_filter": pack_filter,
                 "dedup": dedup,
                 "dedup_keep": dedup_keep,
+                "dedup_on": dedup_on,
                 "decontaminate": tuple(decontaminate) if decontaminate else None,
                 "decontaminate_threshold": decontaminate_threshold,
                 "decontaminate_report": decontaminate_report,
@@ -717,13 +723,19 @@ def stats(
         typer.Option(
             min=-1.0,
             max=1.0,
-            help="Embed run only: report what `pack --dedup S` would remove (near-duplicate groups at cosine >= S "
-            "on the run's cached kNN graph): samples removed and the group-size histogram.",
+            help="Embed run only: report what `pack --dedup S` would remove (the same function and options): "
+            "samples removed, what was compared by which model, and the group-size histogram.",
         ),
     ] = None,
+    dedup_keep: Annotated[str, typer.Option(help=DEDUP_KEEP_HELP + default(PackConfig, "dedup_keep"))] = (
+        PackConfig.dedup_keep
+    ),
+    dedup_on: Annotated[str, typer.Option(help=DEDUP_ON_HELP + default(PackConfig, "dedup_on"))] = PackConfig.dedup_on,
     show: Annotated[
         int,
-        typer.Option(min=0, help="With --dedup: list the N largest groups (kept prompt, removed prompts, cosines)."),
+        typer.Option(
+            min=0, help="With --dedup: list the N largest groups (kept prompt, prompts removed in its name, cosines)."
+        ),
     ] = 0,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -735,7 +747,8 @@ def stats(
 
     def action() -> dict[str, Any]:
         checked = check(path) if verify else None
-        summary = compute(path, seed, plot, dedup, show)
+        options = PackConfig(dedup=dedup, dedup_keep=dedup_keep, dedup_on=dedup_on) if dedup is not None else None
+        summary = compute(path, seed, plot, options, show)
         return {**summary, "verify": checked} if checked else summary
 
     _emit(_run(action), as_json, quiet, f"tfpack stats {path}")

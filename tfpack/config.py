@@ -135,6 +135,7 @@ class PackConfig:
     pack_filter: float | None = None
     dedup: float | None = None
     dedup_keep: str = "first"
+    dedup_on: str = "full"
     decontaminate: tuple[str, ...] = ()
     decontaminate_threshold: float | None = None
     decontaminate_report: bool = False
@@ -161,6 +162,7 @@ class PackConfig:
         if self.dedup is not None and not -1.0 <= self.dedup <= 1.0:
             raise ConfigError(f"--dedup: a cosine similarity in [-1, 1], got {self.dedup}")
         _choice("--dedup-keep", self.dedup_keep, ("first", "longest"))
+        _choice("--dedup-on", self.dedup_on, ("full", "prompt"))
         if self.decontaminate_threshold is not None and not -1.0 <= self.decontaminate_threshold <= 1.0:
             raise ConfigError(
                 f"--decontaminate-threshold: a cosine similarity in [-1, 1], got {self.decontaminate_threshold}"

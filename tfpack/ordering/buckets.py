@@ -21,7 +21,6 @@ from numpy.typing import NDArray
 
 from tfpack.arrays import gather_float32
 from tfpack.config import OrderConfig
-from tfpack.ordering.dedup import Duplicates
 from tfpack.ordering.knn import assign, build_knn, train_centroids
 from tfpack.ordering.plan import WALK_ALL, WalkPlan
 from tfpack.ordering.walk import WalkResult
@@ -47,7 +46,6 @@ class BucketedPath(NamedTuple):
     fallbacks: int
     forced: int
     summary: dict[str, Any]  # buckets walked, smallest and largest bucket
-    duplicates: Duplicates | None  # near-duplicates found inside each bucket (global rows)
 
 
 def walk_bucket(
@@ -58,23 +56,18 @@ def walk_bucket(
     k: int,
     cfg: OrderConfig,
     plan: WalkPlan,
-) -> tuple[WalkResult, Duplicates | None]:
+) -> WalkResult:
     """One bucket's TFP path (global ids) from its member `start`, given the bucket's rows `sub`, at most `k`
-    neighbours and the bucket's `plan` (near-duplicates are found on the bucket's graph; returned with global
-    rows). Pure and self-contained, so it runs as a Ray task as well as in-process."""
+    neighbours and the bucket's `plan`. Pure and self-contained, so it runs as a Ray task as well as in-process."""
     if len(members) == 1:
         skipped = plan.skip is not None and bool(plan.skip[0])
-        return WalkResult(members[:0] if skipped else members, 0, 0), None
+        return WalkResult(members[:0] if skipped else members, 0, 0)
     sub = np.ascontiguousarray(sub, dtype=np.float32)
     method = "exact" if cfg.exact else cfg.knn
     ids, sims, _ = build_knn(sub, min(k, len(members) - 1), method, nprobe=cfg.nprobe, seed=cfg.seed)
-    duplicates = plan.find_duplicates(sub, ids, sims)
     local_start = int(np.flatnonzero(members == start)[0])
-    result = plan.walk(sub, ids, sims, reject_d2, cfg, local_start, duplicates)
-    if duplicates is not None:
-        kept_as = np.where(duplicates.kept_as >= 0, members[duplicates.kept_as], -1)
-        duplicates = Duplicates(kept_as, duplicates.cosine)
-    return replace(result, path=members[result.path]), duplicates
+    result = plan.walk(sub, ids, sims, reject_d2, cfg, local_start)
+    return replace(result, path=members[result.path])
 
 
 def bucketed_walk(
@@ -85,8 +78,7 @@ def bucketed_walk(
     progress: Progress = NULL_PROGRESS,
     plan: WalkPlan = WALK_ALL,
 ) -> BucketedPath:
-    """The stitched path over all samples in `cfg.buckets` buckets, from `cfg.start`; near-duplicates across two
-    buckets are not found (they are nearly always in one: k-means puts them by the same centroid)."""
+    """The stitched path over all samples in `cfg.buckets` buckets, from `cfg.start`."""
     buckets, start, seed = cfg.buckets, cfg.start, cfg.seed
     n_buckets = max(1, min(buckets, len(vectors) // 2))
     centroids = train_centroids(vectors, n_buckets, seed)
@@ -101,13 +93,9 @@ def bucketed_walk(
             yield sub, members[b], first, reject_d2, k, cfg, plan.rows(members[b])
 
     results = []
-    kept_as = np.full(len(vectors), -1, dtype=np.int64)
-    cosine = np.full(len(vectors), np.nan)
     with progress.task("walking buckets", total=len(tour)) as task:
-        for b, (result, found) in zip(tour, engine_for(cfg.engine).imap(walk_bucket, calls()), strict=True):
+        for result in engine_for(cfg.engine).imap(walk_bucket, calls()):
             results.append(result)
-            if found is not None:
-                kept_as[members[b]], cosine[members[b]] = found
             task.advance()
     sizes = np.asarray([len(members[b]) for b in tour])
     summary = {"buckets": len(tour), "bucket_size_min": int(sizes.min()), "bucket_size_max": int(sizes.max())}
@@ -116,5 +104,4 @@ def bucketed_walk(
         sum(r.fallbacks for r in results),
         sum(r.forced for r in results),
         summary,
-        None if plan.dedup is None else Duplicates(kept_as, cosine),
     )

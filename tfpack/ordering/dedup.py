@@ -1,16 +1,24 @@
-"""Near-duplicate removal on the kNN graph (`--dedup S`): one sample kept per group of near-duplicates.
+"""Near-duplicate removal (`--dedup S`): a sample is removed only when a sample that is kept is a near-duplicate of it.
 
-A group is a connected component of the graph whose edges are the kNN pairs with cosine >= S, each re-checked in
-float64 from the embeddings (the graph stores float32 similarities). Samples in `skip` (already left out) take no
-part. In each group the sample of lowest `rank` stays (`--dedup-keep first`: input order; `longest`: most tokens,
-then input order); the others are removed, each reported with the kept sample and their cosine.
+The rule (SemHash's): samples claim to be kept in `rank` order (`--dedup-keep first`: input order; `longest`: most
+characters, then input order); a sample is removed iff a sample already kept has float64 cosine >= S to it, and is
+reported with the most similar such kept sample (ties: the better rank) and their cosine, always >= S. So no two kept
+samples are near-duplicates and no removal rests on a chain of pairs. Samples in `skip` (already left out) take no
+part.
 
-Example: cosines a-b 0.97, b-c 0.96, a-c 0.93, S 0.95 → one group {a, b, c} (b links a and c), `a` kept with
-`--dedup-keep first`, `b` and `c` removed as near-duplicates of `a` (cos 0.97 and 0.93).
+Pairs come from the kNN graph: its float32 similarities >= S - `_SLACK`, each re-checked in float64. A row whose k-th
+neighbour is still that close may have more near-duplicates than the graph holds, so its pairs are found again by
+an exact scan of every row (`scan_rows`): no pair is missed for want of k.
+
+Example: cosines a-b 0.97, b-c 0.96, a-c 0.93, S 0.95, `first` → `a` kept, `b` removed (0.97 to `a`), `c` kept
+(its only pair >= S is with `b`, which is gone).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numba
@@ -18,12 +26,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tfpack.arrays import pair_cosines
+from tfpack.config import OrderConfig
+from tfpack.ingest.formats import full_text, prompt_text
+from tfpack.ingest.samples import iter_sample_batches
+from tfpack.ordering.knn import build_knn, cached_knn
+from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.workdir import KNN_DIR, SAMPLES_FILE
 
-_SLACK = 1e-3  # float32 graph similarities this far below S are re-checked too
+_SLACK = 1e-3  # float32 similarities this far below S are re-checked too
+_SCAN_ROWS = 1024  # rows scanned against every row per matrix product
+_SCAN_BLOCK = 65_536  # rows they are compared with per product
+# Candidates for the full model: rows whose nearest static neighbour is >= S - CANDIDATE_MARGIN. On GSM8K every
+# pair the full model puts >= S is >= S - 0.07 by the static model (prompts, S 0.95; docs/benchmarks.md "Dedup").
+CANDIDATE_MARGIN = 0.1
 
 
 class Duplicates(NamedTuple):
-    """Per sample: the row kept in its place (-1 when it is kept or in no group) and their float64 cosine."""
+    """Per sample: the kept row it duplicates (-1 when it is kept, or took no part) and their float64 cosine."""
 
     kept_as: NDArray[np.int64]
     cosine: NDArray[np.float64]
@@ -33,30 +52,9 @@ class Duplicates(NamedTuple):
         return np.flatnonzero(self.kept_as >= 0)
 
     def group_sizes(self) -> NDArray[np.int64]:
-        """Size of each group of two or more samples (the kept one included)."""
+        """Size of each group of two or more samples: a kept sample and those removed in its name."""
         counts = np.bincount(self.kept_as[self.kept_as >= 0])
         return counts[counts > 0] + 1
-
-
-@numba.njit(cache=True)
-def _root(parent: Any, i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
-@numba.njit(cache=True)
-def _components(n: int, a: Any, b: Any) -> Any:
-    """Component label (its lowest member) of each of `n` nodes, given the edges `a[i]`-`b[i]` (union-find)."""
-    parent = np.arange(n)
-    for i in range(len(a)):
-        ra, rb = _root(parent, a[i]), _root(parent, b[i])
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    for i in range(n):
-        parent[i] = _root(parent, i)
-    return parent
 
 
 def exact_cosines(
@@ -73,32 +71,107 @@ def exact_cosines(
     return out
 
 
-def duplicate_edges(
+def saturated_rows(nbr_ids: NDArray[Any], nbr_sims: NDArray[Any], min_cos: float) -> NDArray[np.int64]:
+    """Rows whose k-th (last) neighbour is still >= `min_cos` - slack: the graph may not hold all their pairs."""
+    last_ids, last_sims = np.asarray(nbr_ids[:, -1]), np.asarray(nbr_sims[:, -1])
+    return np.flatnonzero((last_ids >= 0) & (last_sims >= min_cos - _SLACK)).astype(np.int64)
+
+
+def scan_rows(
+    vectors: NDArray[Any], rows: NDArray[np.int64], min_cos: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Every pair (row, other) with float32 inner product >= `min_cos` - slack, other != row: an exact scan of all
+    rows of `vectors` (unit rows, possibly memory-mapped) for each of `rows`."""
+    found_a, found_b = [], []
+    for start in range(0, len(rows), _SCAN_ROWS):
+        queries = rows[start : start + _SCAN_ROWS]
+        q = np.asarray(vectors[queries], dtype=np.float32)
+        for first in range(0, len(vectors), _SCAN_BLOCK):
+            block = np.asarray(vectors[first : first + _SCAN_BLOCK], dtype=np.float32)
+            qi, bi = np.nonzero(q @ block.T >= min_cos - _SLACK)
+            other = bi.astype(np.int64) + first
+            own = other != queries[qi]
+            found_a.append(queries[qi][own])
+            found_b.append(other[own])
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate(found_a), np.concatenate(found_b)) if found_a else (empty, empty)
+
+
+def close_pairs(
     vectors: NDArray[Any],
     nbr_ids: NDArray[Any],
     nbr_sims: NDArray[Any],
     min_cos: float,
     skip: NDArray[np.bool_],
     chunk: int = 65_536,
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """The graph's pairs (a < b) with float64 cosine >= `min_cos`, neither in `skip`; read chunk by chunk."""
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Every pair (a < b, neither in `skip`) with float64 cosine >= `min_cos`, found on the graph and completed by
+    `scan_rows` for its saturated rows; returns (a, b, cosine)."""
     found_a, found_b = [], []
     for start in range(0, len(nbr_ids), chunk):
         ids = np.asarray(nbr_ids[start : start + chunk])
         sims = np.asarray(nbr_sims[start : start + chunk])
         rows, cols = np.nonzero((sims >= min_cos - _SLACK) & (ids >= 0))
-        a, b = rows.astype(np.int64) + start, ids[rows, cols].astype(np.int64)
-        a, b = np.minimum(a, b), np.maximum(a, b)
-        ok = ~skip[a] & ~skip[b]
-        found_a.append(a[ok])
-        found_b.append(b[ok])
+        found_a.append(rows.astype(np.int64) + start)
+        found_b.append(ids[rows, cols].astype(np.int64))
+    full = saturated_rows(nbr_ids, nbr_sims, min_cos)
+    full = full[~skip[full]]
+    if full.size:
+        a, b = scan_rows(vectors, full, min_cos)
+        found_a.append(a)
+        found_b.append(b)
     a, b = np.concatenate(found_a), np.concatenate(found_b)
-    if a.size:
-        pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-        a, b = pairs[:, 0], pairs[:, 1]
-        close = exact_cosines(vectors, a, b) >= min_cos
-        a, b = a[close], b[close]
-    return a, b
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    ok = ~skip[a] & ~skip[b]
+    a, b = a[ok], b[ok]
+    if not a.size:
+        return a, b, np.zeros(0, dtype=np.float64)
+    n = np.int64(len(nbr_ids))
+    key = np.sort(a * n + b)  # sorted and unique: faster than np.unique on millions of pairs
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    a, b = key // n, key % n
+    cos = exact_cosines(vectors, a, b)
+    close = cos >= min_cos
+    return a[close], b[close], cos[close]
+
+
+@numba.njit(cache=True)
+def _keep_greedy(
+    order: Any, indptr: Any, others: Any, cos: Any, rank: Any, kept_as: Any, cosine: Any
+) -> None:  # pragma: no cover - compiled
+    """Visit rows in `order`: a row with a kept neighbour (CSR `indptr`/`others`/`cos`) is removed in the name of
+    the most similar one (ties: lower rank); else it is kept. `kept_as` starts at -1; -2 marks a kept row."""
+    for row in order:
+        best, best_cos = -1, -np.inf
+        for p in range(indptr[row], indptr[row + 1]):
+            other = others[p]
+            if kept_as[other] == -2 and (cos[p] > best_cos or (cos[p] == best_cos and rank[other] < rank[best])):
+                best, best_cos = other, cos[p]
+        if best >= 0:
+            kept_as[row] = best
+            cosine[row] = best_cos
+        else:
+            kept_as[row] = -2
+
+
+def keep_greedy(
+    n: int, a: NDArray[np.int64], b: NDArray[np.int64], cos: NDArray[np.float64], rank: NDArray[np.int64]
+) -> Duplicates:
+    """The module's rule over the near-duplicate pairs (`a[i]`, `b[i]`, cosine `cos[i]` >= S) of `n` rows: rows
+    claim to be kept in `rank` order; a row with a kept near-duplicate is removed in its name."""
+    left = np.concatenate([a, b])
+    right = np.concatenate([b, a])
+    both = np.concatenate([cos, cos])
+    by_row = np.argsort(left, kind="stable")
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(left, minlength=n), out=indptr[1:])
+    members = np.unique(left)
+    order = members[np.argsort(rank[members], kind="stable")]
+    kept_as = np.full(n, -1, dtype=np.int64)
+    cosine = np.full(n, np.nan)
+    _keep_greedy(order, indptr, right[by_row], both[by_row], np.asarray(rank, dtype=np.int64), kept_as, cosine)
+    kept_as[kept_as == -2] = -1
+    return Duplicates(kept_as, cosine)
 
 
 def near_duplicates(
@@ -109,29 +182,15 @@ def near_duplicates(
     rank: NDArray[np.int64],
     skip: NDArray[np.bool_] | None = None,
 ) -> Duplicates:
-    """Group near-duplicates (cosine >= `min_cos` on the graph, transitively) and keep the lowest `rank` of each."""
+    """The module's rule at cosine `min_cos` over `vectors` (unit rows) and their kNN graph."""
     n = len(vectors)
     skip = np.zeros(n, dtype=np.bool_) if skip is None else skip
-    a, b = duplicate_edges(vectors, nbr_ids, nbr_sims, min_cos, skip)
-    label = _components(n, a, b)
-    grouped = np.zeros(n, dtype=np.bool_)
-    grouped[a] = grouped[b] = True
-    members = np.flatnonzero(grouped)
-    order = members[np.lexsort((rank[members], label[members]))]  # by group, best rank first
-    first = np.ones(len(order), dtype=np.bool_)
-    first[1:] = label[order][1:] != label[order][:-1]
-    keeper = order[first][np.cumsum(first) - 1]  # each member's group keeper
-    kept_as = np.full(n, -1, dtype=np.int64)
-    cosine = np.full(n, np.nan)
-    gone = order[~first]
-    kept_as[gone] = keeper[~first]
-    if gone.size:
-        cosine[gone] = exact_cosines(vectors, gone, keeper[~first])
-    return Duplicates(kept_as, cosine)
+    a, b, cos = close_pairs(vectors, nbr_ids, nbr_sims, min_cos, skip)
+    return keep_greedy(n, a, b, cos, rank)
 
 
 def keep_rank(keep: str, lengths: NDArray[np.integer[Any]]) -> NDArray[np.int64]:
-    """Rank of each row for `--dedup-keep`: `first` by row (input order), `longest` by most tokens, then row.
+    """Rank of each row for `--dedup-keep`: `first` by row (input order), `longest` by most `lengths`, then row.
 
     >>> keep_rank("longest", np.array([5, 9, 9, 2])).tolist()
     [2, 0, 1, 3]
@@ -142,3 +201,141 @@ def keep_rank(keep: str, lengths: NDArray[np.integer[Any]]) -> NDArray[np.int64]
     rank = np.empty(len(lengths), dtype=np.int64)
     rank[np.lexsort((rows, -np.asarray(lengths, dtype=np.int64)))] = rows
     return rank
+
+
+def proposed_duplicates(
+    proposal: NDArray[Any],
+    nbr_ids: NDArray[Any],
+    nbr_sims: NDArray[Any],
+    min_cos: float,
+    rank: NDArray[np.int64],
+    embed_rows: Callable[[NDArray[np.int64]], NDArray[np.float32]],
+    skip: NDArray[np.bool_],
+    k: int = OrderConfig.k,
+    margin: float = CANDIDATE_MARGIN,
+) -> tuple[Duplicates, dict[str, int]]:
+    """The rule at `min_cos` on the cosines of a deciding model, which embeds only the candidates: the rows whose
+    nearest neighbour on the `proposal` vectors' kNN graph (a static model's) is >= `min_cos - margin`.
+    `embed_rows(rows)` gives the deciding model's unit vectors of the candidate rows (sorted); their own kNN graph
+    (k neighbours, completed as `close_pairs` does) gives every candidate pair >= `min_cos` by that model. Sound as
+    far as the static model rates every pair the deciding model puts >= S at >= S - margin (scripts/bench_dedup.py
+    measures it). Also returns how many rows were candidates."""
+    n = len(proposal)
+    first = np.asarray(nbr_sims[:, 0])
+    candidates = np.flatnonzero((first >= min_cos - margin - _SLACK) & (np.asarray(nbr_ids[:, 0]) >= 0) & ~skip)
+    counts = {"candidates": len(candidates)}
+    kept_as = np.full(n, -1, dtype=np.int64)
+    cosine = np.full(n, np.nan)
+    if len(candidates) < 2:
+        return Duplicates(kept_as, cosine), counts
+    vectors = embed_rows(candidates)
+    ids, sims, _ = build_knn(vectors, min(k, len(candidates) - 1), "auto")
+    found = near_duplicates(vectors, ids, sims, min_cos, rank[candidates])
+    kept_as[candidates] = np.where(found.kept_as >= 0, candidates[found.kept_as], -1)
+    cosine[candidates] = found.cosine
+    return Duplicates(kept_as, cosine), counts
+
+
+class DedupResult(NamedTuple):
+    duplicates: Duplicates
+    summary: dict[str, Any]  # the manifest's `dedup` section, less what `pack` adds
+
+
+def sample_texts(samples_file: Path, on: str) -> tuple[list[str], NDArray[np.int64]]:
+    """Each sample's text that dedup compares (`on`: full or prompt) and its whole length in characters."""
+    texts: list[str] = []
+    lengths: list[int] = []
+    for _, conversations in iter_sample_batches(samples_file):
+        for conversation in conversations:
+            whole = full_text(conversation.turns)
+            texts.append(whole if on == "full" else prompt_text(conversation.turns))
+            lengths.append(len(whole))
+    return texts, np.asarray(lengths, dtype=np.int64)
+
+
+def dedup_run(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    emb: NDArray[Any],
+    fingerprint: str,
+    min_cos: float,
+    keep: str,
+    on: str,
+    order_cfg: OrderConfig,
+    skip: NDArray[np.bool_] | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> DedupResult:
+    """`--dedup S` on an embed run: the one implementation behind `pack`, the `stats` preview and the API.
+
+    Compared: each sample's `on` text (full: prompt and response) by the run's full model (a static run's source
+    model), so S means the same whatever model ordered the data. When the run's embeddings are that comparison
+    (a full model on the same text), its cached kNN graph gives the pairs directly. Otherwise a static model
+    proposes candidates (`proposed_duplicates`: the run's embeddings when they are static ones of the same text),
+    only those are embedded by the full model, and the rule decides on its cosines. A run of
+    precomputed embeddings has no model: its own vectors are compared (the summary names what they embedded).
+    """
+    from tfpack.config import DEFAULT_MODEL, EmbedConfig
+    from tfpack.embedding.encoders import encode_texts, load_encoder
+    from tfpack.embedding.models import static_source
+
+    started = time.perf_counter()
+    n = len(emb)
+    skip = np.zeros(n, dtype=np.bool_) if skip is None else skip
+    texts, lengths = sample_texts(run_dir / SAMPLES_FILE, on)
+    rank = keep_rank(keep, lengths)
+    embed_cfg = EmbedConfig(**manifest["config"]["embed"])
+    method = "exact" if order_cfg.exact else order_cfg.knn
+    precomputed = manifest["backend"] == "precomputed"
+    source = static_source(embed_cfg.model)
+    same_text = manifest["embed_on"] == on
+    summary: dict[str, Any] = {"min_cos": min_cos, "keep": keep, "on": on}
+
+    def run_graph() -> tuple[NDArray[Any], NDArray[Any]]:
+        k = min(order_cfg.k, n - 1)
+        ids, sims, _, _ = cached_knn(
+            run_dir / KNN_DIR, fingerprint, emb, k, method, order_cfg.nprobe, order_cfg.seed, progress
+        )
+        return ids, sims
+
+    if precomputed or (source is None and same_text):
+        with progress.task("finding near-duplicates", total=None):
+            duplicates = near_duplicates(emb, *run_graph(), min_cos, rank, skip)
+        compared = manifest["embed_on"]
+        summary |= {"compared": compared, "model": manifest["model"]}
+        if precomputed and compared != on:
+            summary["note"] = f"precomputed embeddings of the {compared}: dedup compares those, not the {on}"
+        return DedupResult(duplicates, summary | {"seconds": round(time.perf_counter() - started, 3)})
+
+    full_model = source if source is not None else embed_cfg.model
+    name = embed_cfg.model.partition(":")[2] or DEFAULT_MODEL if source is not None else embed_cfg.model
+    with progress.task("finding near-duplicates", total=None):
+        if source is not None and same_text:
+            proposal, (ids, sims) = emb, run_graph()
+            rows = np.arange(n)
+        else:
+            rows = np.flatnonzero(~skip)
+            static, resolved = load_encoder(EmbedConfig(model=f"static:{full_model}", device="cpu"))
+            proposal = encode_texts(static, [texts[r] for r in rows], resolved["batch_size"])
+            ids, sims, _ = build_knn(proposal, min(order_cfg.k, len(rows) - 1), method, seed=order_cfg.seed)
+
+        def embed_rows(chosen: NDArray[np.int64]) -> NDArray[np.float32]:
+            model, resolved = load_encoder(EmbedConfig(**{**vars(embed_cfg), "model": full_model}))
+            return encode_texts(model, [texts[r] for r in rows[chosen]], resolved["batch_size"])
+
+        found, counts = proposed_duplicates(
+            proposal, ids, sims, min_cos, rank[rows], embed_rows, skip[rows], order_cfg.k
+        )
+    kept_as = np.full(n, -1, dtype=np.int64)
+    kept_as[rows] = np.where(found.kept_as >= 0, rows[found.kept_as], -1)
+    cosine = np.full(n, np.nan)
+    cosine[rows] = found.cosine
+    duplicates = Duplicates(kept_as, cosine)
+    summary |= {
+        "compared": on,
+        "model": name,
+        "proposed_by": f"static:{name}",
+        "proposal_cutoff": round(max(-1.0, min_cos - CANDIDATE_MARGIN), 6),
+        **counts,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return DedupResult(duplicates, summary)

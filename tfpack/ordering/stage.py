@@ -20,7 +20,6 @@ from tfpack.arrays import first_bad_row, pair_cosines
 from tfpack.config import OrderConfig, parse_threshold
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ordering.buckets import bucketed_walk
-from tfpack.ordering.dedup import Duplicates
 from tfpack.ordering.knn import build_knn, cached_knn
 from tfpack.ordering.plan import WALK_ALL, WalkPlan
 from tfpack.ordering.threshold import Threshold, resolve_threshold
@@ -49,11 +48,10 @@ _CHUNK = 65_536
 class OrderResult:
     """The path and what is reported about it."""
 
-    path: NDArray[np.int64]  # every row once, except those the plan skips or removes as near-duplicates
+    path: NDArray[np.int64]  # every row once, except those the plan skips
     vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or (--buckets, ivfpq) the input itself
     threshold: Threshold
     summary: dict[str, Any]
-    duplicates: Duplicates | None = None
 
 
 class Embeddings(NamedTuple):
@@ -255,12 +253,9 @@ def order_embeddings(
     t1 = time.perf_counter()
     k = min(cfg.k, len(vectors) - 1)
     bucket_summary: dict[str, Any] = {}
-    dedup_seconds = 0.0  # with --buckets, near-duplicates are found inside each bucket's walk (walk_seconds)
     if cfg.buckets > 1:
         t2 = time.perf_counter()
-        path, fallbacks, forced, bucket_summary, duplicates = bucketed_walk(
-            vectors, threshold.reject_d2, k, cfg, progress, plan
-        )
+        path, fallbacks, forced, bucket_summary = bucketed_walk(vectors, threshold.reject_d2, k, cfg, progress, plan)
         used, hit = f"{method} per bucket", False
     else:
         if cache_dir is not None and fingerprint is not None:
@@ -272,12 +267,9 @@ def order_embeddings(
                 build_knn(vectors, k, method, nprobe=cfg.nprobe, seed=cfg.seed, progress=progress),
                 False,
             )
-        t_dedup = time.perf_counter()
-        duplicates = plan.find_duplicates(vectors, nbr_ids, nbr_sims)
         t2 = time.perf_counter()
-        dedup_seconds = t2 - t_dedup
         with progress.task("walking", total=None):
-            result = plan.walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg, cfg.start, duplicates)
+            result = plan.walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg, cfg.start)
         path, fallbacks, forced = result.path, result.fallbacks, result.forced
     t3 = time.perf_counter()
     metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)
@@ -303,12 +295,11 @@ def order_embeddings(
         **bucket_summary,
         **metrics,
         "threshold_seconds": round(t1 - t0, 3),
-        "dedup_seconds": round(dedup_seconds, 3),
         "knn_seconds": round(t2 - t1, 3),
         "walk_seconds": round(t3 - t2, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return OrderResult(path, vectors, threshold, summary, duplicates)
+    return OrderResult(path, vectors, threshold, summary)
 
 
 def check_order_out(out: Path) -> None:

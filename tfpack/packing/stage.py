@@ -38,7 +38,7 @@ from tfpack.ordering.contamination import (
     summarize,
 )
 from tfpack.ordering.contamination import reason as contamination_reason
-from tfpack.ordering.dedup import Duplicates, keep_rank
+from tfpack.ordering.dedup import DedupResult, Duplicates, dedup_run
 from tfpack.ordering.plan import WalkPlan
 from tfpack.ordering.stage import load_embeddings, order_embeddings
 from tfpack.packing.card import write_card, write_megatron_metadata
@@ -434,12 +434,24 @@ def run_pack(
             skip[contamination.rows] = True
             dropped += contamination.entries
     decontaminate_seconds = time.perf_counter() - decontaminate_started
-    plan = WalkPlan(
-        skip=skip,
-        dedup=pack_cfg.dedup,
-        rank=keep_rank(pack_cfg.dedup_keep, tokens.lengths),
-    )
     fingerprint = fingerprint_file(emb_file)
+    dedup = None
+    if pack_cfg.dedup is not None:
+        dedup = dedup_run(
+            run_dir,
+            embed_manifest,
+            emb,
+            fingerprint,
+            pack_cfg.dedup,
+            pack_cfg.dedup_keep,
+            pack_cfg.dedup_on,
+            order_cfg,
+            skip,
+            progress,
+        )
+        dropped += duplicate_entries(dedup.duplicates, sample_ids)
+        skip[dedup.duplicates.removed] = True
+    plan = WalkPlan(skip=skip)
     common = {
         "run_dir": str(run_dir.resolve()),
         "embedding_model": embed_manifest.get("model"),
@@ -463,10 +475,6 @@ def run_pack(
             progress,
             plan._replace(avoid=earlier, reach=reach_of(earlier), epoch=epoch),
         )
-        if epoch == 0:  # later epochs skip the same near-duplicates rather than find them again
-            dropped += duplicate_entries(ordered.duplicates, sample_ids)
-            first_dedup_seconds = ordered.summary["dedup_seconds"]
-            plan = plan._replace(skip=plan.removing(ordered.duplicates, len(sample_ids)), dedup=None)
         sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
         sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
         order_summary, path = ordered.summary, ordered.path
@@ -528,7 +536,7 @@ def run_pack(
             "seed": pack_cfg.seed + epoch,
             "counts": counts,
             "order": {key: order_summary[key] for key in ORDER_KEYS} | {"start": epoch_cfg.start},
-            **({"dedup": dedup_summary(pack_cfg, dropped)} if pack_cfg.dedup is not None else {}),
+            **({"dedup": dedup_summary(dedup, dropped)} if dedup is not None else {}),
             **({"decontamination": contamination.summary} if contamination is not None else {}),
             **(
                 {"epoch": epoch, "epochs": pack_cfg.epochs, "repeated_pairs": repeated, "pairs": pairs}
@@ -560,7 +568,7 @@ def run_pack(
     return {
         **summary,
         "threshold": order_summary["threshold"],
-        "dedup_seconds": first_dedup_seconds,
+        "dedup_seconds": 0.0 if dedup is None else dedup.summary["seconds"],
         "decontaminate_seconds": round(decontaminate_seconds, 3),
         "seconds": round(seconds, 3),
         "samples_per_s": round(first["samples"] * pack_cfg.epochs / seconds, 1),
@@ -646,10 +654,8 @@ def tokenizer_fields(tokenizer: Tokenizer) -> dict[str, Any]:
     }
 
 
-def duplicate_entries(duplicates: Duplicates | None, sample_ids: NDArray[np.int64]) -> list[dict[str, Any]]:
-    """dropped.jsonl entries of the removed near-duplicates, each naming the sample kept in its place."""
-    if duplicates is None:
-        return []
+def duplicate_entries(duplicates: Duplicates, sample_ids: NDArray[np.int64]) -> list[dict[str, Any]]:
+    """dropped.jsonl entries of the removed near-duplicates, each naming the kept sample it duplicates."""
     return [
         {
             "sample_id": int(sample_ids[row]),
@@ -666,13 +672,13 @@ def duplicate_entries(duplicates: Duplicates | None, sample_ids: NDArray[np.int6
     ]
 
 
-def dedup_summary(pack_cfg: PackConfig, dropped: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest's `dedup` section: S, which sample stays, how many were removed, and group sizes."""
+def dedup_summary(dedup: DedupResult, dropped: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's `dedup` section: S, which sample stays, what was compared by which model, how many were
+    removed, and group sizes (a kept sample and those removed in its name)."""
     kept_for = Counter(d["duplicate_of"] for d in dropped if "duplicate_of" in d)
     sizes = Counter(n + 1 for n in kept_for.values())
     return {
-        "min_cos": pack_cfg.dedup,
-        "keep": pack_cfg.dedup_keep,
+        **dedup.summary,
         "removed": sum(kept_for.values()),
         "groups": len(kept_for),
         "group_sizes": {str(size): count for size, count in sorted(sizes.items())},

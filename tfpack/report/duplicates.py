@@ -1,5 +1,5 @@
-"""`tfpack stats RUN_DIR --dedup S`: what `pack --dedup S` would remove, on the same cached kNN graph, with a few
-groups shown so S can be judged by eye."""
+"""`tfpack stats RUN_DIR --dedup S`: what `pack --dedup S` would remove (the same function, `ordering.dedup.dedup_run`,
+with the same --dedup-keep and --dedup-on), with a few groups shown so S can be judged by eye."""
 
 from __future__ import annotations
 
@@ -13,39 +13,46 @@ import pyarrow.parquet as pq
 from tfpack.config import OrderConfig
 from tfpack.ingest.formats import prompt_text
 from tfpack.ingest.samples import as_turns
-from tfpack.ordering.dedup import near_duplicates
-from tfpack.ordering.knn import cached_knn
-from tfpack.ordering.stage import load_embeddings, to_float32, unit_rows_in_place
-from tfpack.workdir import KNN_DIR, SAMPLES_FILE, fingerprint_file
+from tfpack.ordering.dedup import dedup_run
+from tfpack.ordering.stage import load_embeddings
+from tfpack.workdir import SAMPLES_FILE, fingerprint_file, read_manifest, rerun_embed
 
 SHOWN_CHARS = 160
 
 
-def dedup_stats(run_dir: Path, min_cos: float, show: int = 0, cfg: OrderConfig | None = None) -> dict[str, Any]:
-    """Near-duplicate groups of an embed run at cosine `min_cos` (first sample of each group kept) on the kNN graph
-    `cfg` asks for (`pack`'s default one when None): how many samples would go, the group-size histogram, and the
-    `show` largest groups with their prompts and cosines."""
-    cfg = cfg or OrderConfig()
+def dedup_stats(
+    run_dir: Path, min_cos: float, keep: str, on: str, show: int = 0, cfg: OrderConfig | None = None
+) -> dict[str, Any]:
+    """The near-duplicates `pack --dedup min_cos --dedup-keep keep --dedup-on on` would remove from an embed run, on
+    the kNN graph `cfg` asks for (`pack`'s default when None): how many, what was compared, the group-size histogram,
+    and the `show` largest groups (a kept sample and those removed in its name) with their prompts and cosines.
+    Equal to what `pack` removes when no sample is left out for another reason (too long, refused, contaminated)."""
     emb, emb_file, _ = load_embeddings(run_dir)
-    vectors = to_float32(emb)
-    unit_rows_in_place(vectors)
-    k = min(cfg.k, len(vectors) - 1)
-    method = "exact" if cfg.exact else cfg.knn
-    nbr_ids, nbr_sims, _, _ = cached_knn(
-        run_dir / KNN_DIR, fingerprint_file(emb_file), vectors, k, method, cfg.nprobe, cfg.seed
+    manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
+    found = dedup_run(
+        run_dir,
+        manifest,
+        emb,
+        fingerprint_file(emb_file),
+        min_cos,
+        keep,
+        on,
+        cfg or OrderConfig(),
     )
-    found = near_duplicates(vectors, nbr_ids, nbr_sims, min_cos, np.arange(len(vectors)))
-    sizes = Counter(found.group_sizes().tolist())
+    removed = found.duplicates.removed
+    sizes = Counter(found.duplicates.group_sizes().tolist())
     summary: dict[str, Any] = {
-        "n": len(vectors),
+        "n": len(emb),
         "dedup": min_cos,
-        "removed": len(found.removed),
-        "removed_rate": round(len(found.removed) / len(vectors), 6),
+        **{key: value for key, value in found.summary.items() if key != "min_cos"},
+        "removed": len(removed),
+        "removed_rate": round(len(removed) / len(emb), 6),
         "groups": int(sum(sizes.values())),
         "group_sizes": {str(size): count for size, count in sorted(sizes.items())},
     }
     if show > 0:
-        keepers = Counter(found.kept_as[found.removed].tolist())
+        kept_as, cosine = found.duplicates
+        keepers = Counter(kept_as[removed].tolist())
         table = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id", "turns"])
         ids, turns = table.column("sample_id"), table.column("turns")
 
@@ -57,8 +64,8 @@ def dedup_stats(run_dir: Path, min_cos: float, show: int = 0, cfg: OrderConfig |
             {
                 "kept": {"sample_id": ids[kept].as_py(), "prompt": text(kept)},
                 "removed": [
-                    {"sample_id": ids[row].as_py(), "cos": round(float(found.cosine[row]), 4), "prompt": text(int(row))}
-                    for row in np.flatnonzero(found.kept_as == kept)
+                    {"sample_id": ids[row].as_py(), "cos": round(float(cosine[row]), 4), "prompt": text(int(row))}
+                    for row in np.flatnonzero(kept_as == kept)
                 ],
             }
             for kept, _ in keepers.most_common(show)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from tfpack.arrays import unit_rows
+from tfpack.config import PackConfig
 from tfpack.errors import StaleArtifactError
 from tfpack.ingest.samples import read_labels
 from tfpack.ordering.stage import load_embeddings, to_float32
@@ -225,16 +226,16 @@ def epochs_stats(out_dir: Path, seed: int = 0) -> dict[str, Any]:
 
 
 def stats(
-    path: Path, seed: int = 0, plot: Path | None = None, dedup: float | None = None, show: int = 0
+    path: Path, seed: int = 0, plot: Path | None = None, dedup: PackConfig | None = None, show: int = 0
 ) -> dict[str, Any]:
     """Stats of a pack output (one packing or `--epochs`) or an embed run directory, whichever `path` is; with
-    `dedup`, an embed run's near-duplicate report at that cosine."""
+    `dedup` (its dedup, dedup_keep and dedup_on), an embed run's near-duplicate report: what `pack` would remove."""
     stage = manifest_stage(path, "point stats at a finished `tfpack pack` or `tfpack embed` output")
     if stage == "pack-epochs":
         return epochs_stats(path, seed)
     if stage == "pack":
         return pack_stats(path, seed, plot)
     summary = embed_stats(path, seed)
-    if dedup is not None:
-        summary["near_duplicates"] = dedup_stats(path, dedup, show)
+    if dedup is not None and dedup.dedup is not None:
+        summary["near_duplicates"] = dedup_stats(path, dedup.dedup, dedup.dedup_keep, dedup.dedup_on, show)
     return summary
