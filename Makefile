@@ -7,7 +7,7 @@ DEMO := demo
 
 OLDEST := .venv-oldest
 
-.PHONY: install install-oldest demo test test-oldest wheel-check lint clean
+.PHONY: install install-oldest demo test test-oldest test-trainers wheel-check lint clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,29 @@ test-oldest: $(OLDEST)/.installed
 	@$(OLDEST)/bin/python ci/versions.py "make test-oldest ($(OLDEST))"
 	$(OLDEST)/bin/python -m pytest -q
 
+# LLaMA-Factory and axolotl train on `tfpack export` output (tests/test_export_*.py), each in a venv of its own (their
+# pins differ from .venv's and from each other's); torch stays the CPU wheel (ci/constraints-trainers.txt), and the
+# CUDA-built torchvision LLaMA-Factory pulls in is removed (it fails to import: `torchvision::nms does not exist`).
+LF_VENV := .venv-llamafactory
+AX_VENV := .venv-axolotl
+
+$(LF_VENV)/.installed: pyproject.toml ci/constraints-trainers.txt
+	$(PYTHON) -m venv $(LF_VENV)
+	$(LF_VENV)/bin/pip install torch==2.13.0
+	$(LF_VENV)/bin/pip install -e ".[cpu,llamafactory]" -c ci/constraints-trainers.txt
+	$(LF_VENV)/bin/pip uninstall -y torchvision
+	touch $@
+
+$(AX_VENV)/.installed: pyproject.toml ci/constraints-trainers.txt
+	$(PYTHON) -m venv $(AX_VENV)
+	$(AX_VENV)/bin/pip install torch==2.13.0
+	$(AX_VENV)/bin/pip install -e ".[cpu,axolotl]" -c ci/constraints-trainers.txt
+	touch $@
+
+test-trainers: $(LF_VENV)/.installed $(AX_VENV)/.installed
+	$(LF_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_export_llamafactory.py
+	$(AX_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_export_axolotl.py
+
 # The built wheel, installed non-editable in a fresh venv, runs embed -> pack -> stats --verify outside the repo.
 wheel-check: install
 	bash scripts/ci_wheel_check.sh $(BIN)/python
@@ -55,4 +78,4 @@ lint: install
 	$(BIN)/mypy tfpack
 
 clean:
-	rm -rf $(DEMO) $(VENV) $(OLDEST)
+	rm -rf $(DEMO) $(VENV) $(OLDEST) $(LF_VENV) $(AX_VENV)

@@ -77,3 +77,51 @@ def test_pack_dataset_takes_a_dataset_and_a_loaded_tokenizer(tmp_path: Path) -> 
     assert packed.num_rows == written.num_rows and packed.column_names == written.column_names
     assert packed["input_ids"] == written.column("input_ids").to_pylist()
     assert sorted(i for ids in packed["sample_ids"] for i in ids) == list(range(50))
+
+
+QUIET_SCRIPT = """
+import sys, tfpack
+from tfpack.api import write_records
+rows = [{"messages": [{"role": "user", "content": f"Spell {i}."},
+                      {"role": "assistant", "content": f"{i} is spelled with digits."}]} for i in range(40)]
+out, progress = sys.argv[1], sys.argv[2] == "1"
+inputs = write_records(rows, out + "/rows.jsonl")
+run = tfpack.embed(inputs, out + "/run", progress=progress)
+tfpack.order(out + "/run", out=out + "/path.npy", k=8, progress=progress)
+tfpack.pack(out + "/run", out + "/packed", tokenizer="packaged-minilm", template="chatml", max_len=256,
+            progress=progress)
+tfpack.stats(out + "/packed")
+tfpack.verify(out + "/packed")
+tfpack.pack_dataset(rows, tokenizer="packaged-minilm", template="chatml", max_len=256, progress=progress)
+"""
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_api_prints_nothing_unless_asked(tmp_path: Path, progress: bool) -> None:
+    """A fresh interpreter (nothing silenced by an earlier test) runs every API verb on a real small job: by default
+    stdout and stderr stay empty (no model-loading bar, no warning, no log line); `progress=True` draws bars."""
+    import os
+    import subprocess
+    import sys
+
+    # the switches silence_third_party sets in this process (CLI tests) must not reach the fresh interpreter
+    switches = {
+        "TQDM_DISABLE",
+        "HF_HUB_DISABLE_PROGRESS_BARS",
+        "TRANSFORMERS_VERBOSITY",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", QUIET_SCRIPT, str(tmp_path), str(int(progress))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+        env={k: v for k, v in os.environ.items() if k not in switches},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    if progress:
+        assert "it/s" in result.stderr or "%|" in result.stderr, result.stderr
+    else:
+        assert result.stderr == ""

@@ -2,7 +2,9 @@
 
 Paths are `str` or `os.PathLike`; options are keyword-only and are the fields of the config dataclasses
 (`tfpack.config`), whose defaults are the only defaults: an unknown option is a `ConfigError` naming it. Results are
-typed; each carries the full `summary` dict the CLI prints with `--json`.
+typed; each carries the full `summary` dict the CLI prints with `--json`. A call prints nothing, nor lets the
+libraries it loads print (bars such as "Loading weights", warnings, log lines), unless asked: `progress=True` draws
+tqdm bars on stderr and leaves other libraries as they are; a `tfpack.progress.Progress` object is reported to.
 
     >>> import tempfile, tfpack
     >>> out = tempfile.mkdtemp()
@@ -32,7 +34,7 @@ from tfpack.config import EmbedConfig, OrderConfig, PackConfig, build
 from tfpack.errors import ConfigError, DependencyError
 from tfpack.ingest.formats import FormatOptions
 from tfpack.parallel import LOCAL
-from tfpack.progress import NULL_PROGRESS, Progress
+from tfpack.progress import Progress, reporting
 from tfpack.workdir import DATA_DIR, DROPPED_FILE, ERRORS_FILE, atomic_path, shard_paths
 
 if TYPE_CHECKING:
@@ -108,13 +110,13 @@ def embed(
     resume: bool = False,
     embeddings: PathLike | None = None,
     engine: str = LOCAL.name,
-    progress: Progress = NULL_PROGRESS,
+    progress: Progress | bool = False,
     **options: Any,
 ) -> EmbedResult:
     """`tfpack embed`: read `inputs` (JSONL, JSON, Parquet, CSV/TSV; paths or globs) into the run directory
-    `out_dir` and embed every sample. `progress`: a `tfpack.progress.Progress` to report to (none by default).
-    `options`: the fields of `EmbedConfig` (model, embed_on, device, backend, batch_size, dtype, max_seq_length) and
-    of `FormatOptions` (format, prompt_field, response_field, text_field, id_field; for table
+    `out_dir` and embed every sample. `progress`: True for bars, or a `tfpack.progress.Progress` to report to (quiet
+    by default). `options`: the fields of `EmbedConfig` (model, embed_on, device, backend, batch_size, dtype,
+    max_seq_length) and of `FormatOptions` (format, prompt_field, response_field, text_field, id_field; for table
     rows label_field, columns, prompt_template, csv_columns).
 
     >>> import tempfile, tfpack
@@ -127,23 +129,24 @@ def embed(
     from tfpack.embedding.stage import run_embed
 
     cfg, fmt = _options(options, (EmbedConfig, {}), (FormatOptions, {}))
-    summary = run_embed(
-        _paths(inputs),
-        Path(out_dir),
-        build(EmbedConfig, None, cfg, "embed"),
-        FormatOptions(**fmt),
-        on_error=on_error,
-        overwrite=overwrite,
-        progress=progress,
-        resume=resume,
-        precomputed=Path(embeddings) if embeddings is not None else None,
-        engine=engine,
-    )
+    with reporting(progress) as reporter:
+        summary = run_embed(
+            _paths(inputs),
+            Path(out_dir),
+            build(EmbedConfig, None, cfg, "embed"),
+            FormatOptions(**fmt),
+            on_error=on_error,
+            overwrite=overwrite,
+            progress=reporter,
+            resume=resume,
+            precomputed=Path(embeddings) if embeddings is not None else None,
+            engine=engine,
+        )
     return EmbedResult(Path(summary["run_dir"]), summary["n"], summary["dim"], summary)
 
 
 def order(
-    source: PathLike, *, out: PathLike | None = None, progress: Progress = NULL_PROGRESS, **options: Any
+    source: PathLike, *, out: PathLike | None = None, progress: Progress | bool = False, **options: Any
 ) -> OrderResult:
     """`tfpack order`: the TFP path over an embed run directory (its kNN graph cached there) or an `[N, d]` `.npy`;
     written to `out` (`.npy`) when given. `options`: the fields of `OrderConfig` (threshold, window, k, knn, exact,
@@ -162,7 +165,8 @@ def order(
     cfg = build(OrderConfig, None, fields, "order")
     if out is not None:
         check_order_out(Path(out))
-    result = order_source(Path(source), cfg, progress)
+    with reporting(progress) as reporter:
+        result = order_source(Path(source), cfg, reporter)
     summary = dict(result.summary)
     if out is not None:
         summary = write_order(result, Path(out), cfg)
@@ -177,7 +181,7 @@ def pack(
     embed_config: EmbedConfig | None = None,
     on_error: str = "fail",
     overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
+    progress: Progress | bool = False,
     **options: Any,
 ) -> PackResult:
     """`tfpack pack`: tokenize for `tokenizer` (a Hugging Face name or directory, or 'packaged-minilm') and write
@@ -192,17 +196,18 @@ def pack(
     pack_fields, order_fields, fmt = _options(
         options, (PackConfig, {"pack_seed": "seed", "seed": None}), (OrderConfig, {}), (FormatOptions, {})
     )
-    summary = run_pack(
-        _paths(sources),
-        Path(out_dir),
-        pack_cfg=build(PackConfig, None, {**pack_fields, "tokenizer": tokenizer}, "pack"),
-        order_cfg=build(OrderConfig, None, order_fields, "order"),
-        embed_cfg=embed_config,
-        formats=FormatOptions(**fmt),
-        on_error=on_error,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    with reporting(progress) as reporter:
+        summary = run_pack(
+            _paths(sources),
+            Path(out_dir),
+            pack_cfg=build(PackConfig, None, {**pack_fields, "tokenizer": tokenizer}, "pack"),
+            order_cfg=build(OrderConfig, None, order_fields, "order"),
+            embed_cfg=embed_config,
+            formats=FormatOptions(**fmt),
+            on_error=on_error,
+            overwrite=overwrite,
+            progress=reporter,
+        )
     return PackResult(
         Path(summary["out_dir"]),
         summary["packs"],
@@ -256,6 +261,7 @@ def pack_dataset(
     train_on: str = PackConfig.train_on,
     embed_config: EmbedConfig | None = None,
     work_dir: PathLike | None = None,
+    progress: Progress | bool = False,
     **options: Any,
 ) -> datasets.Dataset:
     """Pack a Hugging Face `datasets.Dataset` (or a list of records) along the TFP path, in memory; returns the packed
@@ -264,9 +270,9 @@ def pack_dataset(
     prompt/completion, Alpaca, ...; table rows with `label_field=`).
 
     `tokenizer`: the model's tokenizer, loaded (`AutoTokenizer`) or by name/directory; its chat template renders
-    the samples. Other `options` as for `pack`. Samples left out (too long under `long='drop'`) are counted in a
-    warning; the full output (manifest, `dropped.jsonl`) is kept when `work_dir` is given, else written to a
-    temporary directory and removed.
+    the samples. Other `options` (and `progress`) as for `pack`. Samples left out (too long under `long='drop'`)
+    are counted in a warning; the full output (manifest, `dropped.jsonl`) is kept when `work_dir` is given, else
+    written to a temporary directory and removed.
 
     >>> import tfpack
     >>> rows = [{"messages": [{"role": "user", "content": f"Spell {i}."},
@@ -299,6 +305,7 @@ def pack_dataset(
             threshold=threshold,
             attention=attention,
             train_on=train_on,
+            progress=progress,
             **options,
         )
         if result.dropped or result.refused:

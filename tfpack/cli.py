@@ -858,3 +858,44 @@ def sweep(
     for row in rows:
         table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
     out_console.print(table)
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="An output directory of `tfpack pack`.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The trainer to export for: llamafactory (a `datasets` folder for `tokenized_path`) or axolotl "
+            "(Parquet for `skip_prepare_dataset`).",
+        ),
+    ],
+    export_dir: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The export folder: new, empty, or an earlier export (with --overwrite)."),
+    ],
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace an earlier tfpack export in -o (only the files its manifest lists are removed)."),
+    ] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the packs as the rows LLaMA-Factory or axolotl loads already packed, for the output's attention mode,
+    and print the YAML recipe to paste into the trainer's config (also saved as EXPORT_DIR/recipe.yaml)."""
+    from tfpack.export import export as run_export
+
+    if quiet or as_json:
+        silence_third_party(quiet=True)
+    summary = _run(lambda: run_export(out_dir, to, export_dir, overwrite))
+    if as_json:
+        _emit(summary, True, False, "")
+    elif not quiet:
+        err_console.print(
+            f"exported {summary['rows']} packs ({summary['tokens']} tokens, attention={summary['attention']}) "
+            f"for {to} to {export_dir}; recipe ({export_dir / 'recipe.yaml'}):",
+            highlight=False,
+            markup=False,
+        )
+        sys.stdout.write(summary["recipe"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 
 class Task:
@@ -31,6 +34,66 @@ class Progress:
 
 
 NULL_PROGRESS = Progress()
+
+
+class _TqdmTask(Task):
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def advance(self, amount: float = 1) -> None:
+        self.bar.update(amount)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class TqdmProgress(Progress):
+    """tqdm bars on stderr: what the Python API draws with `progress=True` (the CLI draws rich bars)."""
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        from tqdm.auto import tqdm
+
+        return _TqdmTask(tqdm(total=total, desc=description, leave=False))
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """For the duration of a Python API call: other libraries' progress bars ("Loading weights"), warnings and log
+    lines below an error stay off stdout/stderr; each switch is restored afterwards, so the caller's own process
+    (a training script) keeps its settings."""
+    import logging
+    import warnings
+
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as transformers_logging
+
+    transformers_bars = transformers_logging.is_progress_bar_enabled()
+    hub_bars = not hub.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(disabled)
+        if transformers_bars:
+            transformers_logging.enable_progress_bar()
+        if hub_bars:
+            hub.enable_progress_bars()
+
+
+@contextmanager
+def reporting(progress: Progress | bool) -> Iterator[Progress]:
+    """The `Progress` a Python API call reports to: `False` (the default) draws nothing and keeps other libraries
+    quiet; `True` draws tqdm bars and leaves other libraries as they are; a `Progress` is reported to, others quiet."""
+    if progress is True:
+        yield TqdmProgress()
+        return
+    with quiet_libraries():
+        yield progress if isinstance(progress, Progress) else NULL_PROGRESS
 
 
 def silence_third_party(quiet: bool) -> None:
