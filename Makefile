@@ -1,5 +1,5 @@
 # Quick start: `make demo` runs the whole job on generated demo data; `make test` runs the test suite.
-# Both create .venv on first use and install what they need (torch as the CPU wheel: see README for CUDA).
+# Both create .venv on first use and install what they need (torch pinned to 2.13.0; README: CPU-only and CUDA builds).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

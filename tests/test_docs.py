@@ -1,4 +1,5 @@
-"""The README's code is what runs: its TRL and Hugging Face Trainer recipes are executed as written."""
+"""The README's code is what runs: its TRL and Hugging Face Trainer recipes are executed as written; its links and
+those of docs/ lead somewhere."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 
 from tests.conftest import tiny_llama
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def python_blocks(marker: str) -> list[str]:
@@ -73,3 +76,27 @@ def test_readme_hf_trainer_recipe_runs_as_written(
     exec(compile(block, str(README), "exec"), {"model": tiny_llama()})
     [trainer] = trainers
     assert trainer.state.global_step == 2 and np.isfinite(trainer.state.log_history[-1]["train_loss"])
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for a page: each heading lowercased, punctuation but `-` and `_` dropped, spaces to `-`
+    (outside code blocks), plus explicit `<a id=...>` anchors."""
+    prose = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    headings = re.findall(r"^#+ (.+)$", prose, flags=re.M)
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    return slugs | set(re.findall(r'<a id="([^"]+)">', prose))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(page: Path) -> None:
+    """Every relative link of the README and of docs/*.md names a file that exists and, with `#anchor`, a heading
+    of that file: the README sends readers to docs/ for what moved there, so a dead link loses it."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    links = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", t)]
+    assert links or page != README
+    for target in links:
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        assert file.exists(), f"{page.name}: link to missing {path}"
+        if anchor:
+            assert anchor in anchors(file.read_text()), f"{page.name}: no heading #{anchor} in {file.name}"

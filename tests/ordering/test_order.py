@@ -78,7 +78,7 @@ def test_auto_threshold_on_golden_inputs() -> None:
     x = np.load(shared_file(GOLDEN / "emb_2000.npy"))
     result = order_embeddings(x, OrderConfig(threshold="auto", exact=True))
     # Exact quantile over off-diagonal pairs; the reference's own value is lower because torch's float32 cdist
-    # leaves ~870 of its diagonal entries non-zero and counts them (see README, "Fidelity").
+    # leaves ~870 of its diagonal entries non-zero and counts them (docs/usage.md, "Fidelity").
     assert result.threshold.distance == pytest.approx(0.89965236, abs=1e-7)
     assert sorted(result.path.tolist()) == list(range(2000))
 
