@@ -86,6 +86,24 @@ def quiet_libraries() -> Iterator[None]:
 
 
 @contextmanager
+def tqdm_off() -> Iterator[None]:
+    """Other libraries' tqdm bars off for the duration (tfpack draws its own): also in a process that imported tqdm
+    before `TQDM_DISABLE` was set, which tqdm reads only on import (a training script, the test suite)."""
+    from tqdm import tqdm
+
+    original = tqdm.__init__
+
+    def disabled(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **{**kwargs, "disable": True})
+
+    tqdm.__init__ = disabled  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        tqdm.__init__ = original  # type: ignore[method-assign]
+
+
+@contextmanager
 def reporting(progress: Progress | bool) -> Iterator[Progress]:
     """The `Progress` a Python API call reports to: `False` (the default) draws nothing and keeps other libraries
     quiet; `True` draws tqdm bars and leaves other libraries as they are; a `Progress` is reported to, others quiet."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from tfpack.config import DEFAULT_MODEL
 from tfpack.errors import ConfigError, DependencyError
+from tfpack.progress import tqdm_off
 from tfpack.workdir import short_hash
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "auto"}  # "auto" with no sample count: the default
@@ -79,7 +80,8 @@ def static_model_dir(source: str) -> Path:
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         try:
-            distilled = distill(model_name=source, pca_dims=STATIC_PCA_DIMS, device="cpu")
+            with tqdm_off():
+                distilled = distill(model_name=source, pca_dims=STATIC_PCA_DIMS, device="cpu")
             distilled.tokenizer.save(str(tmp / STATIC_TOKENIZER))
             np.save(tmp / STATIC_VECTORS, np.asarray(distilled.embedding, dtype=np.float32))
         except (OSError, ValueError) as e:
