@@ -7,7 +7,7 @@ DEMO := demo
 
 OLDEST := .venv-oldest
 
-.PHONY: install install-oldest demo test test-oldest test-trainers wheel-check lint clean
+.PHONY: install install-oldest demo test test-fast test-oldest test-trainers wheel-check lint clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ demo: install
 test: install
 	@$(BIN)/python ci/versions.py "make test ($(VENV))"
 	$(BIN)/python -m pytest -q
+
+# The development loop: everything but the tests marked slow (real data sets, Ray clusters, trainers built and
+# stepped, index training, route timing). CI runs `make test`, all of them.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The same suite on the oldest supported releases (ci/constraints-oldest.txt: transformers, TRL,
 # sentence-transformers, datasets, tokenizers, the ONNX stack).

@@ -22,6 +22,7 @@ def python_blocks(marker: str) -> list[str]:
     return [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if marker in b]
 
 
+@pytest.mark.slow  # builds and steps a TRL trainer
 def test_readme_trl_recipe_runs_as_written(
     packed_default: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -48,6 +49,7 @@ def test_readme_trl_recipe_runs_as_written(
     assert trainer.state.global_step == 2 and np.isfinite(trainer.state.log_history[-1]["train_loss"])
 
 
+@pytest.mark.slow  # builds and steps an HF trainer
 def test_readme_hf_trainer_recipe_runs_as_written(
     packed_default: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

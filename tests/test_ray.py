@@ -56,10 +56,12 @@ def parity(data: Path, tmp: Path) -> None:
         assert (tmp / "out-local" / name).read_bytes() == (tmp / "out-ray" / name).read_bytes(), name
 
 
+@pytest.mark.slow  # a local Ray cluster, both engines end to end
 def test_ray_engine_parity_on_chats(local_ray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     parity(write_jsonl(tmp_path / "chat.jsonl", chat_rows(300)), tmp_path)
 
 
+@pytest.mark.slow  # 2,000 GSM8K samples through both engines
 def test_ray_engine_parity_on_gsm8k(local_ray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     lines = shared_file(SHARED_DATA / "gsm8k_train.jsonl").read_bytes().splitlines()[:2000]
     data = tmp_path / "gsm8k_2000.jsonl"

@@ -15,6 +15,7 @@ from tfpack.embedding import routes
 from tfpack.embedding.models import resolve_backend
 
 
+@pytest.mark.slow  # times every embedding route
 def test_auto_backend_is_measured_on_the_run_then_cached_per_cpu(
     tmp_path: Path, qa_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -179,6 +179,7 @@ def write_benchmarks(tmp: Path) -> list[str]:
     return [str(math), str(code), str(chats)]
 
 
+@pytest.mark.slow  # embeds benchmark items with the full model
 def test_docstring_examples() -> None:
     import tfpack.ordering.contamination as module
 

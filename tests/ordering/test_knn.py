@@ -45,6 +45,7 @@ def test_bad_k_is_a_usage_error():
         build_knn(clustered(10), 10)
 
 
+@pytest.mark.slow  # trains an IVF-PQ index
 def test_ivfpq_graph_from_a_float16_memmap(tmp_path):
     x = clustered(6000, d=384, clusters=50).astype(np.float16)  # PQ codes are sized for sentence-embedding widths
     np.save(tmp_path / "emb.npy", x)

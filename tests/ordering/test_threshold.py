@@ -124,7 +124,7 @@ def test_sampled_estimate_is_unchanged_by_the_memory_bound() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-@pytest.mark.parametrize("d", [3, 16, 200, 384, 1031])
+@pytest.mark.parametrize("d", [3, 16, 200, 384, pytest.param(1031, marks=pytest.mark.slow)])
 def test_sampled_distances_equal_numpy_float64_of_the_same_pairs(dtype: type, d: int) -> None:
     """The kernel reads rows where they lie (float16 as bits) and sums in numpy's pairwise order: its distances are
     bit for bit those of a plain numpy float64 computation of the same sampled pairs, zero distances included."""
