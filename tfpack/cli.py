@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 data error (bad input, stale run directory), 2 usage er
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tfpack.config import STATIC_FROM_SAMPLES, EmbedConfig, OrderConfig, PackConfig
-from tfpack.errors import Note, TfpackError
+from tfpack.errors import NOTE_LISTENERS, TfpackError
 from tfpack.progress import NULL_PROGRESS, Progress, Task, silence_third_party
 from tfpack.version import __version__
 
@@ -115,38 +114,35 @@ def _progress(quiet: bool, as_json: bool) -> Iterator[Progress]:
 
 
 def _run(action: Callable[[], Any]) -> Any:
-    """Run a library call; turn a `TfpackError` into one red line on stderr and its exit code, and each `Note` it
-    gives into one `note:` line (once per text)."""
+    """Run a library call; turn a `TfpackError` into one red line on stderr and its exit code, and each note it
+    gives (`errors.note`) into one `note:` line, once per text."""
     said: set[str] = set()
-    show = warnings.showwarning
 
-    def show_note(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if not issubclass(category, Note):
-            show(message, category, *args, **kwargs)
-        elif str(message) not in said:
-            said.add(str(message))
-            say("note:", "yellow", str(message))
+    def show_note(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            say("note:", "yellow", message)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", Note)
-        warnings.showwarning = show_note
-        try:
-            return action()
-        except TfpackError as e:
-            say("error:", "bold red", str(e))
-            raise typer.Exit(e.exit_code) from None
-        except OSError as e:  # unwritable output, full disk, vanished file: one line, never a traceback
-            where = f"{e.filename}: " if e.filename else ""
-            say("error:", "bold red", f"{where}{e.strerror or e}")
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            say("interrupted", "bold red", "")
-            raise typer.Exit(130) from None
-        except Exception as e:  # a file pyarrow cannot read that no check named: one line, never a traceback
-            if not type(e).__module__.startswith("pyarrow"):
-                raise
-            say("error:", "bold red", f"cannot read a Parquet file: {e}")
-            raise typer.Exit(1) from None
+    NOTE_LISTENERS.append(show_note)
+    try:
+        return action()
+    except TfpackError as e:
+        say("error:", "bold red", str(e))
+        raise typer.Exit(e.exit_code) from None
+    except OSError as e:  # unwritable output, full disk, vanished file: one line, never a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        say("error:", "bold red", f"{where}{e.strerror or e}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        say("interrupted", "bold red", "")
+        raise typer.Exit(130) from None
+    except Exception as e:  # a file pyarrow cannot read that no check named: one line, never a traceback
+        if not type(e).__module__.startswith("pyarrow"):
+            raise
+        say("error:", "bold red", f"cannot read a Parquet file: {e}")
+        raise typer.Exit(1) from None
+    finally:
+        NOTE_LISTENERS.remove(show_note)
 
 
 def _emit(summary: dict[str, Any], as_json: bool, quiet: bool, title: str) -> None:

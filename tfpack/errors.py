@@ -1,6 +1,7 @@
 """The exceptions tfpack raises; the CLI turns each into one line and an exit code."""
 
 import warnings
+from collections.abc import Callable
 
 
 class TfpackError(Exception):
@@ -35,6 +36,12 @@ class Note(UserWarning):
     input given twice); the CLI prints each once as a `note:` line, the Python API as a warning."""
 
 
+NOTE_LISTENERS: list[Callable[[str], None]] = []  # the CLI's printer while a command runs; else a warning
+
+
 def note(message: str) -> None:
     """Tell the user `message` (see `Note`); library code never prints."""
-    warnings.warn(message, Note, stacklevel=2)
+    if NOTE_LISTENERS:
+        NOTE_LISTENERS[-1](message)
+    else:
+        warnings.warn(message, Note, stacklevel=2)

@@ -273,11 +273,7 @@ OWNED: dict[str, tuple[str, ...]] = {
 }
 # Names only tfpack writes: a folder without a manifest that holds one of these is an unfinished tfpack run.
 MARKERS = (PROGRESS_FILE, PARTIAL_FILE, WORK_DIR, INGEST_DIR)
-WHAT = {
-    "embed": "an embed run directory (`tfpack embed INPUT... -o RUN`)",
-    "pack": "a pack output (`tfpack pack RUN -o OUT`)",
-    "pack-epochs": "a `tfpack pack --epochs` output",
-}
+WHAT = {"embed": "an embed run directory", "pack": "a pack output", "pack-epochs": "a `pack --epochs` output"}
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json", ".parquet", ".pq")
 
 
@@ -434,7 +430,7 @@ def check_out_dir(
         )
     if info.stage is not None and info.stage.split("-")[0] != writes:
         raise ConfigError(
-            f"-o {out_dir}: {info.describe()}, not {WHAT[writes].split(' (')[0]}; --overwrite replaces only an "
+            f"-o {out_dir}: {info.describe()}, not {WHAT[writes]}; --overwrite replaces only an "
             f"earlier `tfpack {writes}` output: pick another folder"
         )
     if not overwrite:
