@@ -234,7 +234,7 @@ def verify_packing(out_dir: Path) -> dict[str, Any]:
     ):
         if counts_m.get(key, 0 if key == "refused" else None) != value:
             raise VerifyError(f"{out_dir}/manifest.json: counts.{key} is {counts_m.get(key)}, the shards hold {value}")
-    check_megatron_metadata(out_dir, int(manifest["max_len"]))
+    check_megatron_metadata(out_dir, manifest)
     return {
         "ok": True,
         "shards": len(listed),
@@ -247,10 +247,11 @@ def verify_packing(out_dir: Path) -> dict[str, Any]:
     }
 
 
-def check_megatron_metadata(out_dir: Path, max_len: int) -> None:
+def check_megatron_metadata(out_dir: Path, manifest: dict[str, Any]) -> None:
     """`{max_len}_metadata.jsonl` holds exactly the statistics of the shards on disk."""
+    max_len = int(manifest["max_len"])
     path = out_dir / megatron_metadata_name(max_len)
-    rerun = f"run `{rerun_pack(out_dir)}`"
+    rerun = f"run `{rerun_pack(out_dir, manifest)}`"
     if not path.is_file():
         raise VerifyError(f"{path}: missing (Megatron-Bridge's packing metadata); {rerun}")
     try:
