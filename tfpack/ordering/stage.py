@@ -76,9 +76,10 @@ def load_embeddings(source: Path) -> Embeddings:
         source = run_dir / EMBEDDINGS_FILE
     if not source.is_file():
         raise InputError(f"{source}: no such embeddings file")
-    with open(source, "rb") as f:
-        if run_dir is None and f.read(len(NPY_MAGIC)) != NPY_MAGIC:
-            raise InputError(mismatch(classify(source), ("embed",), "", also="an [N, d] .npy array"))
+    if run_dir is None and not source.name.endswith(".npy"):  # a .npy file that is no array: numpy says why below
+        with open(source, "rb") as f:
+            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise InputError(mismatch(classify(source), ("embed",), "", also="an [N, d] .npy array"))
     try:
         emb = np.load(source, mmap_mode="r")
     except (ValueError, EOFError) as e:  # EOFError: an empty file
