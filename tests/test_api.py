@@ -59,8 +59,11 @@ def test_options_are_the_config_fields(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "chats.jsonl", chat_rows(10))
     with pytest.raises(ConfigError, match="unknown option.*max_length"):
         tfpack.pack(data, tmp_path / "out", tokenizer=PACKAGED_TOKENIZER, max_length=128)
-    with pytest.raises(ConfigError, match="--window"):
+    with pytest.raises(ConfigError, match="^window: must be >= 1, got 0$"):  # named as the keyword given
         tfpack.order(data, window=0)
+    with pytest.raises(ConfigError, match="^pack_seed: must be >= 0, got -1$"):
+        tfpack.pack(data, tmp_path / "out", tokenizer=PACKAGED_TOKENIZER, pack_seed=-1)
+    assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="unknown option.*tokenizer"):
         tfpack.embed(data, tmp_path / "run", tokenizer=PACKAGED_TOKENIZER)
 

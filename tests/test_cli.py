@@ -109,7 +109,11 @@ def test_refuses_non_empty_out_dir(tmp_path: Path, qa_file: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("")
     code, _, err = invoke("embed", str(qa_file), "-o", str(tmp_path / "run"))
-    assert code == 2 and "pass --overwrite" in err
+    assert code == 2 and "is a folder tfpack did not write" in err and "pick an empty or new folder" in err
+    (tmp_path / "run" / "x").unlink()
+    assert invoke("embed", str(qa_file), "-o", str(tmp_path / "run"), "--quiet")[0] == 0
+    code, _, err = invoke("embed", str(qa_file), "-o", str(tmp_path / "run"))
+    assert code == 2 and "holds a finished run; pass --overwrite" in err
 
 
 def test_bad_flag_value_is_a_usage_error(tmp_path: Path, qa_file: Path) -> None:

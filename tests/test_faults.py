@@ -1,4 +1,7 @@
-"""Bad input and interrupted runs: one clear line naming file/line/field, the right exit code, nothing half-done."""
+"""Bad input and interrupted runs: one clear line naming file/line/field, the right exit code, nothing half-done.
+
+Mistakes at the prompt (wrong paths, a run where a file was expected, bad option values from any source) are the
+table of tests/test_safety.py."""
 
 from __future__ import annotations
 
@@ -342,7 +345,17 @@ def test_quiet_and_json_keep_faiss_training_warnings_off_stderr(tmp_path: Path) 
 
     def order(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tfpack", "order", str(tmp_path / "e.npy"), "-o", str(tmp_path / "o.npy"), *args],
+            [
+                sys.executable,
+                "-m",
+                "tfpack",
+                "order",
+                str(tmp_path / "e.npy"),
+                "-o",
+                str(tmp_path / "o.npy"),
+                "--overwrite",
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=600,

@@ -4,15 +4,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tfpack.errors import ConfigError, StaleArtifactError
 from tfpack.workdir import (
+    Kind,
     atomic_path,
+    classify,
     fingerprint_bytes,
     fingerprint_file,
     prepare_out_dir,
     read_manifest,
+    remove_owned,
     write_manifest,
 )
 
@@ -41,11 +45,14 @@ def test_manifest_round_trip_and_stage_check(tmp_path: Path) -> None:
         {"stage": "embed", "n": 3, "dim": 4, "model": "m", "backend": "onnx", "dtype": "float32", "inputs": []},
     )
     assert read_manifest(tmp_path, "embed", "tfpack embed")["n"] == 3
-    with pytest.raises(StaleArtifactError, match="is a 'embed' output, expected 'pack'"):
+    with pytest.raises(StaleArtifactError, match=r"is an embed run directory; expected a pack output: `tfpack pack "):
         read_manifest(tmp_path, "pack", "tfpack pack")
 
 
 def test_missing_manifest_names_the_command(tmp_path: Path) -> None:
+    with pytest.raises(StaleArtifactError, match="is an empty folder; expected an embed run directory"):
+        read_manifest(tmp_path, "embed", "tfpack embed x -o y")
+    (tmp_path / "embed.progress.json").write_bytes(b"{}")
     with pytest.raises(StaleArtifactError, match=r"is incomplete \(no manifest.json.*run `tfpack embed x -o y`"):
         read_manifest(tmp_path, "embed", "tfpack embed x -o y")
     with pytest.raises(StaleArtifactError, match="does not exist"):
@@ -53,15 +60,45 @@ def test_missing_manifest_names_the_command(tmp_path: Path) -> None:
 
 
 def test_prepare_out_dir_refuses_non_empty(tmp_path: Path) -> None:
-    prepare_out_dir(tmp_path / "new", overwrite=False)
-    (tmp_path / "new" / "f").write_bytes(b"")
+    new = tmp_path / "new"
+    prepare_out_dir(new, "embed", overwrite=False)
+    (new / "f").write_bytes(b"mine")
+    for overwrite in (False, True):  # a folder tfpack did not write: refused either way, nothing removed
+        with pytest.raises(
+            ConfigError, match="is a folder tfpack did not write .*holds f.*pick an empty or new folder"
+        ):
+            prepare_out_dir(new, "embed", overwrite=overwrite)
+    (new / "embed.progress.json").write_bytes(b"{}")
     with pytest.raises(ConfigError, match="incomplete run.*pass --overwrite"):
-        prepare_out_dir(tmp_path / "new", overwrite=False)
-    write_manifest(tmp_path / "new", {"stage": "embed"})
+        prepare_out_dir(new, "embed", overwrite=False)
+    (new / "samples.parquet").write_bytes(b"")
+    write_manifest(new, {"stage": "embed"})
+    assert orjson.loads((new / "manifest.json").read_bytes())["written"] == ["embed.progress.json", "samples.parquet"]
     with pytest.raises(ConfigError, match="holds a finished run"):
-        prepare_out_dir(tmp_path / "new", overwrite=False)
-    prepare_out_dir(tmp_path / "new", overwrite=True)
-    assert not (tmp_path / "new" / "manifest.json").exists()
+        prepare_out_dir(new, "embed", overwrite=False)
+    with pytest.raises(ConfigError, match="is an embed run directory, not a pack output"):
+        prepare_out_dir(new, "pack", overwrite=True)
+    prepare_out_dir(new, "embed", overwrite=True)
+    assert sorted(p.name for p in new.iterdir()) == ["f"] and (new / "f").read_bytes() == b"mine"
+
+
+def test_remove_owned_keeps_what_the_manifest_does_not_list(tmp_path: Path) -> None:
+    """--overwrite of a pack output: the listed files go; a file the user added there, a file under data/ that is no
+    shard, and a README.md of an unfinished run stay."""
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "train-00000-of-00001.parquet").write_bytes(b"x")
+    (out / "README.md").write_text("card")
+    write_manifest(out, {"stage": "pack"})
+    (out / "notes.txt").write_text("mine")
+    (out / "data" / "mine.csv").write_text("mine")
+    assert sorted(remove_owned(classify(out))) == ["README.md", "manifest.json"]  # data/ keeps mine.csv
+    assert sorted(p.name for p in out.rglob("*")) == ["data", "mine.csv", "notes.txt"]
+    (out / ".tfpack").mkdir()
+    (out / "README.md").write_text("yours")
+    assert classify(out).kind is Kind.INCOMPLETE
+    assert remove_owned(classify(out)) == [".tfpack"]
+    assert (out / "README.md").read_text() == "yours"
 
 
 def pack_manifest() -> dict[str, Any]:

@@ -35,7 +35,7 @@ from tfpack.errors import ConfigError, DependencyError
 from tfpack.ingest.formats import FormatOptions
 from tfpack.parallel import LOCAL
 from tfpack.progress import Progress, reporting
-from tfpack.workdir import DATA_DIR, DROPPED_FILE, ERRORS_FILE, atomic_path, shard_paths
+from tfpack.workdir import DATA_DIR, DROPPED_FILE, ERRORS_FILE, atomic_path, output_path, shard_paths
 
 if TYPE_CHECKING:
     import datasets
@@ -132,8 +132,8 @@ def embed(
     with reporting(progress) as reporter:
         summary = run_embed(
             _paths(inputs),
-            Path(out_dir),
-            build(EmbedConfig, None, cfg, "embed"),
+            output_path(out_dir, "out_dir"),
+            build(EmbedConfig, None, cfg, "embed", api=True),
             FormatOptions(**fmt),
             on_error=on_error,
             overwrite=overwrite,
@@ -146,11 +146,16 @@ def embed(
 
 
 def order(
-    source: PathLike, *, out: PathLike | None = None, progress: Progress | bool = False, **options: Any
+    source: PathLike,
+    *,
+    out: PathLike | None = None,
+    overwrite: bool = False,
+    progress: Progress | bool = False,
+    **options: Any,
 ) -> OrderResult:
     """`tfpack order`: the TFP path over an embed run directory (its kNN graph cached there) or an `[N, d]` `.npy`;
-    written to `out` (`.npy`) when given. `options`: the fields of `OrderConfig` (threshold, window, k, knn, exact,
-    start, seed, buckets, ...).
+    written to `out` (`.npy`; an existing `.npy` replaced only with `overwrite`) when given. `options`: the fields of
+    `OrderConfig` (threshold, window, k, knn, exact, start, seed, buckets, ...).
 
     >>> import tempfile, numpy as np, tfpack
     >>> x = np.eye(6, dtype=np.float32)[[0, 1, 2, 3, 4, 5, 0, 1]] + np.float32(0.01)
@@ -162,14 +167,15 @@ def order(
     from tfpack.ordering.stage import check_order_out, order_source, write_order
 
     (fields,) = _options(options, (OrderConfig, {}))
-    cfg = build(OrderConfig, None, fields, "order")
-    if out is not None:
-        check_order_out(Path(out))
+    cfg = build(OrderConfig, None, fields, "order", api=True)
+    out_path = output_path(out, "out") if out is not None else None
+    if out_path is not None:
+        check_order_out(out_path, Path(source), overwrite)
     with reporting(progress) as reporter:
         result = order_source(Path(source), cfg, reporter)
     summary = dict(result.summary)
-    if out is not None:
-        summary = write_order(result, Path(out), cfg)
+    if out_path is not None:
+        summary = write_order(result, out_path, cfg)
     return OrderResult(result.path, result.threshold.cosine, summary)
 
 
@@ -199,9 +205,9 @@ def pack(
     with reporting(progress) as reporter:
         summary = run_pack(
             _paths(sources),
-            Path(out_dir),
-            pack_cfg=build(PackConfig, None, {**pack_fields, "tokenizer": tokenizer}, "pack"),
-            order_cfg=build(OrderConfig, None, order_fields, "order"),
+            output_path(out_dir, "out_dir"),
+            pack_cfg=build(PackConfig, None, {**pack_fields, "tokenizer": tokenizer}, "pack", api=True),
+            order_cfg=build(OrderConfig, None, order_fields, "order", api=True),
             embed_cfg=embed_config,
             formats=FormatOptions(**fmt),
             on_error=on_error,
@@ -227,14 +233,17 @@ def stats(
     dedup_keep: str = PackConfig.dedup_keep,
     dedup_on: str = PackConfig.dedup_on,
     show: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """`tfpack stats`: pack similarity, fill and near-duplicates of a pack output (per epoch for `--epochs`), or
     the embedding statistics of an embed run directory (with `dedup`, what `pack --dedup` would remove with the same
-    `dedup_keep` and `dedup_on`, `show` groups listed); the same dict as `tfpack stats --json`."""
+    `dedup_keep` and `dedup_on`, `show` groups listed); `plot`: a PNG to write (an existing one replaced only with
+    `overwrite`); the same dict as `tfpack stats --json`."""
     from tfpack.report.stats import stats as compute
 
     options = PackConfig(dedup=dedup, dedup_keep=dedup_keep, dedup_on=dedup_on) if dedup is not None else None
-    return compute(Path(path), seed, Path(plot) if plot is not None else None, options, show)
+    plot_path = output_path(plot, "plot") if plot is not None else None
+    return compute(Path(path), seed, plot_path, options, show, overwrite)
 
 
 def verify(out_dir: PathLike) -> VerifyResult:

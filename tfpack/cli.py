@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from tfpack.config import STATIC_FROM_SAMPLES, EmbedConfig, OrderConfig, PackConfig
-from tfpack.errors import TfpackError
+from tfpack.errors import NOTE_LISTENERS, TfpackError
 from tfpack.progress import NULL_PROGRESS, Progress, Task, silence_third_party
 from tfpack.version import __version__
 
@@ -40,6 +41,22 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 out_console = Console()
+
+
+def say(label: str, style: str, message: str) -> None:
+    """One line on stderr: a styled `label` and `message` as plain text. Every user-facing text (paths, names,
+    install hints, error messages) goes through here or `Text`, never through rich markup."""
+    text = Text.assemble((label, style), " ", message) if message else Text(label, style)
+    err_console.print(text, highlight=False, soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """A summary table on stdout; piped (`| cat`, a file) it is as wide as its cells, never cut to 80 columns."""
+    if out_console.is_terminal:
+        out_console.print(table)
+    else:
+        Console(file=sys.stdout, width=100_000, highlight=False).print(table)
+
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no human summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the run to stdout.")]
@@ -106,19 +123,35 @@ def _progress(quiet: bool, as_json: bool) -> Iterator[Progress]:
 
 
 def _run(action: Callable[[], Any]) -> Any:
-    """Run a library call; turn a `TfpackError` into one red line on stderr and its exit code."""
+    """Run a library call; turn a `TfpackError` into one red line on stderr and its exit code, and each note it
+    gives (`errors.note`) into one `note:` line, once per text."""
+    said: set[str] = set()
+
+    def show_note(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            say("note:", "yellow", message)
+
+    NOTE_LISTENERS.append(show_note)
     try:
         return action()
     except TfpackError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        say("error:", "bold red", str(e))
         raise typer.Exit(e.exit_code) from None
     except OSError as e:  # unwritable output, full disk, vanished file: one line, never a traceback
         where = f"{e.filename}: " if e.filename else ""
-        err_console.print(f"[bold red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+        say("error:", "bold red", f"{where}{e.strerror or e}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
+        say("interrupted", "bold red", "")
         raise typer.Exit(130) from None
+    except Exception as e:  # a file pyarrow cannot read that no check named: one line, never a traceback
+        if not type(e).__module__.startswith("pyarrow"):
+            raise
+        say("error:", "bold red", f"cannot read a Parquet file: {e}")
+        raise typer.Exit(1) from None
+    finally:
+        NOTE_LISTENERS.remove(show_note)
 
 
 def _emit(summary: dict[str, Any], as_json: bool, quiet: bool, title: str) -> None:
@@ -129,10 +162,10 @@ def _emit(summary: dict[str, Any], as_json: bool, quiet: bool, title: str) -> No
         return
     if quiet:
         return
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=Text(title), show_header=False, title_justify="left")
     for key, value in summary.items():
-        table.add_row(key, _cell(value))
-    out_console.print(table)
+        table.add_row(Text(key), Text(_cell(value)))
+    print_table(table)
 
 
 def _cell(value: Any) -> str:
@@ -209,7 +242,7 @@ def embed(
             ".tsv.gz); '-' = JSONL on stdin."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create (samples, embeddings, manifest).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Run directory to create (samples, embeddings, manifest).")],
     model: Annotated[
         str | None,
         typer.Option(
@@ -266,7 +299,9 @@ def embed(
             help="'fail' stops at the first bad record; 'skip' lists bad records in errors.jsonl and goes on."
         ),
     ] = "fail",
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty run directory.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an earlier embed run in OUT (only the files tfpack wrote there).")
+    ] = False,
     resume: Annotated[
         bool,
         typer.Option(
@@ -286,6 +321,7 @@ def embed(
     from tfpack.config import build, load_yaml
     from tfpack.embedding.stage import run_embed
     from tfpack.ingest.formats import FormatOptions, column_names
+    from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
         cfg = build(
@@ -316,7 +352,7 @@ def embed(
         with _progress(quiet, as_json) as progress:
             return run_embed(
                 inputs,
-                out,
+                output_path(out),
                 cfg,
                 formats,
                 on_error=on_error,
@@ -403,7 +439,7 @@ def order(
     embeddings: Annotated[
         Path, typer.Argument(help="A run directory from `tfpack embed`, or an [N, d] float16/float32 .npy.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the int64 permutation (.npy).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Where to write the int64 permutation (.npy).")],
     threshold: ThresholdOpt = None,
     distance_threshold: DistanceOpt = None,
     quantile: QuantileOpt = None,
@@ -416,6 +452,7 @@ def order(
     engine: EngineOpt = None,
     start: StartOpt = None,
     seed: SeedOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing .npy at OUT (never any other file).")] = False,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -423,6 +460,7 @@ def order(
     """Walk the threshold-filtered nearest-neighbour path over EMBEDDINGS and write it as a permutation."""
     from tfpack.config import build, load_yaml
     from tfpack.ordering.stage import run_order
+    from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
         cfg = build(
@@ -445,7 +483,7 @@ def order(
             str(config),
         )
         with _progress(quiet, as_json) as progress:
-            return run_order(embeddings, out, cfg, progress)
+            return run_order(embeddings, output_path(out), cfg, progress, overwrite=overwrite)
 
     summary = _run(action)
     if not as_json:
@@ -462,7 +500,7 @@ def pack(
         ),
     ],
     out: Annotated[
-        Path,
+        str,
         typer.Option(
             "--out",
             "-o",
@@ -614,7 +652,9 @@ def pack(
             "errors.jsonl."
         ),
     ] = "fail",
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an earlier pack output in OUT (only the files tfpack wrote there).")
+    ] = False,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -623,6 +663,7 @@ def pack(
     from tfpack.config import build, load_yaml
     from tfpack.ingest.formats import FormatOptions, column_names
     from tfpack.packing.stage import run_pack
+    from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
         formats = FormatOptions(
@@ -684,7 +725,7 @@ def pack(
         with _progress(quiet, as_json) as progress:
             return run_pack(
                 sources,
-                out,
+                output_path(out),
                 pack_cfg=pack_cfg,
                 order_cfg=order_cfg,
                 embed_cfg=embed_cfg,
@@ -712,11 +753,12 @@ def stats(
         ),
     ] = False,
     plot: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Write a PNG of the per-pack fill and relatedness (TFP vs random) distributions (matplotlib)."
         ),
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Let --plot replace an existing PNG (never any other file).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the random-pack baseline and sampled pairs.")] = 0,
     dedup: Annotated[
         float | None,
@@ -744,11 +786,13 @@ def stats(
     the repeat rate); or an embed run's summary."""
     from tfpack.report.stats import stats as compute
     from tfpack.report.verify import verify as check
+    from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
-        checked = check(path) if verify else None
+        plot_path = output_path(plot, "--plot") if plot is not None else None
         options = PackConfig(dedup=dedup, dedup_keep=dedup_keep, dedup_on=dedup_on) if dedup is not None else None
-        summary = compute(path, seed, plot, options, show)
+        summary = compute(path, seed, plot_path, options, show, overwrite=overwrite)  # checks its options first
+        checked = check(path) if verify else None
         return {**summary, "verify": checked} if checked else summary
 
     _emit(_run(action), as_json, quiet, f"tfpack stats {path}")
@@ -772,16 +816,20 @@ def inspect(
         _emit(view, True, False, "")
         return
     out_console.print(
-        f"[bold]pack {view['pack']}[/] ({view['shard']}): {view['tokens']}/{view['max_len']} tokens, "
-        f"{view['loss_tokens']} trained, {len(view['samples'])} samples, {view['segments']} attention "
-        f"segment(s), attention={view['attention']}",
+        Text.assemble(
+            (f"pack {view['pack']}", "bold"),
+            f" ({view['shard']}): {view['tokens']}/{view['max_len']} tokens, {view['loss_tokens']} trained, "
+            f"{len(view['samples'])} samples, {view['segments']} attention segment(s), attention={view['attention']}",
+        ),
         highlight=False,
     )
     for s in view["samples"]:
         sim = "start of path" if s["path_sim"] is None else f"path sim {s['path_sim']:.3f}"
         boundary = "new segment" if s["new_segment"] else "same segment"
         out_console.rule(
-            f"sample {s['sample_id']} · {s['tokens']} tokens ({s['trained_tokens']} trained) · {sim} · {boundary}",
+            Text(
+                f"sample {s['sample_id']} · {s['tokens']} tokens ({s['trained_tokens']} trained) · {sim} · {boundary}"
+            ),
             align="left",
             style="cyan",
         )
@@ -865,12 +913,12 @@ def sweep(
         "fallbacks",
         "forced_steps",
     ]
-    table = Table(title=f"tfpack sweep {run_dir}", title_justify="left")
+    table = Table(title=Text(f"tfpack sweep {run_dir}"), title_justify="left")
     for c in columns:
-        table.add_column(c.replace("_", " "), justify="right")
+        table.add_column(c.replace("_", " "), justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
-    out_console.print(table)
+        table.add_row(*[Text(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c])) for c in columns])
+    print_table(table)
 
 
 @app.command()

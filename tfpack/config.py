@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +23,67 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 STATIC_FROM_SAMPLES = 200_000
 
 
+# Every integer option fits an int32 (token counts, offsets and seeds are stored or computed as int32/int64).
+INT_MAX = 2**31 - 1
+ON_ERROR = ("fail", "skip")
+
+
+class OptionError(ConfigError):
+    """An invalid value of the config field `field`; `build` names it as the user gave it (a flag, a config key or
+    a keyword), and on its own it reads as the flag."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field, self.detail = field, detail
+        super().__init__(f"--{field.replace('_', '-')}: {detail}")
+
+
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got '{value}'")
+        raise OptionError(name, f"expected one of {', '.join(choices)}, got '{value}'")
+
+
+def check_on_error(value: str) -> None:
+    """`--on-error`: fail or skip, checked wherever a command takes it (anything else is refused, never 'skip')."""
+    if value not in ON_ERROR:
+        raise ConfigError(f"--on-error: expected one of {', '.join(ON_ERROR)}, got '{value}'")
+
+
+def _between(name: str, value: float, lo: float, hi: float, note: str = "") -> None:
+    """A number in [lo, hi] (NaN refused); `note` says what the value means."""
+    if not lo <= value <= hi:
+        bounds = f">= {lo:g}" if hi == INT_MAX else f"in [{lo:g}, {hi:g}]"
+        raise OptionError(name, f"must be {bounds}{note}, got {value}")
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def _allowed(hint: Any) -> tuple[type, ...]:
+    """The Python types a field annotation admits (`int | None` -> (int, NoneType); `tuple[str, ...]` -> tuple)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(t for arg in typing.get_args(hint) for t in _allowed(arg))
+    return (typing.get_origin(hint) or hint,)
+
+
+def check_types(obj: Any) -> None:
+    """Each field of a config dataclass holds its annotated type, whatever the source (a YAML value, an API
+    keyword): an integer is no float (`max_len: 512.7`) and no boolean, a number may be an integer, a tuple of
+    strings holds strings; integers fit INT_MAX."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, allowed = getattr(obj, f.name), _allowed(hints[f.name])
+        ok = isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
+        if not ok and float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if ok and isinstance(value, tuple):
+            ok = all(isinstance(item, str) for item in value)
+        if not ok:
+            words = " or ".join(_TYPE_WORDS.get(t, "a list of strings") for t in allowed)
+            raise OptionError(f.name, f"expected {words}, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+            raise OptionError(f.name, f"{value} is beyond tfpack's limit of {INT_MAX:,} (int32)")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionError(f.name, f"expected a finite number, got {value}")
 
 
 def parse_threshold(value: str) -> str | float:
@@ -61,14 +121,13 @@ class EmbedConfig:
     max_seq_length: int = 256
 
     def __post_init__(self) -> None:
-        _choice("--embed-on", self.embed_on, ("prompt", "full"))
-        _choice("--device", self.device, ("auto", "cpu", "cuda"))
-        _choice("--backend", self.backend, ("auto", "torch", "onnx", "onnx-int8", "openvino"))
-        _choice("--dtype", self.dtype, ("float32", "float16"))
-        if self.batch_size < 0:
-            raise ConfigError(f"--batch-size: must be >= 0 (0 = automatic), got {self.batch_size}")
-        if self.max_seq_length < 8:
-            raise ConfigError(f"--max-seq-length: must be >= 8, got {self.max_seq_length}")
+        check_types(self)
+        _choice("embed_on", self.embed_on, ("prompt", "full"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("backend", self.backend, ("auto", "torch", "onnx", "onnx-int8", "openvino"))
+        _choice("dtype", self.dtype, ("float32", "float16"))
+        _between("batch_size", self.batch_size, 0, INT_MAX, " (0 = automatic)")
+        _between("max_seq_length", self.max_seq_length, 8, INT_MAX)
 
 
 @dataclass(frozen=True)
@@ -79,7 +138,7 @@ class OrderConfig:
     'none' (plain greedy TSP); `distance_threshold` gives the paper's L2 threshold directly instead.
     """
 
-    threshold: str = "auto"
+    threshold: str | float = "auto"
     distance_threshold: float | None = None
     quantile: float = 0.02
     window: int = 4
@@ -96,23 +155,28 @@ class OrderConfig:
     engine: str = "local"
 
     def __post_init__(self) -> None:
-        parse_threshold(str(self.threshold))
+        check_types(self)
+        try:
+            parse_threshold(str(self.threshold))
+        except ConfigError as e:
+            raise OptionError("threshold", str(e).removeprefix("--threshold: ")) from None
         if self.distance_threshold is not None and self.threshold not in ("auto",):
-            raise ConfigError("--distance-threshold and --threshold are exclusive; give one")
+            raise OptionError("distance_threshold", "exclusive with --threshold; give one of them")
+        if self.distance_threshold is not None:
+            _between("distance_threshold", self.distance_threshold, 0, 2, " (an L2 distance of unit vectors)")
         if not 0.0 < self.quantile < 1.0:
-            raise ConfigError(f"--quantile: must be in (0, 1), got {self.quantile}")
-        if self.window < 1:
-            raise ConfigError(f"--window: must be >= 1, got {self.window}")
-        _choice("--engine", self.engine, ("local", "ray"))
-        if self.buckets < 0:
-            raise ConfigError(f"--buckets: must be >= 0 (0 or 1 = one global walk), got {self.buckets}")
-        if self.k < 1:
-            raise ConfigError(f"--k: must be >= 1, got {self.k}")
-        _choice("--knn", self.knn, ("auto", "exact", "ivf", "ivfpq"))
-        if self.nprobe < 1 or self.n_random < 1 or self.hops < 0 or self.sample_pairs < 1000:
-            raise ConfigError("nprobe and n_random must be >= 1, hops >= 0, sample_pairs >= 1000")
-        if self.start < 0:
-            raise ConfigError(f"--start: must be >= 0, got {self.start}")
+            raise OptionError("quantile", f"must be in (0, 1), got {self.quantile}")
+        _between("window", self.window, 1, INT_MAX)
+        _choice("engine", self.engine, ("local", "ray"))
+        _between("buckets", self.buckets, 0, INT_MAX, " (0 or 1 = one global walk)")
+        _between("k", self.k, 1, INT_MAX)
+        _choice("knn", self.knn, ("auto", "exact", "ivf", "ivfpq"))
+        _between("nprobe", self.nprobe, 1, INT_MAX)
+        _between("n_random", self.n_random, 1, INT_MAX)
+        _between("hops", self.hops, 0, INT_MAX)
+        _between("sample_pairs", self.sample_pairs, 1000, INT_MAX)
+        _between("start", self.start, 0, INT_MAX)
+        _between("seed", self.seed, 0, INT_MAX)
 
 
 @dataclass(frozen=True)
@@ -142,35 +206,33 @@ class PackConfig:
     epochs: int = 1
 
     def __post_init__(self) -> None:
-        _choice("--train-on", self.train_on, ("completion", "assistant", "all"))
-        _choice("--attention", self.attention, ("segment", "pack"))
-        _choice("--long", self.long, ("truncate", "turns", "drop"))
-        _choice("--engine", self.engine, ("local", "ray"))
-        if self.max_len < 8:
-            raise ConfigError(f"--max-len: must be >= 8, got {self.max_len}")
-        if self.max_len * self.shard_packs > 2**31 - 1:  # a shard's list columns have int32 offsets
-            raise ConfigError(
-                f"--max-len {self.max_len} × --shard-packs {self.shard_packs} is over 2^31 - 1 tokens a shard "
-                "(Parquet list offsets are int32); lower --shard-packs"
+        if isinstance(self.decontaminate, list):  # a YAML list
+            object.__setattr__(self, "decontaminate", tuple(self.decontaminate))
+        check_types(self)
+        _choice("train_on", self.train_on, ("completion", "assistant", "all"))
+        _choice("attention", self.attention, ("segment", "pack"))
+        _choice("long", self.long, ("truncate", "turns", "drop"))
+        _choice("engine", self.engine, ("local", "ray"))
+        _between("max_len", self.max_len, 8, INT_MAX)
+        _between("lookahead", self.lookahead, 0, INT_MAX, " (0 = next-fit)")
+        _between("shard_packs", self.shard_packs, 1, INT_MAX)
+        if self.max_len * self.shard_packs > INT_MAX:  # a shard's list columns have int32 offsets
+            raise OptionError(
+                "shard_packs",
+                f"{self.shard_packs} packs of --max-len {self.max_len} is over 2^31 - 1 tokens a shard (Parquet list "
+                "offsets are int32); lower --shard-packs",
             )
-        if self.lookahead < 0 or self.shard_packs < 1 or self.row_group_packs < 1 or self.batch_size < 1:
-            raise ConfigError("--lookahead must be >= 0; --shard-packs, row_group_packs and batch_size >= 1")
-        if self.pack_filter is not None and not -1.0 <= self.pack_filter <= 1.0:
-            raise ConfigError(f"--pack-filter: a cosine similarity in [-1, 1], got {self.pack_filter}")
-        if self.workers < 0:
-            raise ConfigError(f"--workers: must be >= 0 (0 = every core), got {self.workers}")
-        if self.dedup is not None and not -1.0 <= self.dedup <= 1.0:
-            raise ConfigError(f"--dedup: a cosine similarity in [-1, 1], got {self.dedup}")
-        _choice("--dedup-keep", self.dedup_keep, ("first", "longest"))
-        _choice("--dedup-on", self.dedup_on, ("full", "prompt"))
-        if self.decontaminate_threshold is not None and not -1.0 <= self.decontaminate_threshold <= 1.0:
-            raise ConfigError(
-                f"--decontaminate-threshold: a cosine similarity in [-1, 1], got {self.decontaminate_threshold}"
-            )
-        if isinstance(self.decontaminate, str):
-            raise ConfigError("decontaminate: a list of benchmark files, not one string")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs: must be >= 1, got {self.epochs}")
+        _between("row_group_packs", self.row_group_packs, 1, INT_MAX)
+        _between("batch_size", self.batch_size, 1, INT_MAX)
+        _between("seed", self.seed, 0, INT_MAX)
+        _between("workers", self.workers, 0, INT_MAX, " (0 = every core)")
+        for name in ("pack_filter", "dedup", "decontaminate_threshold"):
+            value = getattr(self, name)
+            if value is not None:
+                _between(name, value, -1, 1, " (a cosine similarity)")
+        _choice("dedup_keep", self.dedup_keep, ("first", "longest"))
+        _choice("dedup_on", self.dedup_on, ("full", "prompt"))
+        _between("epochs", self.epochs, 1, INT_MAX)
 
 
 C = TypeVar("C")
@@ -197,16 +259,39 @@ def load_yaml(path: Path | None) -> dict[str, dict[str, Any]]:
     return data
 
 
-def build(cls: type[C], yaml_section: dict[str, Any] | None, flags: dict[str, Any], source: str = "config") -> C:
-    """Dataclass defaults, then `yaml_section`, then the flags that were given (not None)."""
+# Flags named otherwise than `--` + the field (the packing's seed beside the ordering's `--seed`).
+FLAG_NAMES = {("pack", "seed"): "--pack-seed"}
+KEYWORD_NAMES = {("pack", "seed"): "pack_seed"}
+
+
+def option_name(section: str, name: str, source: str) -> str:
+    """How the user gave the option `section.name`: `--max-len` (a flag), `pack.max_len in FILE` (a config file),
+    `max_len` (a keyword of the Python API: `source` 'api')."""
+    if source == "flag":
+        return FLAG_NAMES.get((section, name), "--" + name.replace("_", "-"))
+    if source == "api":
+        return KEYWORD_NAMES.get((section, name), name)
+    return f"{section}.{name} in {source}"
+
+
+def build(
+    cls: type[C], yaml_section: dict[str, Any] | None, flags: dict[str, Any], source: str = "config", api: bool = False
+) -> C:
+    """Dataclass defaults, then `yaml_section` (from the config file `source`), then the flags that were given (not
+    None; `api`: keywords of the Python API). An invalid value is named as the user gave it."""
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = dict(yaml_section or {})
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    values.update({k: v for k, v in flags.items() if v is not None})
+    given = {k: v for k, v in flags.items() if v is not None}
+    values.update(given)
     try:
         return cls(**values)
+    except OptionError as e:
+        section = next(name for name, c in SECTIONS.items() if c is cls)
+        how = ("api" if api else "flag") if e.field in given else source
+        raise ConfigError(f"{option_name(section, e.field, how)}: {e.detail}") from None
     except TypeError as e:
         raise ConfigError(f"{source}: {e}") from e
 

@@ -8,10 +8,14 @@ completion marker of a stage.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +108,15 @@ def short_hash(text: str) -> str:
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write `run_dir/manifest.json` last: the marker that the stage finished."""
-    write_json(run_dir / MANIFEST, manifest)
+    """Write `run_dir/manifest.json` last: the marker that the stage finished. It lists what the stage wrote there
+    (`written`: the names `--overwrite` may remove later; folders end in /)."""
+    patterns = OWNED.get(str(manifest.get("stage")), ())
+    written = [
+        name + ("/" if (run_dir / name).is_dir() else "")
+        for name in sorted(os.listdir(run_dir))
+        if name != MANIFEST and any(fnmatch.fnmatch(name, p) for p in patterns)
+    ]
+    write_json(run_dir / MANIFEST, {**manifest, "written": written})
 
 
 _NONE = type(None)
@@ -194,23 +205,22 @@ def manifest_stage(run_dir: Path, rerun: str) -> Any:
     """The stage a finished directory's manifest records (None when it records none)."""
     path = run_dir / MANIFEST
     if not path.is_file():
-        raise StaleArtifactError(f"{run_dir}: {_absent(run_dir)}; {rerun}")
+        raise StaleArtifactError(mismatch(classify(run_dir), ("pack", "embed"), rerun))
     return _load_manifest(path, rerun).get("stage")
-
-
-def _absent(run_dir: Path) -> str:
-    return "is incomplete (no manifest.json: the run did not finish)" if run_dir.is_dir() else "does not exist"
 
 
 def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
     """Load a completed stage's manifest, or raise naming the file, what is wrong and the command that rewrites it."""
     path = run_dir / MANIFEST
     if not path.is_file():
-        raise StaleArtifactError(f"{run_dir}: {_absent(run_dir)}; run `{rerun}`")
+        raise StaleArtifactError(mismatch(classify(run_dir), (stage,), rerun))
     manifest = _load_manifest(path, rerun)
     if "stage" not in manifest:
         raise StaleArtifactError(f"{path}: manifest lacks stage (edited, or not written by tfpack); run `{rerun}`")
     if manifest["stage"] != stage:
+        info = classify(run_dir)
+        if info.kind in (Kind.EMBED, Kind.PACK, Kind.PACK_EPOCHS):
+            raise StaleArtifactError(mismatch(info, (stage,), rerun))
         raise StaleArtifactError(f"{path}: is a '{manifest['stage']}' output, expected '{stage}'; run `{rerun}`")
     if problems := manifest_problems(manifest, stage):
         shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
@@ -228,29 +238,340 @@ def epoch_dir_name(epoch: int) -> str:
 def epoch_dirs(out_dir: Path) -> list[Path]:
     """The pack outputs to read in turn, epoch after epoch: `OUT_DIR/epoch-<e>` of a `pack --epochs` output, or
     `[out_dir]` for a single packing (so `epoch_dirs(out)[epoch % len(...)]` serves both)."""
-    stage = manifest_stage(Path(out_dir), f"run `tfpack pack RUN_DIR -o {out_dir}`")
+    stage = manifest_stage(Path(out_dir), f"tfpack pack RUN_DIR -o {out_dir} --overwrite")
     if stage != "pack-epochs":
         return [Path(out_dir)]
     manifest = read_manifest(Path(out_dir), "pack-epochs", f"tfpack pack RUN_DIR -o {out_dir} --epochs E")
     return [Path(out_dir) / entry["dir"] for entry in manifest["epochs"]]
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool, resumable: bool = False) -> None:
-    """Create `out_dir`, refusing a non-empty one unless `overwrite` (then its manifest goes first)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            done = (out_dir / MANIFEST).is_file()
-            state = "holds a finished run" if done else "holds an incomplete run (no manifest.json)"
-            how = (
-                "pass --resume to continue it or --overwrite to start again"
-                if resumable and not done
-                else "pass --overwrite"
+# ---- What a path is, and what each command may read and write -------------------------------------------------
+
+
+class Kind(Enum):
+    """What a path on disk is, as far as tfpack is concerned (`classify`)."""
+
+    MISSING = "missing"
+    FILE = "file"
+    EMPTY = "empty folder"
+    EMBED = "embed"  # a finished `tfpack embed` run directory
+    PACK = "pack"  # a finished `tfpack pack` output
+    PACK_EPOCHS = "pack-epochs"  # a finished `tfpack pack --epochs` output
+    INCOMPLETE = "incomplete"  # tfpack's working files without a readable manifest: a run that did not finish
+    FOREIGN = "foreign"  # a non-empty folder tfpack did not write
+
+
+STAGE_KINDS = {"embed": Kind.EMBED, "pack": Kind.PACK, "pack-epochs": Kind.PACK_EPOCHS}
+TFPACK_KINDS = (Kind.EMBED, Kind.PACK, Kind.PACK_EPOCHS, Kind.INCOMPLETE)
+INGEST_DIR = ".ingest"  # the per-input parts while `embed` reads its inputs
+METADATA_GLOB = "[0-9]*_metadata.jsonl"
+# What each stage writes at the top of its directory (shell patterns): all that `--overwrite` ever removes there.
+OWNED: dict[str, tuple[str, ...]] = {
+    "embed": (MANIFEST, SAMPLES_FILE, EMBEDDINGS_FILE, PARTIAL_FILE, PROGRESS_FILE, ERRORS_FILE, KNN_DIR, INGEST_DIR),
+    "pack": (MANIFEST, DATA_DIR, WORK_DIR, CARD_FILE, DROPPED_FILE, ERRORS_FILE, CONTAMINATION_FILE, METADATA_GLOB),
+    "pack-epochs": (MANIFEST, WORK_DIR, EPOCH_GLOB),
+}
+# Names only tfpack writes: a folder without a manifest that holds one of these is an unfinished tfpack run.
+MARKERS = (PROGRESS_FILE, PARTIAL_FILE, WORK_DIR, INGEST_DIR)
+WHAT = {"embed": "an embed run directory", "pack": "a pack output", "pack-epochs": "a `pack --epochs` output"}
+INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json", ".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """A classified path: its `kind`, the manifest of a finished tfpack output, what a folder holds."""
+
+    path: Path
+    kind: Kind
+    manifest: dict[str, Any] | None = None
+    names: tuple[str, ...] = field(default=())  # a folder's entries, sorted
+
+    @property
+    def stage(self) -> str | None:
+        return None if self.manifest is None else str(self.manifest["stage"])
+
+    def describe(self) -> str:
+        """`is an embed run directory`, `does not exist`, ...: what the path is, for a message."""
+        if self.kind is Kind.MISSING:
+            return "does not exist"
+        if self.kind is Kind.FILE:
+            owner = tfpack_owner(self.path)
+            return f"is a file inside the tfpack output {owner.path}" if owner else "is a file"
+        if self.kind is Kind.EMPTY:
+            return "is an empty folder"
+        if self.kind is Kind.EMBED:
+            return "is an embed run directory"
+        if self.kind in (Kind.PACK, Kind.PACK_EPOCHS):
+            what = "a pack output" if self.kind is Kind.PACK else "a `pack --epochs` output"
+            return f"is {what} (packed from {(self.manifest or {}).get('run_dir', 'an embed run')})"
+        if self.kind is Kind.INCOMPLETE:
+            if MANIFEST in self.names:
+                return "holds a tfpack run whose manifest.json is damaged"
+            return "is incomplete (no manifest.json: the run did not finish)"
+        shown = ", ".join(self.names[:4]) + (f" and {len(self.names) - 4} more" if len(self.names) > 4 else "")
+        return f"is a folder tfpack did not write (no tfpack manifest.json; holds {shown})"
+
+
+def _tfpack_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest of a finished tfpack output in `path`; None when absent, unreadable or not tfpack's."""
+    try:
+        manifest = orjson.loads((path / MANIFEST).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("stage") in STAGE_KINDS else None
+
+
+def classify(path: Path) -> PathInfo:
+    """What `path` is: missing, a file, an empty folder, a finished tfpack output (embed, pack, pack --epochs), an
+    unfinished tfpack run, or a folder tfpack did not write. The one place every command asks before it reads or
+    writes a path."""
+    if not path.exists():
+        return PathInfo(path, Kind.MISSING)
+    if not path.is_dir():
+        return PathInfo(path, Kind.FILE)
+    names = tuple(sorted(os.listdir(path)))
+    if not names:
+        return PathInfo(path, Kind.EMPTY)
+    manifest = _tfpack_manifest(path)
+    if manifest is not None:
+        return PathInfo(path, STAGE_KINDS[manifest["stage"]], manifest, names)
+    if any(name in MARKERS for name in names):
+        return PathInfo(path, Kind.INCOMPLETE, None, names)
+    return PathInfo(path, Kind.FOREIGN, None, names)
+
+
+def tfpack_owner(path: Path) -> PathInfo | None:
+    """The tfpack output or run directory `path` lies inside (its nearest such ancestor), if any."""
+    for parent in path.absolute().parents:
+        if (parent / MANIFEST).is_file() or any((parent / name).exists() for name in MARKERS):
+            info = classify(parent)
+            if info.kind in TFPACK_KINDS:
+                return info
+    return None
+
+
+def mismatch(info: PathInfo, expected: tuple[str, ...], rerun: str, also: str = "") -> str:
+    """The one-line message for a path that is not what a command reads: what it is, what was expected (the
+    `expected` stages' outputs, or `also`), and the way on (the run a pack output was made from, an epoch of a
+    `--epochs` output, the command that makes one)."""
+    wanted = " or ".join([*(WHAT[stage] for stage in expected), *([also] if also else [])])
+    message = f"{info.path}: {info.describe()}; expected {wanted}"
+    if info.kind is Kind.INCOMPLETE:
+        return f"{info.path}: {info.describe()}; run `{rerun}`"
+    if info.kind in (Kind.PACK, Kind.PACK_EPOCHS) and "embed" in expected:
+        return f"{message}: pass the run it was packed from, {(info.manifest or {}).get('run_dir', 'RUN_DIR')}"
+    if info.kind is Kind.PACK_EPOCHS and "pack" in expected:
+        return f"{message}: read one epoch, e.g. {info.path / epoch_dir_name(0)}"
+    if info.kind is Kind.EMBED and "pack" in expected:
+        return f"{message}: `tfpack pack {info.path} -o OUT` packs it"
+    if info.kind is Kind.FILE and (owner := tfpack_owner(info.path)) is not None:
+        return f"{message}: pass {owner.path}"
+    if info.kind is Kind.FILE and info.path.name.lower().endswith(INPUT_SUFFIXES):
+        return f"{message}: embed it first (`tfpack embed {info.path} -o RUN`)"
+    return message
+
+
+def not_an_input(path: str) -> str:
+    """The message for an input argument that is no readable file (a folder, a run directory, nothing)."""
+    info = classify(Path(path))
+    if info.kind is Kind.MISSING:
+        return f"{path}: no such file"
+    advice = ""
+    if info.kind in (Kind.EMBED, Kind.PACK, Kind.PACK_EPOCHS):
+        advice = "; `tfpack pack` takes an embed run directory alone, not mixed with input files"
+    return f"{path}: {info.describe()}; expected an input file ({', '.join(INPUT_SUFFIXES)}) or a glob{advice}"
+
+
+def output_path(value: str | os.PathLike[str], flag: str = "-o") -> Path:
+    """`value` as an output path; an empty one (an unset `$OUT`) is refused, never taken as the current folder."""
+    if not os.fspath(value).strip():
+        raise ConfigError(f"{flag}: empty path (an unset variable?); name the output, e.g. {flag} out")
+    return Path(value)
+
+
+def check_apart(out: Path, inputs: Iterable[str | os.PathLike[str]], flag: str = "-o") -> None:
+    """Refuse an output that is, lies inside, or contains one of the `inputs` (files or run directories)."""
+    target = out.resolve()
+    for item in inputs:
+        if os.fspath(item) == "-":
+            continue
+        source = Path(item).resolve()
+        relation = (
+            "is"
+            if target == source
+            else "is inside"
+            if source in target.parents
+            else "contains"
+            if target in source.parents
+            else None
+        )
+        if relation is not None:
+            raise ConfigError(
+                f"{flag} {out}: {relation} the input {item}; write the output somewhere else (nothing was changed)"
             )
-            raise ConfigError(f"{out_dir}: output directory is not empty and {state}; {how}")
-        (out_dir / MANIFEST).unlink(missing_ok=True)
+
+
+def check_out_dir(
+    out_dir: Path, writes: str, overwrite: bool, inputs: Iterable[str | os.PathLike[str]] = (), resumable: bool = False
+) -> PathInfo:
+    """Whether a command that writes a `writes` output ('embed' or 'pack') may use `out_dir`; raise before anything
+    is created when not: a file, a folder tfpack did not write, another kind of tfpack output, one of the inputs,
+    or an existing output without --overwrite."""
+    check_apart(out_dir, inputs)
+    info = classify(out_dir)
+    if info.kind in (Kind.MISSING, Kind.EMPTY):
+        return info
+    if info.kind is Kind.FILE:
+        raise ConfigError(f"-o {out_dir}: exists and is not a directory; name a folder to write into")
+    if info.kind is Kind.FOREIGN:
+        raise ConfigError(
+            f"-o {out_dir}: {info.describe()}; tfpack writes only into an empty or new folder (--overwrite replaces "
+            "only tfpack's own outputs): pick an empty or new folder"
+        )
+    if info.stage is not None and info.stage.split("-")[0] != writes:
+        raise ConfigError(
+            f"-o {out_dir}: {info.describe()}, not {WHAT[writes]}; --overwrite replaces only an "
+            f"earlier `tfpack {writes}` output: pick another folder"
+        )
+    if not overwrite:
+        done = info.kind is not Kind.INCOMPLETE
+        state = "holds a finished run" if done else "holds an incomplete run (no manifest.json)"
+        how = (
+            "pass --resume to continue it or --overwrite to start again"
+            if resumable and not done
+            else "pass --overwrite"
+        )
+        raise ConfigError(f"{out_dir}: output directory is not empty and {state}; {how}")
+    return info
+
+
+def remove_owned(info: PathInfo) -> list[str]:
+    """Remove what tfpack wrote in the folder `info` describes: the entries its manifest lists (`written`; all of
+    its stage's names for a manifest from before that list), or for an unfinished run the names tfpack writes; a
+    README.md only as part of a finished pack output. Anything else there stays. Returns the names removed."""
+    if info.kind not in TFPACK_KINDS:
+        raise ConfigError(f"{info.path}: {info.describe()}; tfpack removes nothing there")
+    if info.stage is not None:
+        patterns = (*OWNED[info.stage], "*.tmp")
+        listed = info.manifest.get("written") if info.manifest is not None else None
+        if isinstance(listed, list):  # the manifest's own list, never beyond the stage's names
+            names = {str(n).rstrip("/") for n in listed} | {MANIFEST}
+            candidates = [n for n in info.names if n in names or fnmatch.fnmatch(n, "*.tmp")]
+        else:
+            candidates = list(info.names)
+    else:
+        patterns = (*{p for stage in OWNED.values() for p in stage if p != CARD_FILE}, "*.tmp")
+        candidates = list(info.names)
+    removed = []
+    for name in candidates:
+        if not any(fnmatch.fnmatch(name, p) for p in patterns):
+            continue
+        path = info.path / name
+        if name == DATA_DIR and path.is_dir():  # only the shards: a user's file under data/ stays
+            for shard in [*path.glob(SHARD_GLOB), *path.glob(SHARD_GLOB + ".tmp")]:
+                shard.unlink()
+            if any(path.iterdir()):
+                continue
+            path.rmdir()
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(name)
+    return removed
+
+
+def prepare_out_dir(
+    out_dir: Path,
+    writes: str,
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    resumable: bool = False,
+) -> None:
+    """`check_out_dir`, then (with --overwrite) remove the earlier output's own files, and create `out_dir`."""
+    info = check_out_dir(out_dir, writes, overwrite, inputs, resumable)
+    if info.kind in TFPACK_KINDS:
+        remove_owned(info)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def check_out_file(
+    out: Path, overwrite: bool, inputs: Iterable[str | os.PathLike[str]] = (), flag: str = "-o", magic: bytes = b""
+) -> None:
+    """Whether a command may write the file `out` (an order `.npy`, a plot): never a folder, never inside a tfpack
+    output or run directory, never an input, an existing file only with --overwrite and only when it starts with
+    `magic` (the kind of file the command writes)."""
+    if out.name == MANIFEST:
+        raise ConfigError(f"{flag} {out}: choose another name than {MANIFEST}")
+    check_apart(out, inputs, flag)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out}: is a directory; name the file to write (e.g. {flag} {out / 'order.npy'})")
+    if (owner := tfpack_owner(out)) is not None:
+        raise ConfigError(
+            f"{flag} {out}: is inside the tfpack output {owner.path} (tfpack manages its files); write it somewhere "
+            "else"
+        )
+    if out.exists():
+        if not overwrite:
+            raise ConfigError(f"{flag} {out}: exists; pass --overwrite to replace it, or name another file")
+        with open(out, "rb") as f:
+            head = f.read(len(magic))
+        if head != magic:
+            raise ConfigError(
+                f"{flag} {out}: exists and is not the kind of file this command writes; --overwrite replaces only "
+                "such a file: name another file"
+            )
+
+
+def read_parquet(paths: list[Path], columns: list[str], rerun: str) -> Any:
+    """The `columns` of Parquet files tfpack wrote, concatenated (a `pyarrow.Table`); a corrupt, truncated or
+    column-less file raises naming it and the command that rewrites it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for path in paths:
+        try:
+            tables.append(pq.read_table(path, columns=columns))
+        except pa.ArrowException as e:
+            raise damaged_parquet(path, e, rerun) from None
+    if not tables:
+        raise StaleArtifactError(f"no Parquet files to read; run `{rerun}`")
+    return pa.concat_tables(tables)
+
+
+def parquet_rows(path: Path, rerun: str) -> int:
+    """Rows of a Parquet file tfpack wrote (from its footer); a damaged file raises naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except pa.ArrowException as e:
+        raise damaged_parquet(path, e, rerun) from None
+
+
+def damaged_parquet(path: Path, error: Exception, rerun: str) -> StaleArtifactError:
+    """The error for a Parquet file tfpack wrote that cannot be read (truncated, overwritten, edited)."""
+    return StaleArtifactError(f"{path}: not a readable Parquet file ({error}); it is damaged: run `{rerun}`")
+
+
+def knn_cache_dir(run_dir: Path, work_dir: Path | None = None) -> Path:
+    """Where the kNN graph and `--threshold auto` estimate of the run `run_dir` are cached: `RUN_DIR/knn/` when the
+    user can write there; for a read-only run, `work_dir/knn/` (a pack output's working folder) or else
+    `$TFPACK_CACHE/knn/<run>/` (default ~/.cache/tfpack)."""
+    cache = run_dir / KNN_DIR
+    if os.access(cache if cache.is_dir() else run_dir, os.W_OK):
+        return cache
+    if work_dir is not None:
+        return work_dir / KNN_DIR
+    return cache_root() / KNN_DIR / short_hash(str(run_dir.resolve()))
+
+
+def cache_root() -> Path:
+    """tfpack's cache folder (static models, ONNX exports, kNN graphs of read-only runs): $TFPACK_CACHE or
+    ~/.cache/tfpack."""
+    return Path(os.environ.get("TFPACK_CACHE", Path.home() / ".cache" / "tfpack"))
 
 
 def shard_name(index: int, count: int) -> str:
@@ -265,8 +586,7 @@ def listed_shards(out_dir: Path, manifest: dict[str, Any]) -> list[Path]:
     if missing := [path for path in paths if not path.is_file()]:
         raise StaleArtifactError(
             f"{missing[0]}: listed in {out_dir / MANIFEST} but missing ({len(missing)} of "
-            f"{len(paths)} shards): the output is damaged; run `tfpack pack RUN_DIR -o {out_dir} "
-            "--overwrite`"
+            f"{len(paths)} shards): the output is damaged; run `{rerun_pack(out_dir, manifest)}`"
         )
     return paths
 
@@ -291,6 +611,14 @@ def rerun_embed(run_dir: Path | str, inputs: list[str] | None = None) -> str:
     return f"tfpack embed {' '.join(inputs or []) or 'INPUT...'} -o {run_dir} --overwrite"
 
 
-def rerun_pack(out_dir: Path | str) -> str:
-    """The command that rebuilds the pack output `out_dir`."""
-    return f"tfpack pack RUN_DIR -o {out_dir} --overwrite"
+def rerun_pack(out_dir: Path | str, manifest: dict[str, Any] | None = None) -> str:
+    """The command that rebuilds the pack output `out_dir`: from the run its `manifest` records, or from the input
+    files that run was embedded from when it is the output's own working copy (`pack INPUT...`)."""
+    source = "RUN_DIR"
+    run = manifest.get("run_dir") if manifest is not None else None
+    if isinstance(run, str):
+        source = run
+        if Path(out_dir).resolve() in Path(run).resolve().parents:
+            inputs = (_tfpack_manifest(Path(run)) or {}).get("inputs") or []
+            source = " ".join(str(i.get("path")) for i in inputs if isinstance(i, dict)) or "INPUT..."
+    return f"tfpack pack {source} -o {out_dir} --overwrite"

@@ -153,7 +153,7 @@ def test_precomputed_embeddings(tmp_path: Path, qa_file: Path) -> None:
     result = CliRunner().invoke(
         app, ["embed", str(qa_file), "-o", str(tmp_path / "run3"), "--embeddings", str(tmp_path / "zero.npy")]
     )
-    assert result.exit_code == 1 and "sample_id 3 has zero norm" in result.stderr
+    assert result.exit_code == 1 and "zero.npy: row 3 has zero norm; fix that row of the file" in result.stderr
 
 
 def test_chunks_grow_with_the_model_batch_and_prefetching_keeps_order() -> None:

@@ -140,10 +140,10 @@ def test_damaged_knn_cache_is_rebuilt(tmp_path: Path) -> None:
     ]
     for damage in damages:
         damage()
-        again = run_order(run, tmp_path / "b.npy", OrderConfig(k=16))
+        again = run_order(run, tmp_path / "b.npy", OrderConfig(k=16), overwrite=True)
         assert not again["knn_cached"]
         np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
-        assert run_order(run, tmp_path / "c.npy", OrderConfig(k=16))["knn_cached"]
+        assert run_order(run, tmp_path / "c.npy", OrderConfig(k=16), overwrite=True)["knn_cached"]
     assert not first["knn_cached"]
 
 
@@ -161,7 +161,10 @@ def test_cli_order_rejects_bad_threshold_and_nan(tmp_path: Path) -> None:
 
 def test_stale_run_dir_names_the_command(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
-    with pytest.raises(StaleArtifactError, match="run `tfpack embed INPUT... -o"):
+    with pytest.raises(StaleArtifactError, match="run: is an empty folder; expected an embed run directory"):
+        run_order(tmp_path / "run", tmp_path / "o.npy", OrderConfig())
+    (tmp_path / "run" / "embed.progress.json").write_bytes(b"{}")
+    with pytest.raises(StaleArtifactError, match="is incomplete .*run `tfpack embed INPUT... -o"):
         run_order(tmp_path / "run", tmp_path / "o.npy", OrderConfig())
 
 

@@ -125,9 +125,13 @@ def test_pack_attention_mode_and_drop(tmp_path: Path) -> None:
 
 
 def test_refuses_non_empty_out_dir(packed: Path) -> None:
+    data = packed.parent / "chat.jsonl"
+    result = runner.invoke(app, ["pack", str(data), "-o", str(packed), "--tokenizer", "packaged-minilm"])
+    assert result.exit_code == 2 and "holds a finished run; pass --overwrite" in result.stderr
+    # its own embed run (OUT/.tfpack/embed) is an input inside OUT: --overwrite would remove it, so it is refused
     run_dir = orjson.loads((packed / "manifest.json").read_bytes())["run_dir"]
-    result = runner.invoke(app, ["pack", run_dir, "-o", str(packed), "--tokenizer", "packaged-minilm"])
-    assert result.exit_code == 2 and "pass --overwrite" in result.stderr
+    result = runner.invoke(app, ["pack", run_dir, "-o", str(packed), "--overwrite", "--tokenizer", "packaged-minilm"])
+    assert result.exit_code == 2 and f"-o {packed}: contains the input {run_dir}" in result.stderr
 
 
 def test_overwrite_replaces_the_whole_output(packed: Path, tmp_path: Path) -> None:

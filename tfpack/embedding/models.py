@@ -22,7 +22,7 @@ from typing import Any
 from tfpack.config import DEFAULT_MODEL
 from tfpack.errors import ConfigError, DependencyError
 from tfpack.progress import tqdm_off
-from tfpack.workdir import short_hash
+from tfpack.workdir import cache_root, short_hash
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "auto"}  # "auto" with no sample count: the default
 STATIC = "static"  # `--model static[:SOURCE]`: model2vec's distillation of SOURCE (default: the packaged model)
@@ -162,10 +162,6 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> None:
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul"],
     )
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TFPACK_CACHE", Path.home() / ".cache" / "tfpack"))
 
 
 def publish_dir(cache: Path, marker: str, build: Callable[[Path], None]) -> None:

@@ -20,12 +20,12 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from tfpack.arrays import unit_rows
-from tfpack.config import DEFAULT_MODEL, STATIC_FROM_SAMPLES, EmbedConfig
+from tfpack.arrays import first_bad_row, unit_rows
+from tfpack.config import DEFAULT_MODEL, STATIC_FROM_SAMPLES, EmbedConfig, check_on_error
 from tfpack.embedding.encoders import check_embeddings, embedding_dim, encode_texts, load_encoder, text_selector
 from tfpack.embedding.models import STATIC, resolve_backend, resolve_device, resolve_model, static_source
 from tfpack.embedding.routes import MEASURE_TEXTS, choose_backend
-from tfpack.errors import ConfigError, InputError, StaleArtifactError
+from tfpack.errors import ConfigError, InputError, StaleArtifactError, note
 from tfpack.ingest.formats import FormatOptions, Turn
 from tfpack.ingest.readers import STDIN, expand_inputs
 from tfpack.ingest.samples import batch_conversations, count_samples, ingest, iter_sample_batches
@@ -39,6 +39,8 @@ from tfpack.workdir import (
     PARTIAL_FILE,
     PROGRESS_FILE,
     SAMPLES_FILE,
+    check_apart,
+    check_out_dir,
     fingerprint_file,
     prepare_out_dir,
     rerun_embed,
@@ -78,7 +80,11 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
         )
 
     def vectors_for(row: int, turns: list[tuple[Turn, ...]]) -> NDArray[np.float32]:
-        return unit_rows(source[row : row + len(turns)])  # zero rows stay zero; check_embeddings refuses them
+        block = np.asarray(source[row : row + len(turns)], dtype=np.float32)
+        bad = first_bad_row(np.linalg.norm(block, axis=1))
+        if bad is not None:
+            raise InputError(f"--embeddings {path}: row {row + bad[0]} {bad[1]}; fix that row of the file")
+        return unit_rows(block)
 
     resolved = {
         "model": f"precomputed:{path}",
@@ -178,6 +184,27 @@ def ray_batches(samples_file: Path, cfg: EmbedConfig, engine: RayEngine) -> tupl
     return itertools.chain([first], stream), int(first[1].shape[1]), resolved
 
 
+def settings_diff(before: Any, now: dict[str, Any]) -> str:
+    """`--model: static -> auto; --on-error: fail -> skip`: the settings that differ between two `settings_of`, named
+    as flags."""
+    if not isinstance(before, dict):
+        return "the recorded settings are unreadable"
+    flat_before, flat_now = _flat(before), _flat(now)
+    keys = [k for k in {**flat_before, **flat_now} if flat_before.get(k) != flat_now.get(k)]
+    names = {"input_format": "format"}
+    return "; ".join(
+        f"--{names.get(k, k).replace('_', '-')}: {flat_before.get(k)!r} -> {flat_now.get(k)!r}" for k in keys
+    )
+
+
+def _flat(settings: dict[str, Any]) -> dict[str, Any]:
+    """`{"config": {"model": m}, "on_error": e}` -> `{"model": m, "on_error": e}`."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        out.update(value if isinstance(value, dict) else {key: value})
+    return out
+
+
 def settings_of(cfg: EmbedConfig, formats: FormatOptions, on_error: str, precomputed: Path | None) -> dict[str, Any]:
     """What a resumed run must share with the run it continues."""
     return {
@@ -202,24 +229,47 @@ def resume_state(
     path = run_dir / PROGRESS_FILE
     if not path.is_file() or not (run_dir / SAMPLES_FILE).is_file() or not (run_dir / PARTIAL_FILE).is_file():
         raise StaleArtifactError(f"--resume: {run_dir} holds no resumable embed run; start it again with --overwrite")
-    state: dict[str, Any] = orjson.loads(path.read_bytes())
     if STDIN in inputs:
         raise ConfigError("--resume cannot re-read stdin; save the input to a file")
+    try:
+        state: dict[str, Any] = orjson.loads(path.read_bytes())
+        before = [{"path": i["path"], "fingerprint": i["fingerprint"]} for i in state["ingest"]["inputs"]]
+        int(state["rows_done"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise StaleArtifactError(
+            f"{path}: corrupt or partial progress record ({type(e).__name__}: {e}); start the run again: "
+            f"`{rerun_embed(run_dir, inputs)}`"
+        ) from None
     now = [{"path": p, "fingerprint": fingerprint_file(Path(p))} for p in expand_inputs(inputs)]
-    before = [{"path": i["path"], "fingerprint": i["fingerprint"]} for i in state["ingest"]["inputs"]]
     if now != before:
         raise StaleArtifactError(
             f"--resume: the inputs differ from those {run_dir} was started with; run `{rerun_embed(run_dir)}`"
         )
     settings = settings_of(cfg, formats, on_error, precomputed)
-    if state["settings"] != settings:
-        raise ConfigError(f"--resume: settings differ from those {run_dir} was started with: {state['settings']}")
+    if state.get("settings") != settings:
+        raise ConfigError(
+            f"--resume: {run_dir} was started with other settings ({settings_diff(state.get('settings'), settings)}); "
+            "resume with the same ones, or start again with --overwrite"
+        )
     return state
 
 
 def save_progress(run_dir: Path, state: dict[str, Any], rows_done: int) -> None:
     """Record that the first `rows_done` rows of the partial embeddings file are written and flushed."""
     write_json(run_dir / PROGRESS_FILE, {**state, "rows_done": rows_done})
+
+
+def ignored_options(cfg: EmbedConfig, precomputed: Path | None) -> None:
+    """Say which options given explicitly have no effect on this run (a note each, never silence)."""
+    if precomputed is not None:
+        unused = [f"--{k.replace('_', '-')}" for k, v in vars(cfg).items() if v != getattr(EmbedConfig, k)]
+        unused = [u for u in unused if u != "--dtype"]  # the stored dtype still applies
+        if unused:
+            note(f"{', '.join(unused)}: ignored with --embeddings (no model runs)")
+    elif static_source(cfg.model) is not None:
+        unused = [f"--{k} {getattr(cfg, k)}" for k in ("device", "backend") if getattr(cfg, k) != "auto"]
+        if unused:
+            note(f"{', '.join(unused)}: ignored with the static model (a table lookup on the CPU)")
 
 
 def run_embed(
@@ -244,15 +294,22 @@ def run_embed(
     `embed.progress.json`; `resume=True` continues an interrupted run from its last completed chunk.
     """
     started = time.perf_counter()
+    check_on_error(on_error)
     runner = engine_for(engine)
     if resume and not runner.in_process:
         raise ConfigError("--resume works with --engine local")
+    ignored_options(cfg, precomputed)
     if resume:
         state = resume_state(run_dir, inputs, cfg, formats, on_error, precomputed)
     else:
-        prepare_out_dir(run_dir, overwrite, resumable=(run_dir / PROGRESS_FILE).is_file())
+        given = [p for p in inputs if p != STDIN] + ([str(precomputed)] if precomputed is not None else [])
+        check_out_dir(run_dir, "embed", overwrite, given, resumable=(run_dir / PARTIAL_FILE).is_file())
+        paths = expand_inputs(inputs)  # every input named for what it is before anything is created
+        check_apart(run_dir, [p for p in paths if p != STDIN])
+        prepare_out_dir(run_dir, "embed", overwrite, given)
         for stale in (PROGRESS_FILE, PARTIAL_FILE, EMBEDDINGS_FILE, ERRORS_FILE):
             (run_dir / stale).unlink(missing_ok=True)
+        write_json(run_dir / PROGRESS_FILE, {"rows_done": 0})  # marks the folder as tfpack's unfinished run
         ingested = ingest(inputs, formats, run_dir / SAMPLES_FILE, on_error, progress, engine)
         if ingested.errors:
             write_jsonl(run_dir / ERRORS_FILE, ingested.errors)

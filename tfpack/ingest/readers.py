@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import gzip
 import io
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from typing import IO, Any, cast
 
 import orjson
 
-from tfpack.errors import DependencyError, InputError
-from tfpack.workdir import Fingerprint
+from tfpack.errors import DependencyError, InputError, note
+from tfpack.workdir import Fingerprint, not_an_input
 
 STDIN = "-"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -62,18 +63,28 @@ class BadRecord:
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
-    """Expand globs (sorted per pattern) keeping the given order; `-` stands for stdin and may appear once."""
+    """Expand globs (sorted per pattern) keeping the given order; `-` stands for stdin and may appear once.
+
+    A path that exists is taken literally, never as a glob (`d[1].jsonl`). A file named again (`g.jsonl ./g.jsonl`,
+    or matched by a later glob) is read once, at its first place, with a note."""
     paths: list[str] = []
+    seen: dict[str, str] = {}
     for pattern in patterns:
         if pattern == STDIN:
             paths.append(STDIN)
             continue
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        literal = Path(pattern).exists() or not glob.has_magic(pattern)
+        matches = [pattern] if literal else sorted(glob.glob(pattern))
         if not matches:
             raise InputError(f"{pattern}: no file matches this pattern")
         for match in matches:
             if not Path(match).is_file():
-                raise InputError(f"{match}: no such file")
+                raise InputError(not_an_input(match))
+            key = os.path.realpath(match)
+            if key in seen:
+                note(f"{match}: the same file as {seen[key]}, given twice; read once")
+                continue
+            seen[key] = match
             paths.append(match)
     if paths.count(STDIN) > 1:
         raise InputError("-: stdin can be read only once")

@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from tfpack.arrays import first_bad_row, pair_cosines
@@ -27,16 +26,22 @@ from tfpack.ordering.walk import squared_norms
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import (
     EMBEDDINGS_FILE,
-    KNN_DIR,
-    MANIFEST,
     SAMPLES_FILE,
     THRESHOLD_FILE,
+    Kind,
     atomic_path,
+    check_out_file,
+    classify,
     fingerprint_file,
+    knn_cache_dir,
+    mismatch,
+    parquet_rows,
     read_manifest,
     rerun_embed,
     write_json,
 )
+
+NPY_MAGIC = b"\x93NUMPY"
 
 # |norm - 1| allowed for a unit row: float16 storage moves a unit row's norm by at most 2^-11 (4.9e-4); beyond this
 # the cosine threshold would be misreported by more than float16 rounding does.
@@ -61,7 +66,7 @@ class Embeddings(NamedTuple):
 
 
 def load_embeddings(source: Path) -> Embeddings:
-    """Memory-map embeddings from a run directory or `.npy`."""
+    """Memory-map embeddings from a run directory or `.npy`; anything else is named for what it is."""
     run_dir = source if source.is_dir() else None
     manifest = None
     if run_dir is not None:
@@ -69,6 +74,10 @@ def load_embeddings(source: Path) -> Embeddings:
         source = run_dir / EMBEDDINGS_FILE
     if not source.is_file():
         raise InputError(f"{source}: no such embeddings file")
+    if run_dir is None and not source.name.endswith(".npy"):  # a .npy file that is no array: numpy says why below
+        with open(source, "rb") as f:
+            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise InputError(mismatch(classify(source), ("embed",), "", also="an [N, d] .npy array"))
     try:
         emb = np.load(source, mmap_mode="r")
     except (ValueError, EOFError) as e:  # EOFError: an empty file
@@ -85,7 +94,7 @@ def check_run_dir(run_dir: Path, manifest: dict[str, Any], emb: NDArray[Any]) ->
     inputs = [i["path"] for i in manifest.get("inputs", [])]
     rerun = rerun_embed(run_dir, inputs)
     samples = run_dir / SAMPLES_FILE
-    rows = pq.ParquetFile(samples).metadata.num_rows if samples.is_file() else None
+    rows = parquet_rows(samples, rerun) if samples.is_file() else None
     if not len(emb) == manifest.get("n") == rows:
         raise StaleArtifactError(
             f"{run_dir}: embeddings.npy has {len(emb)} rows, samples.parquet {rows}, the manifest "
@@ -302,18 +311,19 @@ def order_embeddings(
     return OrderResult(path, vectors, threshold, summary)
 
 
-def check_order_out(out: Path) -> None:
-    """Refuse an `-o` that cannot take the permutation, before any work."""
-    if out.name == MANIFEST:
-        raise ConfigError(f"-o {out}: choose another name than {MANIFEST}")
-    if out.is_dir():
-        raise ConfigError(f"-o {out}: is a directory; name the .npy file to write (e.g. -o {out / 'order.npy'})")
+def check_order_out(out: Path, source: Path, overwrite: bool = False) -> None:
+    """Refuse an `-o` that cannot take the permutation, before any work: a folder, a file inside a tfpack output or
+    run directory, the input, or an existing file (replaced only with `overwrite`, and only a `.npy`)."""
+    check_out_file(out, overwrite, [source], magic=NPY_MAGIC)
+    if classify(source).kind is Kind.MISSING:
+        raise InputError(f"{source}: does not exist; expected an embed run directory or an [N, d] .npy array")
 
 
 def order_source(source: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> OrderResult:
-    """The path over a run directory's embeddings (its kNN graph cached in `RUN_DIR/knn/`) or over a `.npy`."""
+    """The path over a run directory's embeddings (its kNN graph cached in `RUN_DIR/knn/`, or elsewhere when the run
+    is read-only: `knn_cache_dir`) or over a `.npy`."""
     emb, emb_file, run_dir = load_embeddings(source)
-    cache_dir = run_dir / KNN_DIR if run_dir is not None else None
+    cache_dir = knn_cache_dir(run_dir) if run_dir is not None else None
     fingerprint = fingerprint_file(emb_file) if cache_dir is not None else None
     return order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
 
@@ -327,7 +337,9 @@ def write_order(result: OrderResult, out: Path, cfg: OrderConfig) -> dict[str, A
     return {"order": str(out), **result.summary, "config": asdict(cfg)}
 
 
-def run_order(source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+def run_order(
+    source: Path, out: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS, overwrite: bool = False
+) -> dict[str, Any]:
     """`tfpack order`: write the permutation to `out` (atomically) and return the summary."""
-    check_order_out(out)
+    check_order_out(out, source, overwrite)
     return write_order(order_source(source, cfg, progress), out, cfg)

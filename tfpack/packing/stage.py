@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from tfpack.arrays import gather_float32, pair_cosines, unit_rows
-from tfpack.config import EmbedConfig, OrderConfig, PackConfig
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig, check_on_error
 from tfpack.embedding.stage import embed_texts, run_embed
 from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import FormatOptions
-from tfpack.ingest.readers import Location, file_kind
+from tfpack.ingest.readers import STDIN, Location, expand_inputs, file_kind
 from tfpack.ingest.samples import batch_conversations, count_samples, iter_sample_batches
 from tfpack.ordering.contamination import (
     NGRAM,
@@ -71,14 +71,13 @@ from tfpack.workdir import (
     EPOCH_GLOB,
     ERRORS_FILE,
     IGNORE_INDEX,
-    KNN_DIR,
-    MANIFEST,
     SAMPLES_FILE,
     TOKENS_DIR,
     WORK_DIR,
     atomic_path,
     epoch_dir_name,
     fingerprint_file,
+    knn_cache_dir,
     megatron_metadata_paths,
     prepare_out_dir,
     read_manifest,
@@ -93,8 +92,6 @@ from tfpack.workdir import (
 SCHEMA_VERSION = 1
 
 
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / MANIFEST).is_file()
 
 
 def path_similarities(vectors: NDArray[Any], path: NDArray[np.int64], chunk: int = 65_536) -> NDArray[np.float32]:
@@ -267,8 +264,10 @@ def nothing_to_pack(
     with atomic_path(out_dir / ERRORS_FILE) as tmp:
         tmp.write_bytes(errors)
     fixes = []
-    if dropped:
+    if any("benchmark" not in entry for entry in dropped):
         fixes.append("raise --max-len" + (" or pass --long truncate" if long != "truncate" else ""))
+    if any("benchmark" in entry for entry in dropped):
+        fixes.append("check the --decontaminate files (every sample matched one) or pass --decontaminate-report")
     if refused:
         fixes.append("fix the samples the chat template refuses (or pass another --template)")
     listed = " and ".join(
@@ -369,6 +368,7 @@ def run_pack(
     packing metadata and finally `manifest.json`; working files (the embed run of input files, the token store) go
     under `.tfpack/`. Input files are embedded first with `embed_cfg` (default settings when None)."""
     started = time.perf_counter()
+    check_on_error(on_error)
     set_tokenizer_threads(pack_cfg.workers)
     tokenizer = load_tokenizer(pack_cfg.tokenizer, pack_cfg.template)
     overhead = template_overhead(tokenizer)
@@ -378,7 +378,13 @@ def run_pack(
             f"exchange already takes {overhead} tokens ({tokenizer.template_source} with "
             f"{tokenizer.name})"
         )
-    prepare_out_dir(out_dir, overwrite)
+    # Every input checked before anything is created: a failed check leaves nothing behind.
+    run_source = Path(sources[0]) if len(sources) == 1 and Path(sources[0]).is_dir() else None
+    if run_source is not None:
+        read_manifest(run_source, "embed", rerun_embed(run_source))
+    inputs = [str(run_source)] if run_source else [p for p in expand_inputs(sources) if p != STDIN]
+    benchmarks = read_benchmarks(list(pack_cfg.decontaminate)) if pack_cfg.decontaminate else None
+    prepare_out_dir(out_dir, "pack", overwrite, [*inputs, *pack_cfg.decontaminate])
     # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
     for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
         stale.unlink()
@@ -386,8 +392,8 @@ def run_pack(
         (out_dir / name).unlink(missing_ok=True)
     for old_epoch in out_dir.glob(EPOCH_GLOB):
         shutil.rmtree(old_epoch)
-    if len(sources) == 1 and is_run_dir(Path(sources[0])):
-        run_dir = Path(sources[0])
+    if run_source is not None:
+        run_dir = run_source
     else:
         run_dir = out_dir / WORK_DIR / EMBED_RUN
         if run_dir.exists():
@@ -403,7 +409,6 @@ def run_pack(
         )
     embed_manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
     emb, emb_file, _ = load_embeddings(run_dir)
-    benchmarks = read_benchmarks(list(pack_cfg.decontaminate)) if pack_cfg.decontaminate else None
     # Tokenizing first: a sample the template refuses, or nothing left to pack, stops the run before the ordering.
     store_dir = out_dir / WORK_DIR / TOKENS_DIR
     tokens, dropped, truncated, cut_trained, refused = tokenize_samples(
@@ -433,6 +438,10 @@ def run_pack(
         if not pack_cfg.decontaminate_report:
             skip[contamination.rows] = True
             dropped += contamination.entries
+            if skip.all():
+                shutil.rmtree(store_dir)
+                input_errors = int(embed_manifest.get("n_errors", 0))
+                raise nothing_to_pack(out_dir, len(skip), dropped, refused, pack_cfg.long, errors, input_errors)
     decontaminate_seconds = time.perf_counter() - decontaminate_started
     fingerprint = fingerprint_file(emb_file)
     dedup = None
@@ -470,7 +479,7 @@ def run_pack(
         ordered = order_embeddings(
             emb,
             epoch_cfg,
-            run_dir / KNN_DIR,
+            knn_cache_dir(run_dir, out_dir / WORK_DIR),
             fingerprint,
             progress,
             plan._replace(avoid=earlier, reach=reach_of(earlier), epoch=epoch),

@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from tfpack.errors import ConfigError, DependencyError
+from tfpack.errors import ConfigError, DependencyError, note
 from tfpack.ingest.formats import Conversation
 from tfpack.workdir import IGNORE_INDEX, short_hash
 
@@ -483,8 +483,12 @@ def template_overhead(tokenizer: Tokenizer) -> int:
 
 
 def set_tokenizer_threads(workers: int) -> int:
-    """Threads the fast tokenizer encodes a batch with (0 = every core); set before its first parallel use."""
-    n = workers or os.cpu_count() or 1
+    """Threads the fast tokenizer encodes a batch with (0 = every core, and never more than this machine has: more
+    only adds contention); set before its first parallel use."""
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        note(f"--workers {workers}: this machine has {cores} cores; using {cores}")
+    n = min(workers, cores) or cores
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if n > 1 else "false"
     os.environ["RAYON_NUM_THREADS"] = str(n)
     return n

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tfpack.errors import ConfigError, StaleArtifactError
 from tfpack.packing.tokenizer import load_tokenizer
-from tfpack.workdir import IGNORE_INDEX, listed_shards, read_manifest
+from tfpack.workdir import IGNORE_INDEX, damaged_parquet, listed_shards, read_manifest, rerun_pack
 
 
 def read_pack(out_dir: Path, manifest: dict[str, Any], index: int) -> tuple[dict[str, Any], str]:
@@ -24,12 +25,15 @@ def read_pack(out_dir: Path, manifest: dict[str, Any], index: int) -> tuple[dict
         raise ConfigError(f"--pack: {out_dir} has packs 0..{total - 1}, got {index}")
     for shard, path in zip(manifest["shards"], listed_shards(out_dir, manifest), strict=True):
         if index < shard["packs"]:
-            parquet = pq.ParquetFile(path)
-            for group in range(parquet.num_row_groups):
-                rows = parquet.metadata.row_group(group).num_rows
-                if index < rows:
-                    return parquet.read_row_group(group).slice(index, 1).to_pylist()[0], shard["file"]
-                index -= rows
+            try:
+                parquet = pq.ParquetFile(path)
+                for group in range(parquet.num_row_groups):
+                    rows = parquet.metadata.row_group(group).num_rows
+                    if index < rows:
+                        return parquet.read_row_group(group).slice(index, 1).to_pylist()[0], shard["file"]
+                    index -= rows
+            except pa.ArrowException as e:
+                raise damaged_parquet(path, e, rerun_pack(out_dir, manifest)) from None
             raise StaleArtifactError(
                 f"{path}: holds fewer packs than manifest.json lists; run `tfpack stats {out_dir} --verify`"
             )
@@ -46,7 +50,7 @@ def runs(trained: np.ndarray) -> list[tuple[int, int]]:
 
 def inspect_pack(out_dir: Path, index: int) -> dict[str, Any]:
     """The pack's samples, each as decoded runs `{"text", "trained"}`, with ids, lengths and path similarity."""
-    manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
+    manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir} --overwrite")
     row, shard = read_pack(out_dir, manifest, index)
     name = manifest["tokenizer"]
     hf = load_tokenizer(name, None).hf

@@ -8,17 +8,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from tfpack.arrays import unit_rows
-from tfpack.config import PackConfig
-from tfpack.errors import StaleArtifactError
+from tfpack.config import OrderConfig, PackConfig, build
+from tfpack.errors import ConfigError, StaleArtifactError
 from tfpack.ingest.samples import read_labels
 from tfpack.ordering.stage import load_embeddings, to_float32
 from tfpack.ordering.threshold import resolve_threshold
 from tfpack.report.duplicates import dedup_stats
-from tfpack.workdir import SAMPLES_FILE, listed_shards, manifest_stage, read_manifest, rerun_embed
+from tfpack.workdir import (
+    SAMPLES_FILE,
+    check_out_file,
+    classify,
+    epoch_dir_name,
+    listed_shards,
+    manifest_stage,
+    read_manifest,
+    read_parquet,
+    rerun_embed,
+    rerun_pack,
+)
+
+PNG_MAGIC = b"\x89PNG"
 
 
 def pack_similarities(unit: NDArray[np.float32], groups: list[NDArray[np.int64]]) -> NDArray[np.float64]:
@@ -98,14 +110,16 @@ def label_stats(ids_per_pack: list[list[int]], labels: dict[int, str], seed: int
 
 def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
     """Counts, fill, pack sizes, length histograms and relatedness of a `tfpack pack` output."""
-    manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
+    manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir} --overwrite")
     if not Path(manifest["run_dir"]).is_dir():
         raise StaleArtifactError(
             f"{manifest['run_dir']}: the embed run {out_dir} was packed from is gone (stats "
             f"reads its embeddings); restore it, or pack again with --overwrite"
         )
-    table = pq.read_table(
-        listed_shards(out_dir, manifest), columns=["sample_ids", "sample_lengths", "num_tokens", "num_loss_tokens"]
+    table = read_parquet(
+        listed_shards(out_dir, manifest),
+        ["sample_ids", "sample_lengths", "num_tokens", "num_loss_tokens"],
+        rerun_pack(out_dir, manifest),
     )
     ids_per_pack = table.column("sample_ids").to_pylist()
     sizes = np.asarray([len(x) for x in ids_per_pack])
@@ -172,7 +186,7 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
 
 def row_of_sample(run_dir: Path) -> NDArray[np.int64]:
     """Embedding row of each sample_id (-1 for ids with no row)."""
-    ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
+    ids = read_parquet([run_dir / SAMPLES_FILE], ["sample_id"], rerun_embed(run_dir)).column(0).to_numpy()
     row_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
     row_of[ids] = np.arange(len(ids))
     return row_of
@@ -225,12 +239,38 @@ def epochs_stats(out_dir: Path, seed: int = 0) -> dict[str, Any]:
     return {"epochs": per_epoch, "max_repeat_rate": max(e["repeat_rate"] for e in per_epoch)}
 
 
+def check_options(
+    path: Path, stage: str, seed: int, plot: Path | None, dedup: PackConfig | None, show: int, overwrite: bool
+) -> None:
+    """Refuse an option `stats` would ignore for this kind of output, or a value out of range, before any work."""
+    build(OrderConfig, None, {"seed": seed})
+    if show < 0:
+        raise ConfigError(f"--show: must be >= 0, got {show}")
+    if show and dedup is None:
+        raise ConfigError("--show: lists the groups --dedup S finds; pass --dedup S as well")
+    if dedup is not None and stage != "embed":
+        raise ConfigError(f"--dedup: previews an embed run's near-duplicates; {path} {classify(path).describe()}")
+    if plot is not None:
+        if stage == "pack-epochs":
+            raise ConfigError(f"--plot: draws one packing; pass an epoch, e.g. {path / epoch_dir_name(0)}")
+        if stage != "pack":
+            raise ConfigError(f"--plot: draws a pack output; {path} {classify(path).describe()}")
+        check_out_file(plot, overwrite, [path], flag="--plot", magic=PNG_MAGIC)
+
+
 def stats(
-    path: Path, seed: int = 0, plot: Path | None = None, dedup: PackConfig | None = None, show: int = 0
+    path: Path,
+    seed: int = 0,
+    plot: Path | None = None,
+    dedup: PackConfig | None = None,
+    show: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Stats of a pack output (one packing or `--epochs`) or an embed run directory, whichever `path` is; with
-    `dedup` (its dedup, dedup_keep and dedup_on), an embed run's near-duplicate report: what `pack` would remove."""
+    `dedup` (its dedup, dedup_keep and dedup_on), an embed run's near-duplicate report: what `pack` would remove
+    (`show` groups listed); `plot`: a PNG to write (an existing one replaced only with `overwrite`)."""
     stage = manifest_stage(path, "point stats at a finished `tfpack pack` or `tfpack embed` output")
+    check_options(path, stage, seed, plot, dedup, show, overwrite)
     if stage == "pack-epochs":
         return epochs_stats(path, seed)
     if stage == "pack":

@@ -25,7 +25,7 @@ from tfpack.packing.stage import tokenize_samples
 from tfpack.packing.tokenizer import load_tokenizer
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.report.stats import mean_pairwise_similarity, near_duplicate_rate, random_packs
-from tfpack.workdir import KNN_DIR, SAMPLES_FILE, fingerprint_file, read_manifest, rerun_embed
+from tfpack.workdir import SAMPLES_FILE, fingerprint_file, knn_cache_dir, read_manifest, rerun_embed
 
 
 def parse_thresholds(spec: str) -> list[str]:
@@ -66,10 +66,11 @@ def sweep(
         dropped, refused = tokenized.dropped, tokenized.refused
         del tokenized
     rng_seed = order_cfg.seed
+    cache_dir = knn_cache_dir(run_dir)
     results = []
     for value in thresholds:
         ordered = order_embeddings(
-            emb, replace(order_cfg, threshold=value), run_dir / KNN_DIR, fingerprint, progress, WalkPlan(skip=~kept)
+            emb, replace(order_cfg, threshold=value), cache_dir, fingerprint, progress, WalkPlan(skip=~kept)
         )
         unit = unit_rows(ordered.vectors)
         path = ordered.path

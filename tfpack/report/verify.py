@@ -32,6 +32,7 @@ from tfpack.workdir import (
     epoch_dirs,
     megatron_metadata_name,
     read_manifest,
+    read_parquet,
     rerun_pack,
     shard_paths,
 )
@@ -169,7 +170,8 @@ def expected_ids(manifest: dict[str, Any]) -> NDArray[np.int64] | None:
     samples = Path(manifest.get("run_dir", "")) / SAMPLES_FILE
     if not samples.is_file():
         return None
-    return pq.read_table(samples, columns=["sample_id"]).column(0).to_numpy().astype(np.int64)
+    rerun = f"tfpack embed INPUT... -o {samples.parent} --overwrite"
+    return read_parquet([samples], ["sample_id"], rerun).column(0).to_numpy().astype(np.int64)
 
 
 def verify(out_dir: Path) -> dict[str, Any]:
@@ -189,7 +191,7 @@ def verify(out_dir: Path) -> dict[str, Any]:
 
 def verify_packing(out_dir: Path) -> dict[str, Any]:
     """Check one packing's output directory."""
-    manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir}")
+    manifest = read_manifest(out_dir, "pack", f"tfpack pack RUN_DIR -o {out_dir} --overwrite")
     listed = [s["file"] for s in manifest["shards"]]
     on_disk = sorted(f"{DATA_DIR}/{p.name}" for p in shard_paths(out_dir))
     if sorted(listed) != on_disk:
@@ -232,7 +234,7 @@ def verify_packing(out_dir: Path) -> dict[str, Any]:
     ):
         if counts_m.get(key, 0 if key == "refused" else None) != value:
             raise VerifyError(f"{out_dir}/manifest.json: counts.{key} is {counts_m.get(key)}, the shards hold {value}")
-    check_megatron_metadata(out_dir, int(manifest["max_len"]))
+    check_megatron_metadata(out_dir, manifest)
     return {
         "ok": True,
         "shards": len(listed),
@@ -245,10 +247,11 @@ def verify_packing(out_dir: Path) -> dict[str, Any]:
     }
 
 
-def check_megatron_metadata(out_dir: Path, max_len: int) -> None:
+def check_megatron_metadata(out_dir: Path, manifest: dict[str, Any]) -> None:
     """`{max_len}_metadata.jsonl` holds exactly the statistics of the shards on disk."""
+    max_len = int(manifest["max_len"])
     path = out_dir / megatron_metadata_name(max_len)
-    rerun = f"run `{rerun_pack(out_dir)}`"
+    rerun = f"run `{rerun_pack(out_dir, manifest)}`"
     if not path.is_file():
         raise VerifyError(f"{path}: missing (Megatron-Bridge's packing metadata); {rerun}")
     try:
