@@ -128,6 +128,7 @@ def test_config_file_unknown_key(tmp_path: Path, qa_file: Path) -> None:
     assert code == 2 and "unknown key(s) modle" in err
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole stack
 def test_stdin_subprocess(tmp_path: Path) -> None:
     data = b"".join(orjson.dumps(r) + b"\n" for r in qa_rows(6))
     proc = subprocess.run(
@@ -150,6 +151,7 @@ def test_every_command_has_help_and_is_documented(command: str) -> None:
     assert f"tfpack {command}" in README.read_text()
 
 
+@pytest.mark.slow  # the full model over the shared GSM8K and GPTeacher sets
 @pytest.mark.shared_data
 @pytest.mark.parametrize(
     ("name", "n", "fmt"), [("gsm8k_train.jsonl", 7473, "prompt-completion"), ("gpteacher_codegen.json", 4535, "alpaca")]

@@ -132,6 +132,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # a real process embedding, killed and resumed
 def test_killed_embed_resumes_to_the_same_result(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "big.jsonl", qa_rows(3000))
     run, ref = tmp_path / "run", tmp_path / "ref"
@@ -158,6 +159,7 @@ def test_resume_refuses_other_inputs(tmp_path: Path, qa_file: Path) -> None:
     assert code == 2 and "already complete" in err
 
 
+@pytest.mark.slow  # a real process killed mid-pack
 def test_killed_pack_leaves_no_manifest_and_rerun_says_incomplete(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "big.jsonl", qa_rows(1500))
     run, out = tmp_path / "run", tmp_path / "out"
@@ -295,6 +297,7 @@ def test_template_that_fails_the_end_of_turn_probe_is_one_line(qa_file: Path, tm
     assert not out.exists()
 
 
+@pytest.mark.slow  # fresh interpreters, full model
 def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: Path) -> None:
     """--quiet: a real embed and pack leave stderr empty; the switches also hold for a library's own tqdm bar and
     warning log line (what transformers 5 prints while loading weights) and for a logger a library configures itself
@@ -336,6 +339,7 @@ def test_quiet_prints_nothing_not_even_other_libraries(qa_file: Path, tmp_path: 
     assert "Starting execution of Dataset" in loud.stderr
 
 
+@pytest.mark.slow  # fresh interpreters, IVF training
 def test_quiet_and_json_keep_faiss_training_warnings_off_stderr(tmp_path: Path) -> None:
     """faiss's k-means warns on stderr from C++ when it has under 39 training rows per centroid (IVF with a small k,
     the 16-centroid PQ of ivfpq below 624 rows): neither --quiet nor --json output may carry it."""
