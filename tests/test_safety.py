@@ -316,6 +316,24 @@ def test_bracketed_plot_path_is_written_literally(world: Path) -> None:
     assert again.exit_code == 2 and "--plot p[ray].png: exists; pass --overwrite" in again.stderr
 
 
+def test_plot_beside_the_shards_it_draws(world: Path) -> None:
+    """`stats OUT --verify --plot OUT/stats.png` (the quick start's form) writes a new PNG at the top of the pack
+    output, which still verifies and is kept by a later --overwrite like any user file; tfpack's own files there and
+    anything under data/ are never written."""
+    before = {p: p.read_bytes() for p in (world / "out").rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, ["stats", "out", "--verify", "--plot", "out/stats.png", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert (world / "out" / "stats.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(p.read_bytes() == data for p, data in before.items())
+    for target, message in (
+        ("out/data/stats.png", "is inside the input out"),
+        ("out/dropped.jsonl", "is not the kind of file this command writes"),
+    ):
+        result = CliRunner().invoke(app, ["stats", "out", "--plot", target, "--overwrite"])
+        assert result.exit_code == 2 and message in result.stderr, (target, result.stderr)
+    assert all(p.read_bytes() == data for p, data in before.items())
+
+
 def test_literal_path_beats_glob_and_repeats_are_read_once(world: Path) -> None:
     """Cases 5 and 6: an existing `d[1].jsonl` is that file (not `d1.jsonl`); one file named three ways is read once
     with a note."""

@@ -496,17 +496,25 @@ def prepare_out_dir(
 
 
 def check_out_file(
-    out: Path, overwrite: bool, inputs: Iterable[str | os.PathLike[str]] = (), flag: str = "-o", magic: bytes = b""
+    out: Path,
+    overwrite: bool,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    flag: str = "-o",
+    magic: bytes = b"",
+    beside: Path | None = None,
 ) -> None:
     """Whether a command may write the file `out` (an order `.npy`, a plot): never a folder, never inside a tfpack
-    output or run directory, never an input, an existing file only with --overwrite and only when it starts with
-    `magic` (the kind of file the command writes)."""
+    output or run directory (except a new file at the top level of `beside`, e.g. a plot next to the shards it
+    draws, which tfpack then treats as the user's), never an input, an existing file only with --overwrite and only
+    when it starts with `magic` (the kind of file the command writes)."""
     if out.name == MANIFEST:
         raise ConfigError(f"{flag} {out}: choose another name than {MANIFEST}")
-    check_apart(out, inputs, flag)
+    top_of_beside = beside is not None and out.parent.resolve() == beside.resolve()
+    if not top_of_beside:
+        check_apart(out, inputs, flag)
     if out.is_dir():
         raise ConfigError(f"{flag} {out}: is a directory; name the file to write (e.g. {flag} {out / 'order.npy'})")
-    if (owner := tfpack_owner(out)) is not None:
+    if not top_of_beside and (owner := tfpack_owner(out)) is not None:
         raise ConfigError(
             f"{flag} {out}: is inside the tfpack output {owner.path} (tfpack manages its files); write it somewhere "
             "else"

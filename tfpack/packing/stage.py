@@ -92,8 +92,6 @@ from tfpack.workdir import (
 SCHEMA_VERSION = 1
 
 
-
-
 def path_similarities(vectors: NDArray[Any], path: NDArray[np.int64], chunk: int = 65_536) -> NDArray[np.float32]:
     """Cosine similarity of each path sample to the previous one on the path (NaN for the first), chunk by chunk."""
     out = np.full(len(path), np.nan, dtype=np.float32)

@@ -255,7 +255,7 @@ def check_options(
             raise ConfigError(f"--plot: draws one packing; pass an epoch, e.g. {path / epoch_dir_name(0)}")
         if stage != "pack":
             raise ConfigError(f"--plot: draws a pack output; {path} {classify(path).describe()}")
-        check_out_file(plot, overwrite, [path], flag="--plot", magic=PNG_MAGIC)
+        check_out_file(plot, overwrite, [path], flag="--plot", magic=PNG_MAGIC, beside=path)
 
 
 def stats(
