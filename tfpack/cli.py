@@ -806,7 +806,14 @@ def stats(
         checked = check(path) if verify else None
         return {**summary, "verify": checked} if checked else summary
 
-    _emit(_run(action), as_json, quiet, f"tfpack stats {path}")
+    summary = _run(action)
+    if not as_json and "sources" in summary:  # a mixture: one row per source
+        rows = [
+            [(f"source {name}", v) for name, v in value.items()] if key == "sources" else [(key, value)]
+            for key, value in summary.items()
+        ]
+        summary = dict(row for group in rows for row in group)
+    _emit(summary, as_json, quiet, f"tfpack stats {path}")
 
 
 @app.command()

@@ -81,7 +81,7 @@ def test_stats_shares_and_verify(mixed: Path) -> None:
     assert chat["token_share"] == round(chat["tokens"] / summary["tokens"], 6)
     assert chat["sample_share"] + code["sample_share"] == pytest.approx(1.0)
     human = runner.invoke(app, ["stats", str(mixed)])
-    assert human.exit_code == 0 and "token_share" in human.stdout and "chat" in human.stdout
+    assert human.exit_code == 0 and "source chat" in human.stdout and "token_share" in human.stdout
 
 
 def test_verify_counts_copies_strictly(mixed: Path, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Pack stage: order the samples along the TFP path, tokenize them, cut packs, write shards and a manifest.
 
 Input is a run directory from `tfpack embed`, or input files (embedded first into `OUT_DIR/embed/` with the
-default embed settings). Every valid sample ends in exactly one pack or in `dropped.jsonl` with its reason;
+default embed settings). Every valid sample ends in exactly one pack (with `--weights`, in one pack per copy;
+repeats.jsonl lists those with several) or in `dropped.jsonl` with its reason;
 malformed input records skipped with `--on-error skip` are listed in `errors.jsonl`.
 """
 
