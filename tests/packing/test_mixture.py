@@ -115,6 +115,17 @@ def test_weight_errors_are_one_line(mixed: Path, tmp_path: Path, weights: str, m
     assert not (tmp_path / "o").exists()
 
 
+def test_unknown_source_of_input_files_refused_before_anything_is_written(tmp_path: Path) -> None:
+    chat = write_jsonl(tmp_path / "chat.jsonl", chat_rows(3))
+    result = runner.invoke(
+        app, ["pack", str(chat), "-o", str(tmp_path / "o"), *DEMO_TOKENIZER, "--weights", "code=2", "--quiet"]
+    )
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        "error: --weights: no source named 'code'; the sources are chat"
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_weights_from_yaml_and_api_forms() -> None:
     assert PackConfig(weights={"a": 2, "b": 0.5}).weights == ("a=2", "b=0.5")  # type: ignore[arg-type]
     assert PackConfig(weights=["a=1.5"]).weights == ("a=1.5",)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ Example: sources a (weight 2.0) and b (weight 0.5) of 4 samples each: a's 4 samp
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,8 @@ def separate_copies(
         members[b] = kept
     for pos, origin in homeless:
         row, size = int(path[pos]), int(lengths[pos])
-        order = [*range(origin + 1, len(members)), *range(origin - 1, -1, -1)]
-        target = next((b for b in order if fill[b] + size <= max_len and row not in rows[b]), None)
+        nearby = chain(range(origin + 1, len(members)), range(origin - 1, -1, -1))
+        target = next((b for b in nearby if fill[b] + size <= max_len and row not in rows[b]), None)
         if target is None:
             members.append([])
             rows.append(set())
