@@ -91,9 +91,7 @@ def tfpack_path_seconds(run: Path, path: np.ndarray, sims: np.ndarray, cfg: Pack
         kept = path[tokens.kept[path]]
         packs = pack_path(tokens.lengths[kept], cfg.max_len, cfg.lookahead)
         order = np.random.default_rng(cfg.seed).permutation(len(packs))
-        sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
-        sim_of_row[path] = sims
-        write_packs(Path(out), packs, order, kept, tokens, sample_ids, sim_of_row, cfg)
+        write_packs(Path(out), packs, order, kept, tokens, sample_ids, sims[tokens.kept[path]], cfg)
         return time.perf_counter() - started
 
 

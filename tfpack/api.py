@@ -193,7 +193,8 @@ def pack(
     """`tfpack pack`: tokenize for `tokenizer` (a Hugging Face name or directory, or 'packaged-minilm') and write
     TFP-ordered packed shards to `out_dir`. `sources`: one embed run directory, or input files (embedded first with
     `embed_config`, default settings when None). `options`: the fields of `PackConfig` (max_len, template, train_on,
-    attention, long, lookahead, shard_packs, workers, pack_filter, dedup, dedup_keep, dedup_on, epochs; its seed as
+    attention, long, lookahead, shard_packs, workers, pack_filter, dedup, dedup_keep, dedup_on, epochs, weights (a
+    mapping {source: weight} or "name=weight" strings); its seed as
     `pack_seed`), of `OrderConfig`
     (threshold, window, k, knn, exact, buckets, seed, ...) and of `FormatOptions`; `engine` applies to both stages.
     """

@@ -634,6 +634,16 @@ def pack(
             "epoch-<E-1> (read epoch e's shards in epoch e; `tfpack.data.epoch_dirs`). " + default(PackConfig, "epochs")
         ),
     ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Mix sources (each input file is one, named by its file name without extension): "
+            "NAME=WEIGHT,... up- or down-samples a source before the walk, e.g. gsm8k=2.0,code=0.5. Weight W packs "
+            "each sample floor(W) times plus once more with probability W - floor(W) (seeded by --pack-seed), "
+            "never twice in one pack; a sample not drawn goes to dropped.jsonl, repeated ones to repeats.jsonl; "
+            "per-source counts in the manifest and `tfpack stats`. Unnamed sources keep weight 1. [default: none]"
+        ),
+    ] = None,
     engine: EngineOpt = None,
     threshold: ThresholdOpt = None,
     distance_threshold: DistanceOpt = None,
@@ -702,6 +712,7 @@ def pack(
                 "decontaminate_threshold": decontaminate_threshold,
                 "decontaminate_report": decontaminate_report,
                 "epochs": epochs,
+                "weights": tuple(w for given in weights for w in given.split(",")) if weights else None,
             },
             str(config),
         )
@@ -795,7 +806,14 @@ def stats(
         checked = check(path) if verify else None
         return {**summary, "verify": checked} if checked else summary
 
-    _emit(_run(action), as_json, quiet, f"tfpack stats {path}")
+    summary = _run(action)
+    if not as_json and "sources" in summary:  # a mixture: one row per source
+        rows = [
+            [(f"source {name}", v) for name, v in value.items()] if key == "sources" else [(key, value)]
+            for key, value in summary.items()
+        ]
+        summary = dict(row for group in rows for row in group)
+    _emit(summary, as_json, quiet, f"tfpack stats {path}")
 
 
 @app.command()

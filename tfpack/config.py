@@ -204,10 +204,15 @@ class PackConfig:
     decontaminate_threshold: float | None = None
     decontaminate_report: bool = False
     epochs: int = 1
+    weights: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.decontaminate, list):  # a YAML list
             object.__setattr__(self, "decontaminate", tuple(self.decontaminate))
+        if isinstance(self.weights, list):  # a YAML list of 'name=weight'
+            object.__setattr__(self, "weights", tuple(self.weights))
+        if isinstance(self.weights, dict):  # a YAML mapping or an API dict {name: weight}
+            object.__setattr__(self, "weights", tuple(f"{k}={v}" for k, v in self.weights.items()))
         check_types(self)
         _choice("train_on", self.train_on, ("completion", "assistant", "all"))
         _choice("attention", self.attention, ("segment", "pack"))
@@ -233,6 +238,32 @@ class PackConfig:
         _choice("dedup_keep", self.dedup_keep, ("first", "longest"))
         _choice("dedup_on", self.dedup_on, ("full", "prompt"))
         _between("epochs", self.epochs, 1, INT_MAX)
+        weight_map(self.weights)
+        if self.weights and self.epochs > 1:
+            raise OptionError("weights", "cannot be combined with --epochs > 1 yet; pack each epoch separately")
+
+
+def weight_map(entries: tuple[str, ...]) -> dict[str, float]:
+    """`--weights`: 'name=weight' entries as {source name: weight}; a weight is a finite number >= 0.
+
+    >>> weight_map(("gsm8k=2.0", "codegen=0.5"))
+    {'gsm8k': 2.0, 'codegen': 0.5}
+    """
+    weights: dict[str, float] = {}
+    for entry in entries:
+        name, sep, value = entry.rpartition("=")
+        try:
+            weight = float(value) if sep and name and "=" not in name else math.nan
+        except ValueError:
+            weight = math.nan
+        if math.isnan(weight):
+            raise OptionError("weights", f"expected NAME=WEIGHT (e.g. gsm8k=2.0), got '{entry}'")
+        if not 0 <= weight < math.inf:
+            raise OptionError("weights", f"{name}: a weight must be a finite number >= 0, got {value}")
+        if name in weights:
+            raise OptionError("weights", f"{name}: given twice")
+        weights[name] = weight
+    return weights
 
 
 C = TypeVar("C")

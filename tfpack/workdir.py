@@ -39,6 +39,7 @@ WORK_DIR = ".tfpack"
 DROPPED_FILE = "dropped.jsonl"
 ERRORS_FILE = "errors.jsonl"
 CONTAMINATION_FILE = "contamination.jsonl"  # `pack --decontaminate`: the contaminated samples, dropped or not
+REPEATS_FILE = "repeats.jsonl"  # `pack --weights`: the samples packed more than once, with their number of copies
 CARD_FILE = "README.md"
 EMBED_RUN = "embed"  # under WORK_DIR: the embed run of `pack INPUT...`
 TOKENS_DIR = "tokens.tmp"  # under WORK_DIR: the token store while packing
@@ -268,7 +269,17 @@ METADATA_GLOB = "[0-9]*_metadata.jsonl"
 # What each stage writes at the top of its directory (shell patterns): all that `--overwrite` ever removes there.
 OWNED: dict[str, tuple[str, ...]] = {
     "embed": (MANIFEST, SAMPLES_FILE, EMBEDDINGS_FILE, PARTIAL_FILE, PROGRESS_FILE, ERRORS_FILE, KNN_DIR, INGEST_DIR),
-    "pack": (MANIFEST, DATA_DIR, WORK_DIR, CARD_FILE, DROPPED_FILE, ERRORS_FILE, CONTAMINATION_FILE, METADATA_GLOB),
+    "pack": (
+        MANIFEST,
+        DATA_DIR,
+        WORK_DIR,
+        CARD_FILE,
+        DROPPED_FILE,
+        ERRORS_FILE,
+        CONTAMINATION_FILE,
+        REPEATS_FILE,
+        METADATA_GLOB,
+    ),
     "pack-epochs": (MANIFEST, WORK_DIR, EPOCH_GLOB),
 }
 # Names only tfpack writes: a folder without a manifest that holds one of these is an unfinished tfpack run.

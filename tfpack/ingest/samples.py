@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import Conversation, FieldMap, FormatOptions, Turn, resolve_field_map, to_conversation
@@ -303,3 +305,22 @@ def read_labels(samples_path: Path) -> dict[int, str] | None:
 def count_samples(samples_path: Path) -> int:
     """Number of samples stored, from the Parquet footer."""
     return int(pq.ParquetFile(samples_path).metadata.num_rows)
+
+
+def source_names(inputs: list[dict[str, Any]]) -> list[str]:
+    """The source name of each input in a manifest's `inputs`: its file name without extension ('stdin' for `-`),
+    or its path as given where two inputs share a name.
+
+    >>> source_names([{"path": "data/gsm8k.jsonl"}, {"path": "code.json"}])
+    ['gsm8k', 'code']
+    """
+    stems = ["stdin" if entry["path"] == STDIN else Path(entry["path"]).name.split(".")[0] for entry in inputs]
+    return [stem if stems.count(stem) == 1 else entry["path"] for stem, entry in zip(stems, inputs, strict=True)]
+
+
+def read_source_index(samples_path: Path) -> NDArray[np.int32]:
+    """Each stored sample's source: the position of its input in the manifest's `inputs`, in row order."""
+    parquet = pq.ParquetFile(samples_path)
+    if "input_index" not in parquet.schema_arrow.names:  # a run of one input, written before the column existed
+        return np.zeros(parquet.metadata.num_rows, dtype=np.int32)
+    return parquet.read(columns=["input_index"]).column(0).to_numpy().astype(np.int32)

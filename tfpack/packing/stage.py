@@ -1,7 +1,8 @@
 """Pack stage: order the samples along the TFP path, tokenize them, cut packs, write shards and a manifest.
 
 Input is a run directory from `tfpack embed`, or input files (embedded first into `OUT_DIR/embed/` with the
-default embed settings). Every valid sample ends in exactly one pack or in `dropped.jsonl` with its reason;
+default embed settings). Every valid sample ends in exactly one pack (with `--weights`, in one pack per copy;
+repeats.jsonl lists those with several) or in `dropped.jsonl` with its reason;
 malformed input records skipped with `--on-error skip` are listed in `errors.jsonl`.
 """
 
@@ -27,7 +28,7 @@ from tfpack.embedding.stage import embed_texts, run_embed
 from tfpack.errors import ConfigError, InputError
 from tfpack.ingest.formats import FormatOptions
 from tfpack.ingest.readers import STDIN, Location, expand_inputs, file_kind
-from tfpack.ingest.samples import batch_conversations, count_samples, iter_sample_batches
+from tfpack.ingest.samples import batch_conversations, count_samples, iter_sample_batches, source_names
 from tfpack.ordering.contamination import (
     NGRAM,
     BenchmarkItems,
@@ -44,6 +45,7 @@ from tfpack.ordering.stage import load_embeddings, order_embeddings
 from tfpack.packing.card import write_card, write_megatron_metadata
 from tfpack.packing.cut import fit_to_max_len
 from tfpack.packing.epochs import epoch_start, pack_ids, reach_of, repeated_pairs
+from tfpack.packing.mixture import draw_copies, sample_sources, separate_copies, source_counts, source_weights
 from tfpack.packing.packer import pack_path, separate_near_duplicates
 from tfpack.packing.shards import pack_row, write_shard
 from tfpack.packing.tokenizer import (
@@ -71,6 +73,7 @@ from tfpack.workdir import (
     EPOCH_GLOB,
     ERRORS_FILE,
     IGNORE_INDEX,
+    REPEATS_FILE,
     SAMPLES_FILE,
     TOKENS_DIR,
     WORK_DIR,
@@ -308,11 +311,11 @@ def write_packs(
     path: NDArray[np.int64],
     tokens: TokenStore,
     sample_ids: NDArray[np.int64],
-    sim_of_row: NDArray[np.float32],
+    path_sims: NDArray[np.float32],
     pack_cfg: PackConfig,
     progress: Progress = NULL_PROGRESS,
 ) -> WrittenShards:
-    """Write packs (positions on `path`, in `pack_order`) as shards.
+    """Write packs (positions on `path`, in `pack_order`) as shards; `path_sims` per path position.
 
     With `--engine ray` each shard is assembled and written by a Ray task (a bounded number in flight, so the driver
     never holds more than a few shards' tokens); `out_dir` must then be reachable from the workers (a shared file
@@ -329,7 +332,7 @@ def write_packs(
                     [np.array(ids) for ids, _ in samples],
                     [np.array(lab) for _, lab in samples],
                     sample_ids[members].tolist(),
-                    sim_of_row[members].tolist(),
+                    path_sims[packs[p]].tolist(),
                 )
             )
         return specs
@@ -379,14 +382,17 @@ def run_pack(
     # Every input checked before anything is created: a failed check leaves nothing behind.
     run_source = Path(sources[0]) if len(sources) == 1 and Path(sources[0]).is_dir() else None
     if run_source is not None:
-        read_manifest(run_source, "embed", rerun_embed(run_source))
+        listed = read_manifest(run_source, "embed", rerun_embed(run_source)).get("inputs", [])
+        source_weights(pack_cfg.weights, sample_sources(run_source / SAMPLES_FILE, listed)[0])
+    else:
+        source_weights(pack_cfg.weights, source_names([{"path": p} for p in expand_inputs(sources)]))
     inputs = [str(run_source)] if run_source else [p for p in expand_inputs(sources) if p != STDIN]
     benchmarks = read_benchmarks(list(pack_cfg.decontaminate)) if pack_cfg.decontaminate else None
     prepare_out_dir(out_dir, "pack", overwrite, [*inputs, *pack_cfg.decontaminate])
     # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
     for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
         stale.unlink()
-    for name in (DROPPED_FILE, ERRORS_FILE, CARD_FILE, CONTAMINATION_FILE):
+    for name in (DROPPED_FILE, ERRORS_FILE, CARD_FILE, CONTAMINATION_FILE, REPEATS_FILE):
         (out_dir / name).unlink(missing_ok=True)
     for old_epoch in out_dir.glob(EPOCH_GLOB):
         shutil.rmtree(old_epoch)
@@ -458,6 +464,23 @@ def run_pack(
         )
         dropped += duplicate_entries(dedup.duplicates, sample_ids)
         skip[dedup.duplicates.removed] = True
+    names, source_of_row = sample_sources(run_dir / SAMPLES_FILE, embed_manifest.get("inputs", []))
+    weights = source_weights(pack_cfg.weights, names)
+    eligible = ~skip
+    copies = np.where(eligible, draw_copies(weights[source_of_row], pack_cfg.seed), 0)
+    not_drawn = np.flatnonzero(eligible & (copies == 0))
+    dropped += [
+        {
+            "sample_id": int(sample_ids[row]),
+            "reason": f"weight {weights[source_of_row[row]]:g} of source {names[source_of_row[row]]}: not drawn",
+        }
+        for row in not_drawn
+    ]
+    skip[not_drawn] = True
+    if skip.all():
+        shutil.rmtree(store_dir)
+        input_errors = int(embed_manifest.get("n_errors", 0))
+        raise nothing_to_pack(out_dir, len(skip), dropped, refused, pack_cfg.long, errors, input_errors)
     plan = WalkPlan(skip=skip)
     common = {
         "run_dir": str(run_dir.resolve()),
@@ -474,17 +497,23 @@ def run_pack(
         epoch_cfg = replace(
             order_cfg, start=epoch_start(np.flatnonzero(tokens.kept), epoch, order_cfg.start, order_cfg.seed)
         )
-        ordered = order_embeddings(
-            emb,
-            epoch_cfg,
-            knn_cache_dir(run_dir, out_dir / WORK_DIR),
-            fingerprint,
-            progress,
-            plan._replace(avoid=earlier, reach=reach_of(earlier), epoch=epoch),
-        )
-        sim_of_row = np.empty(len(sample_ids), dtype=np.float32)
-        sim_of_row[ordered.path] = path_similarities(ordered.vectors, ordered.path)
-        order_summary, path = ordered.summary, ordered.path
+        paths = []
+        for layer in range(int(copies.max())):  # layer k: the samples with more than k copies (one layer unweighted)
+            layer_skip = skip | (copies <= layer)
+            layer_start = epoch_start(np.flatnonzero(~layer_skip), layer, epoch_cfg.start, order_cfg.seed)
+            ordered = order_embeddings(
+                emb,
+                replace(epoch_cfg, start=layer_start),
+                knn_cache_dir(run_dir, out_dir / WORK_DIR),
+                fingerprint,
+                progress,
+                plan._replace(skip=layer_skip, avoid=earlier, reach=reach_of(earlier), epoch=epoch + layer),
+            )
+            if layer == 0:
+                order_summary = ordered.summary
+            paths.append(ordered.path)
+        path = np.concatenate(paths)
+        path_sims = path_similarities(ordered.vectors, path)
         del ordered  # the float32 embeddings are the largest thing in memory; packing does not need them
         packs = pack_path(tokens.lengths[path], pack_cfg.max_len, pack_cfg.lookahead)
         if pack_cfg.pack_filter is not None:
@@ -496,6 +525,8 @@ def run_pack(
                 lambda rows: unit_rows(gather_float32(emb, rows)),
                 pack_cfg.pack_filter,
             )
+        if len(paths) > 1:
+            packs = separate_copies(packs, path, tokens.lengths[path], pack_cfg.max_len)
         pack_of = pack_ids(packs, path, len(sample_ids))
         repeated, pairs = repeated_pairs(pack_of, earlier)
         earlier = np.vstack([earlier, pack_of[None]])
@@ -508,11 +539,20 @@ def run_pack(
             path,
             tokens,
             sample_ids,
-            sim_of_row,
+            path_sims,
             pack_cfg,
             progress,
         )
         write_jsonl(epoch_dir / DROPPED_FILE, dropped)
+        if pack_cfg.weights:
+            repeated_rows = np.flatnonzero(copies > 1)
+            write_jsonl(
+                epoch_dir / REPEATS_FILE,
+                [
+                    {"sample_id": int(sample_ids[row]), "copies": int(copies[row]), "source": names[source_of_row[row]]}
+                    for row in repeated_rows
+                ],
+            )
         if contamination is not None:
             write_jsonl(epoch_dir / CONTAMINATION_FILE, contamination.entries)
         with atomic_path(epoch_dir / ERRORS_FILE) as tmp:
@@ -542,6 +582,8 @@ def run_pack(
             "k": order_summary["k"],
             "seed": pack_cfg.seed + epoch,
             "counts": counts,
+            "sources": source_counts(names, source_of_row, weights, eligible, path, tokens.lengths[path]),
+            **({"weights": dict(zip(names, weights.tolist(), strict=True))} if pack_cfg.weights else {}),
             "order": {key: order_summary[key] for key in ORDER_KEYS} | {"start": epoch_cfg.start},
             **({"dedup": dedup_summary(dedup, dropped)} if dedup is not None else {}),
             **({"decontamination": contamination.summary} if contamination is not None else {}),

@@ -16,6 +16,7 @@ from tfpack.errors import ConfigError, StaleArtifactError
 from tfpack.ingest.samples import read_labels
 from tfpack.ordering.stage import load_embeddings, to_float32
 from tfpack.ordering.threshold import resolve_threshold
+from tfpack.packing.mixture import sample_sources
 from tfpack.report.duplicates import dedup_stats
 from tfpack.workdir import (
     SAMPLES_FILE,
@@ -164,6 +165,10 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
         "near_duplicate_rate": round(near_duplicate_rate(unit, groups, threshold), 6),
         "random_near_duplicate_rate": round(near_duplicate_rate(unit, random_groups, threshold), 6),
     }
+    packed_ids = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in ids_per_pack])
+    sources = source_stats(Path(manifest["run_dir"]), row_of[packed_ids], sample_lengths, manifest)
+    if len(sources) > 1 or "weights" in manifest:  # a mixture: what each source brought and what was packed
+        summary["sources"] = sources
     labels = read_labels(Path(manifest["run_dir"]) / SAMPLES_FILE)
     if labels is not None:  # a tabular run: how the classes spread over the packs
         summary["labels"] = label_stats(ids_per_pack, labels, seed)
@@ -182,6 +187,35 @@ def pack_stats(out_dir: Path, seed: int = 0, plot: Path | None = None) -> dict[s
         plot_pack_stats(plot, pack_tokens / max_len, tfp_sims, random_sims, summary)
         summary["plot"] = str(plot)
     return summary
+
+
+def source_stats(
+    run_dir: Path, packed_rows: NDArray[np.int64], packed_lengths: NDArray[Any], manifest: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per source (input file) of the embed run: its `--weights` weight, samples in the run, samples packed (at least
+    once), copies packed, repeats (copies beyond one per sample), tokens, and its shares of the packed copies and
+    tokens. `packed_rows` / `packed_lengths`: the embed-run row and token count of every sample entry in the shards."""
+    embed_manifest = read_manifest(run_dir, "embed", rerun_embed(run_dir))
+    names, source_of_row = sample_sources(run_dir / SAMPLES_FILE, embed_manifest.get("inputs", []))
+    of_entry = source_of_row[packed_rows]
+    weights = manifest.get("weights", {})
+    total_tokens = max(int(packed_lengths.sum()), 1)
+    out = {}
+    for i, name in enumerate(names):
+        mine = of_entry == i
+        copies, distinct = int(mine.sum()), len(np.unique(packed_rows[mine]))
+        tokens = int(packed_lengths[mine].sum())
+        out[name] = {
+            "weight": float(weights.get(name, 1.0)),
+            "samples_in": int((source_of_row == i).sum()),
+            "samples_packed": distinct,
+            "copies_packed": copies,
+            "repeats": copies - distinct,
+            "tokens": tokens,
+            "sample_share": round(copies / max(len(packed_rows), 1), 6),
+            "token_share": round(tokens / total_tokens, 6),
+        }
+    return out
 
 
 def row_of_sample(run_dir: Path) -> NDArray[np.int64]:

@@ -4,8 +4,9 @@ Stops at the first violation with its shard, row and column (a `VerifyError`, ex
 list columns of one pack agree in length; `num_tokens` ≤ max_len; segments (`seq_lengths`, `seq_start_id`) tile
 the pack and match the attention mode; `position_ids` restart per segment; `labels` are −100 or the token, and −100
 on each segment's first token; `loss_mask` is the prediction-aligned view of `labels`; `num_loss_tokens` agrees;
-samples (`sample_ids`, `sample_lengths`, `path_sim`) tile the pack; every sample id appears exactly once in the
-shards or in `dropped.jsonl`; the manifest's counts and shard list agree with what is on disk, and so does
+samples (`sample_ids`, `sample_lengths`, `path_sim`) tile the pack and no pack holds a sample twice; every sample id
+appears exactly once in the shards or in `dropped.jsonl` (a sample `repeats.jsonl` lists: exactly its `copies` times,
+in as many packs); the manifest's counts and shard list agree with what is on disk, and so does
 Megatron-Bridge's packing metadata (a trainer sizes `cu_seqlens` and the kernels' `max_seqlen` from it).
 """
 
@@ -28,6 +29,7 @@ from tfpack.workdir import (
     DROPPED_FILE,
     ERRORS_FILE,
     IGNORE_INDEX,
+    REPEATS_FILE,
     SAMPLES_FILE,
     epoch_dirs,
     megatron_metadata_name,
@@ -119,6 +121,11 @@ def check_shard(shard: Shard, max_len: int, attention: str) -> NDArray[np.int64]
     samp_off = shard.offsets("sample_ids")
     for column in SAMPLE_COLUMNS:
         shard.fail(None, shard.offsets(column) != samp_off, column, "length differs from sample_ids")
+    sample_ids = shard.values("sample_ids").astype(np.int64)
+    pairs = np.lexsort((sample_ids, row_of(samp_off)))
+    twice = np.zeros(len(sample_ids), dtype=bool)
+    twice[pairs[1:]] = (np.diff(row_of(samp_off)[pairs]) == 0) & (np.diff(sample_ids[pairs]) == 0)
+    shard.fail(row_of(samp_off), twice, "sample_ids", "a sample appears twice in one pack")
     sample_lengths = shard.values("sample_lengths").astype(np.int64)
     shard.fail(None, row_sums(sample_lengths, samp_off) != n, "sample_lengths", "sum differs from len(input_ids)")
     if attention == "segment":
@@ -149,7 +156,7 @@ def check_shard(shard: Shard, max_len: int, attention: str) -> NDArray[np.int64]
         "num_loss_tokens",
         "differs from sum(loss_mask)",
     )
-    return shard.values("sample_ids").astype(np.int64)
+    return sample_ids
 
 
 def listed_ids(path: Path, stage: str | None = None) -> NDArray[np.int64]:
@@ -163,6 +170,19 @@ def listed_ids(path: Path, stage: str | None = None) -> NDArray[np.int64]:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise VerifyError(f'{path}:{line_no}: not a {{"sample_id", "reason"}} record ({e})') from None
     return np.asarray(ids, dtype=np.int64)
+
+
+def listed_copies(path: Path) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(sample ids, copies) of repeats.jsonl: the samples `--weights` packed more than once (none without it)."""
+    ids, copies = [], []
+    for line_no, line in enumerate(path.read_bytes().splitlines() if path.is_file() else [], 1):
+        try:
+            row = orjson.loads(line)
+            ids.append(int(row["sample_id"]))
+            copies.append(int(row["copies"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise VerifyError(f'{path}:{line_no}: not a {{"sample_id", "copies"}} record ({e})') from None
+    return np.asarray(ids, dtype=np.int64), np.asarray(copies, dtype=np.int64)
 
 
 def expected_ids(manifest: dict[str, Any]) -> NDArray[np.int64] | None:
@@ -213,10 +233,18 @@ def verify_packing(out_dir: Path) -> dict[str, Any]:
     refused = listed_ids(out_dir / ERRORS_FILE, stage="pack")
     everything = np.concatenate([packed, dropped, refused])
     values, counts = np.unique(everything, return_counts=True)
-    if (counts > 1).any():
+    allowed = np.ones(len(values), dtype=np.int64)
+    repeated, copies = listed_copies(out_dir / REPEATS_FILE)
+    where = np.searchsorted(values, repeated)
+    found = (where < len(values)) & (values[np.minimum(where, len(values) - 1)] == repeated)
+    allowed[where[found]] = copies[found]
+    if (counts != allowed).any():
+        bad = int(np.argmax(counts != allowed))
+        times = (
+            "more than once" if allowed[bad] == 1 else f"{int(counts[bad])} times, {REPEATS_FILE} lists {allowed[bad]}"
+        )
         raise VerifyError(
-            f"{out_dir}: sample_id {int(values[np.argmax(counts > 1)])} appears more than once "
-            "(in the shards, dropped.jsonl or errors.jsonl)"
+            f"{out_dir}: sample_id {int(values[bad])} appears {times} (in the shards, dropped.jsonl or errors.jsonl)"
         )
     expected = expected_ids(manifest)
     if expected is not None and not np.array_equal(values, np.unique(expected)):
