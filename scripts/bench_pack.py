@@ -87,7 +87,7 @@ def tfpack_path_seconds(run: Path, path: np.ndarray, sims: np.ndarray, cfg: Pack
     sample_ids = pq.read_table(run / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        tokens, _, _, _ = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(out) / "tokens")
+        tokens = tokenize_samples(run / SAMPLES_FILE, tokenizer, cfg, Path(out) / "tokens").store
         kept = path[tokens.kept[path]]
         packs = pack_path(tokens.lengths[kept], cfg.max_len, cfg.lookahead)
         order = np.random.default_rng(cfg.seed).permutation(len(packs))
