@@ -586,7 +586,8 @@ def pack(
         typer.Option(
             help="Remove near-duplicates before the walk: samples claim to be kept in --dedup-keep order, and a "
             "sample is removed only when a sample already kept has cosine >= S to it (float64, by the run's full "
-            "model: a --model static run's candidates are re-embedded by the model it was distilled from); it goes "
+            "model: a --model static run's candidates are re-embedded by the model it was distilled from, which on "
+            "uniform data can be most samples, as slow as embedding them with that model); it goes "
             "to dropped.jsonl as 'near-duplicate of <kept sample_id> (cos C)'. No two kept samples are >= S. "
             "Preview a value with `tfpack stats RUN_DIR --dedup S --show 5`. [default: off]"
         ),
