@@ -50,8 +50,9 @@ _CHUNK = 65_536
 
 
 @dataclass(frozen=True)
-class OrderResult:
-    """The path and what is reported about it."""
+class WalkedPath:
+    """The walked path, the vectors it was walked on and what is reported about it (the API returns the public
+    `tfpack.OrderResult`)."""
 
     path: NDArray[np.int64]  # every row once, except those the plan skips
     vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or (--buckets, ivfpq) the input itself
@@ -244,7 +245,7 @@ def order_embeddings(
     fingerprint: str | None = None,
     progress: Progress = NULL_PROGRESS,
     plan: WalkPlan = WALK_ALL,
-) -> OrderResult:
+) -> WalkedPath:
     """Threshold, kNN graph and walk over `emb`; the engine shared by `tfpack order` and `tfpack pack`."""
     started = time.perf_counter()
     if cfg.start >= len(emb):
@@ -308,7 +309,7 @@ def order_embeddings(
         "walk_seconds": round(t3 - t2, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return OrderResult(path, vectors, threshold, summary)
+    return WalkedPath(path, vectors, threshold, summary)
 
 
 def check_order_out(out: Path, source: Path, overwrite: bool = False) -> None:
@@ -319,7 +320,7 @@ def check_order_out(out: Path, source: Path, overwrite: bool = False) -> None:
         raise InputError(f"{source}: does not exist; expected an embed run directory or an [N, d] .npy array")
 
 
-def order_source(source: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> OrderResult:
+def order_source(source: Path, cfg: OrderConfig, progress: Progress = NULL_PROGRESS) -> WalkedPath:
     """The path over a run directory's embeddings (its kNN graph cached in `RUN_DIR/knn/`, or elsewhere when the run
     is read-only: `knn_cache_dir`) or over a `.npy`."""
     emb, emb_file, run_dir = load_embeddings(source)
@@ -328,7 +329,7 @@ def order_source(source: Path, cfg: OrderConfig, progress: Progress = NULL_PROGR
     return order_embeddings(emb, cfg, cache_dir, fingerprint, progress)
 
 
-def write_order(result: OrderResult, out: Path, cfg: OrderConfig) -> dict[str, Any]:
+def write_order(result: WalkedPath, out: Path, cfg: OrderConfig) -> dict[str, Any]:
     """Write the permutation to `out` (an int64 `.npy`, atomically; `check_order_out` it before the work); return the
     summary `tfpack order` prints."""
     out.parent.mkdir(parents=True, exist_ok=True)
