@@ -135,6 +135,7 @@ CASES = {
         ["pack", "run", "-o", "", "--overwrite", *TOK], 2, "-o: empty path", ["README.md"]
     ),
     "4 embed -o ''": Case(["embed", "g.jsonl", "-o", ""], 2, "-o: empty path", ["README.md", "run"]),
+    "4 export -o ''": Case(["export", "out", "--to", "axolotl", "-o", ""], 2, "-o: empty path", ["README.md", "out"]),
     # silently wrong output
     "7 config max_len 512.7": Case(
         ["pack", "run", "-o", "x", *TOK, "--config", "c.yaml"],

@@ -952,7 +952,7 @@ def export(
         ),
     ],
     export_dir: Annotated[
-        Path,
+        str,
         typer.Option("--output", "-o", help="The export folder: new, empty, or an earlier export (with --overwrite)."),
     ],
     overwrite: Annotated[
@@ -968,13 +968,15 @@ def export(
 
     if quiet or as_json:
         silence_third_party(quiet=True)
-    summary = _run(lambda: run_export(out_dir, to, export_dir, overwrite))
+    from tfpack.workdir import output_path
+
+    summary = _run(lambda: run_export(out_dir, to, output_path(export_dir), overwrite))
     if as_json:
         _emit(summary, True, False, "")
     elif not quiet:
         err_console.print(
             f"exported {summary['rows']} packs ({summary['tokens']} tokens, attention={summary['attention']}) "
-            f"for {to} to {export_dir}; recipe ({export_dir / 'recipe.yaml'}):",
+            f"for {to} to {export_dir}; recipe ({Path(export_dir) / 'recipe.yaml'}):",
             highlight=False,
             markup=False,
         )
