@@ -69,6 +69,28 @@ def test_pack_inputs_honours_the_embed_section(tmp_path: Path) -> None:
     assert embed_manifest["dtype"] == "float16" and embed_manifest["embed_on"] == "full"
 
 
+def test_pack_inputs_take_the_embed_flags_and_flags_beat_the_file(tmp_path: Path) -> None:
+    """`pack INPUT` takes every embedding option `embed` takes; a flag overrides the config file's embed section, and
+    given with a run directory (already embedded) it is refused before anything is created."""
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(30))
+    config = tmp_path / "cfg.yaml"
+    config.write_text("embed:\n  dtype: float16\n  embed_on: full\n")
+    out = tmp_path / "out"
+    args = ["pack", str(data), "-o", str(out), *DEMO_TOKENIZER, "--config", str(config), "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--model", "static", "--embed-on", "prompt", "--dtype", "float32"])
+    assert result.exit_code == 0, result.stderr
+    embed_manifest = orjson.loads((out / WORK_DIR / EMBED_RUN / MANIFEST).read_bytes())
+    assert (embed_manifest["model"], embed_manifest["embed_on"], embed_manifest["dtype"]) == (
+        "static",
+        "prompt",
+        "float32",
+    )
+    run = out / WORK_DIR / EMBED_RUN
+    result = CliRunner().invoke(app, ["pack", str(run), "-o", str(tmp_path / "o2"), *DEMO_TOKENIZER, "--model", "x"])
+    assert result.exit_code == 2 and "--model: applies when pack embeds input files" in result.stderr
+    assert not (tmp_path / "o2").exists()
+
+
 def test_an_unknown_embed_key_is_rejected(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(5))
     config = tmp_path / "cfg.yaml"

