@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from tfpack.workdir import shard_paths
+from tfpack.workdir import IGNORE_INDEX, shard_paths
 
 
 class Sample(NamedTuple):
@@ -52,3 +52,15 @@ def embed_run(records: list[dict[str, Any]], tmp: Path, rows: int | None = None,
     vectors = np.random.default_rng(seed).normal(size=(len(records) if rows is None else rows, 8)).astype(np.float32)
     np.save(tmp / "embeddings.npy", vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     return tfpack.embed(source, tmp / "run", embeddings=tmp / "embeddings.npy", on_error="skip").run_dir
+
+
+def trained_runs(labels: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each stretch of trained labels: `[-100, 5, 6, -100, 9]` → `[(1, 3), (4, 5)]`."""
+    out, start = [], None
+    for j, label in enumerate([*labels, IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = j
+        if label == IGNORE_INDEX and start is not None:
+            out.append((start, j))
+            start = None
+    return out

@@ -337,29 +337,10 @@ TOOL_CALLS: Messages = [
 
 # Mistral v0.3 with `{% generation %}` around what the model writes (TRL ships no training variant for it): the space
 # after `[/INST]` (a SentencePiece model generates `▁word`), the assistant's text and its `</s>`.
-MISTRAL_V03_GENERATION = """
-{%- if messages[0]['role'] == 'system' %}
-{%- set system_message = messages[0]['content'] %}
-{%- set loop_messages = messages[1:] %}
-{%- else %}
-{%- set loop_messages = messages %}
-{%- endif %}
-{{- bos_token }}
-{%- for message in loop_messages %}
-{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
-{{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/...') }}
-{%- endif %}
-{%- if message['role'] == 'user' %}
-{%- if loop.last and system_message is defined %}
-{{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}
-{%- else %}
-{{- '[INST] ' + message['content'] + '[/INST]' }}
-{%- endif %}
-{%- elif message['role'] == 'assistant' %}
-{% generation %}{{- ' ' + message['content'] | trim + eos_token }}{% endgeneration %}
-{%- endif %}
-{%- endfor %}
-"""
+_MISTRAL_ANSWER = "{{- ' ' + message['content'] | trim + eos_token }}"
+MISTRAL_V03_GENERATION = MISTRAL_V03.replace(
+    _MISTRAL_ANSWER, "{% generation %}" + _MISTRAL_ANSWER + "{% endgeneration %}"
+)
 
 
 def train_bpe(path: Path, corpus: list[str], vocab_size: int = 800) -> Path:

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from tests.packing.packed import Sample, embed_run, listed, packed_samples
+from tests.packing.packed import Sample, embed_run, listed, packed_samples, trained_runs
 from tests.packing.templates import CONVERSATIONS, FAMILIES, Messages, Refuses, train_bpe, with_template
 from tfpack.errors import InputError
 from tfpack.workdir import IGNORE_INDEX, shard_paths
@@ -108,17 +108,6 @@ def landed_once(out: Path, n: int) -> dict[int, Sample]:
 def template_messages(messages: Messages) -> Messages:
     """What the template sees: tfpack reads a blank system message as none."""
     return messages[1:] if messages[0]["role"] == "system" and not messages[0]["content"].strip() else messages
-
-
-def trained_runs(labels: list[int]) -> list[tuple[int, int]]:
-    out, start = [], None
-    for j, label in enumerate([*labels, IGNORE_INDEX]):
-        if label != IGNORE_INDEX and start is None:
-            start = j
-        if label == IGNORE_INDEX and start is not None:
-            out.append((start, j))
-            start = None
-    return out
 
 
 def check_uncut(family: str, hf: Any, messages: Messages, sample: Sample | None) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from tests.packing.packed import Sample, embed_run, listed, packed_samples
+from tests.packing.packed import Sample, embed_run, listed, packed_samples, trained_runs
 from tests.packing.templates import MISTRAL_V03, MISTRAL_V03_GENERATION, Messages, train_bpe, with_template
 from tfpack.workdir import IGNORE_INDEX
 
@@ -196,18 +196,6 @@ def encode(hf: Any, text: str) -> list[int]:
     return list(hf(text, add_special_tokens=False)["input_ids"])
 
 
-def runs(labels: list[int]) -> list[tuple[int, int]]:
-    """[start, end) of each stretch of trained labels."""
-    out, start = [], None
-    for j, label in enumerate([*labels, IGNORE_INDEX]):
-        if label != IGNORE_INDEX and start is None:
-            start = j
-        if label == IGNORE_INDEX and start is not None:
-            out.append((start, j))
-            start = None
-    return out
-
-
 def grow(hf: Any, ids: list[int], at: int, text: str, step: int) -> int:
     """The index reached from `at` by taking the tokens that decode to `text` (step -1: leftwards, +1: rightwards)."""
     if not text:
@@ -222,7 +210,7 @@ def grow(hf: Any, ids: list[int], at: int, text: str, step: int) -> int:
 def trl_labels_expected(hf: Any, family: Family, sample: Sample, before: bool) -> list[int]:
     """tfpack's labels widened by the named differences: what TRL's labels must then be, token by token."""
     ids, labels = sample.input_ids, list(sample.labels)
-    found = runs(labels)
+    found = trained_runs(labels)
     for i, (lo, hi) in enumerate(found):
         last = i == len(found) - 1
         start = grow(hf, ids, lo, family.before_turn, -1) if before else lo
@@ -236,7 +224,7 @@ def trl_labels_expected(hf: Any, family: Family, sample: Sample, before: bool) -
 def with_space_trained(hf: Any, sample: Sample) -> Sample:
     """`sample` with the stand-alone space token right before each trained run trained too."""
     labels = list(sample.labels)
-    for lo, _ in runs(labels):
+    for lo, _ in trained_runs(labels):
         if hf.decode(sample.input_ids[lo - 1 : lo]) == " ":
             labels[lo - 1] = sample.input_ids[lo - 1]
     return sample._replace(labels=labels)
@@ -296,7 +284,7 @@ def test_prompt_completion_matches_trl(name: str, tokenizer_dirs: dict[str, Path
         if diverges(hf, messages):
             assert theirs[i]["input_ids"] == ours[i].input_ids
             assert theirs[i]["labels"] == trl_completion_labels(hf, family, messages, ours[i])
-            [(lo, hi)] = runs(ours[i].labels)  # tfpack: the completion only, as without a system message
+            [(lo, hi)] = trained_runs(ours[i].labels)  # tfpack: the completion only, as without a system message
             ids = ours[i].input_ids
             assert hi == len(ids) and hf.decode(ids[lo:]).strip() == messages[-1]["content"].strip() + family.eos
         else:
