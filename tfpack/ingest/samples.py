@@ -26,14 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack.errors import ConfigError, InputError
+from tfpack.config import check_on_error
+from tfpack.errors import InputError
 from tfpack.ingest.formats import Conversation, FieldMap, FormatOptions, Turn, resolve_field_map, to_conversation
 from tfpack.ingest.readers import STDIN, BadRecord, Location, expand_inputs, read_records
 from tfpack.parallel import LOCAL, engine_for
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import Fingerprint, atomic_path, fingerprint_file
 
-ON_ERROR = ("fail", "skip")
 TURN_TYPE = pa.struct([("role", pa.string()), ("content", pa.string()), ("extra", pa.string())])
 SAMPLES_SCHEMA = pa.schema(
     [
@@ -195,8 +195,7 @@ def ingest(
     Each input is read into a part under `.ingest/` next to `samples_path` (by the engine: one Ray task per input
     with `engine='ray'`; stdin is always read here), then the parts are merged in input order.
     """
-    if on_error not in ON_ERROR:
-        raise ConfigError(f"--on-error: expected one of {', '.join(ON_ERROR)}, got '{on_error}'")
+    check_on_error(on_error)
     paths = expand_inputs(patterns)
     parts_dir = samples_path.parent / ".ingest"
     shutil.rmtree(parts_dir, ignore_errors=True)
