@@ -384,9 +384,11 @@ def run_pack(
     if run_source is not None:
         listed = read_manifest(run_source, "embed", rerun_embed(run_source)).get("inputs", [])
         source_weights(pack_cfg.weights, sample_sources(run_source / SAMPLES_FILE, listed)[0])
+        inputs = [str(run_source)]
     else:
-        source_weights(pack_cfg.weights, source_names([{"path": p} for p in expand_inputs(sources)]))
-    inputs = [str(run_source)] if run_source else [p for p in expand_inputs(sources) if p != STDIN]
+        expanded = expand_inputs(sources)  # once: it notes a file named twice
+        source_weights(pack_cfg.weights, source_names([{"path": p} for p in expanded]))
+        inputs = [p for p in expanded if p != STDIN]
     benchmarks = read_benchmarks(list(pack_cfg.decontaminate)) if pack_cfg.decontaminate else None
     prepare_out_dir(out_dir, "pack", overwrite, [*inputs, *pack_cfg.decontaminate])
     # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
