@@ -430,10 +430,15 @@ def run_pack(
     errors = (errors_src.read_bytes() if errors_src.is_file() else b"") + b"".join(
         orjson.dumps(entry) + b"\n" for entry in refused
     )
-    if not tokens.kept.any():
+    input_errors, total = int(embed_manifest.get("n_errors", 0)), len(tokens.kept)
+
+    def nothing_left() -> InputError:
+        """Every sample left out (by tokenizing, decontamination or weights): the lists written, the store gone."""
         shutil.rmtree(store_dir)
-        input_errors = int(embed_manifest.get("n_errors", 0))
-        raise nothing_to_pack(out_dir, len(tokens.kept), dropped, refused, pack_cfg.long, errors, input_errors)
+        return nothing_to_pack(out_dir, total, dropped, refused, pack_cfg.long, errors, input_errors)
+
+    if not tokens.kept.any():
+        raise nothing_left()
     sample_ids = pq.read_table(run_dir / SAMPLES_FILE, columns=["sample_id"]).column(0).to_numpy()
     skip = ~tokens.kept
     contamination = None
@@ -445,9 +450,7 @@ def run_pack(
             skip[contamination.rows] = True
             dropped += contamination.entries
             if skip.all():
-                shutil.rmtree(store_dir)
-                input_errors = int(embed_manifest.get("n_errors", 0))
-                raise nothing_to_pack(out_dir, len(skip), dropped, refused, pack_cfg.long, errors, input_errors)
+                raise nothing_left()
     decontaminate_seconds = time.perf_counter() - decontaminate_started
     fingerprint = fingerprint_file(emb_file)
     dedup = None
@@ -480,9 +483,7 @@ def run_pack(
     ]
     skip[not_drawn] = True
     if skip.all():
-        shutil.rmtree(store_dir)
-        input_errors = int(embed_manifest.get("n_errors", 0))
-        raise nothing_to_pack(out_dir, len(skip), dropped, refused, pack_cfg.long, errors, input_errors)
+        raise nothing_left()
     plan = WalkPlan(skip=skip)
     common = {
         "run_dir": str(run_dir.resolve()),
@@ -570,7 +571,7 @@ def run_pack(
             "cut_trained_tokens": int(cut_trained),
             "near_duplicates": sum(d["reason"].startswith(NEAR_DUPLICATE) for d in dropped),
             "contaminated": 0 if contamination is None else len(contamination.entries),
-            "input_errors": int(embed_manifest.get("n_errors", 0)),
+            "input_errors": input_errors,
             "refused": len(refused),
             "input_records": int(embed_manifest.get("n_records", len(sample_ids))),
         }
