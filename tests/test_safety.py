@@ -190,6 +190,9 @@ CASES = {
     # messages that mislead
     "12 markup in a path": Case(["stats", "x[bold]y[/bold]"], 1, "x[bold]y[/bold]: does not exist"),
     "13 stats an input file": Case(["stats", "g.jsonl"], 1, "g.jsonl: is a file; expected a pack output or an embed"),
+    "13 stats a CSV input": Case(
+        ["stats", "t.csv"], 1, "embed it first (`tfpack embed t.csv -o RUN`)", setup=write("t.csv", "a,b\n1,2\n")
+    ),
     "13 embed a folder": Case(
         ["embed", "foreign", "-o", "x"], 1, "foreign: is a folder tfpack did not write", absent=["x"]
     ),

@@ -285,7 +285,12 @@ OWNED: dict[str, tuple[str, ...]] = {
 # Names only tfpack writes: a folder without a manifest that holds one of these is an unfinished tfpack run.
 MARKERS = (PROGRESS_FILE, PARTIAL_FILE, WORK_DIR, INGEST_DIR)
 WHAT = {"embed": "an embed run directory", "pack": "a pack output", "pack-epochs": "a `pack --epochs` output"}
-INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json", ".parquet", ".pq")
+# The input files tfpack reads, by kind (ingest/readers.py reads them; messages here name them).
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")
+JSON_SUFFIXES = (".json",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+INPUT_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES
 
 
 @dataclass(frozen=True)

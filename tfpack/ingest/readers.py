@@ -27,12 +27,19 @@ from typing import IO, Any, cast
 import orjson
 
 from tfpack.errors import DependencyError, InputError, note
-from tfpack.workdir import Fingerprint, not_an_input
+from tfpack.workdir import (
+    CSV_SUFFIXES,
+    INPUT_SUFFIXES,
+    JSON_SUFFIXES,
+    JSONL_SUFFIXES,
+    PARQUET_SUFFIXES,
+    Fingerprint,
+    not_an_input,
+)
 
 STDIN = "-"
 UTF8_BOM = b"\xef\xbb\xbf"
 _PARQUET_BATCH = 4096
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
 CSV_INFER_BYTES = 64 << 10  # pyarrow infers the column types from this much of the file (its first block)
 _CSV_BLOCK = 1 << 20
 _CSV_NUMBER = {  # what pyarrow parses as a number of the column's type (RE2, matched case-insensitively)
@@ -96,18 +103,15 @@ def expand_inputs(patterns: list[str]) -> list[str]:
 def file_kind(path: str) -> str:
     """'jsonl', 'json', 'parquet' or 'csv' (CSV or TSV), from the file name (stdin is JSONL)."""
     name = path.lower()
-    if path == STDIN or name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")):
+    if path == STDIN or name.endswith(JSONL_SUFFIXES):
         return "jsonl"
-    if name.endswith(".json"):
+    if name.endswith(JSON_SUFFIXES):
         return "json"
-    if name.endswith((".parquet", ".pq")):
+    if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
     if name.endswith(CSV_SUFFIXES):
         return "csv"
-    raise InputError(
-        f"{path}: unknown file type; expected .jsonl, .jsonl.gz, .jsonl.zst, .json, .parquet, .csv, .csv.gz, .tsv "
-        "or .tsv.gz"
-    )
+    raise InputError(f"{path}: unknown file type; expected {', '.join(INPUT_SUFFIXES)}")
 
 
 def read_records(
