@@ -241,7 +241,7 @@ class DedupResult(NamedTuple):
     summary: dict[str, Any]  # the manifest's `dedup` section, less what `pack` adds
 
 
-def sample_texts(samples_file: Path, on: str) -> tuple[list[str], NDArray[np.int64]]:
+def compared_texts(samples_file: Path, on: str) -> tuple[list[str], NDArray[np.int64]]:
     """Each sample's text that dedup compares (`on`: full or prompt) and its whole length in characters."""
     texts: list[str] = []
     lengths: list[int] = []
@@ -281,7 +281,7 @@ def dedup_run(
     started = time.perf_counter()
     n = len(emb)
     skip = np.zeros(n, dtype=np.bool_) if skip is None else skip
-    texts, lengths = sample_texts(run_dir / SAMPLES_FILE, on)
+    texts, lengths = compared_texts(run_dir / SAMPLES_FILE, on)
     rank = keep_rank(keep, lengths)
     embed_cfg = EmbedConfig(**manifest["config"]["embed"])
     method = "exact" if order_cfg.exact else order_cfg.knn
