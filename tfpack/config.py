@@ -44,8 +44,7 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 def check_on_error(value: str) -> None:
     """`--on-error`: fail or skip, checked wherever a command takes it (anything else is refused, never 'skip')."""
-    if value not in ON_ERROR:
-        raise ConfigError(f"--on-error: expected one of {', '.join(ON_ERROR)}, got '{value}'")
+    _choice("on_error", value, ON_ERROR)
 
 
 def _between(name: str, value: float, lo: float, hi: float, note: str = "") -> None:
