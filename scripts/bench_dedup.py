@@ -4,12 +4,15 @@ For each data set, model and S: seconds and peak traced memory of tfpack's rule 
 keep), samples removed, recall/precision of its pairs >= S against every pair's float64 cosine, the removals of the
 old rule (connected components) whose kept sample is below S (chains), the new rule's (must be 0), and SemHash
 (`pip install 'tfpack[bench]'`; its default usearch index) on the same vectors: seconds, removed, Jaccard of the
-removed sets. On GSM8K also static vs full model: removed by the static model's own cosine, and by tfpack's scheme
-(rows whose nearest static neighbour is >= S - margin are candidates, the full model decides among them), each
-against the full model alone (Jaccard), with the share of the full model's pairs whose rows are both candidates and
-the number of candidates per margin.
+removed sets. On GSM8K and GPTeacher also static vs full model: removed by the static model's own cosine, and by
+tfpack's scheme (rows whose nearest static neighbour is >= S - margin are candidates, the full model decides among
+them), each against the full model alone (Jaccard); the share of the full model's pairs whose rows are both
+candidates and the number of candidates per margin; the fewest candidates any static cutoff could have without
+missing a pair (known only in hindsight); and the full model's measured samples/s with the seconds it needs for
+the candidates and for every sample (what SemHash given the full model embeds).
 
-    python scripts/bench_dedup.py --gsm8k ../shared/data/gsm8k_train.jsonl --synthetic 20000 --cache /tmp/dd
+    python scripts/bench_dedup.py --gsm8k ../shared/data/gsm8k_train.jsonl \
+        --gpteacher ../shared/data/gpteacher_codegen.json --synthetic 20000 --cache /tmp/dd
 """
 
 from __future__ import annotations
@@ -36,46 +39,53 @@ K = 64
 MODELS = {"static": "static", "minilm": "all-MiniLM-L6-v2"}
 
 
-def judge_pairs(x: np.ndarray, min_cos: float, block: int = 2048) -> set[tuple[int, int]]:
-    """Every pair (a < b) with float64 cosine >= min_cos, block by block."""
+def judge_pairs(x: np.ndarray, min_cos: float) -> np.ndarray:
+    """Every pair (a < b) with float64 cosine >= min_cos, as sorted keys a * n + b, block by block."""
     x = x.astype(np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    pairs: set[tuple[int, int]] = set()
-    for start in range(0, len(x), block):
+    n, block = len(x), max(1, 2**25 // len(x))  # 256 MiB of float64 similarities per block
+    keys = []
+    for start in range(0, n, block):
         sims = x[start : start + block] @ x.T
         rows, cols = np.nonzero(sims >= min_cos)
         rows = rows + start
         keep = rows < cols
-        pairs |= set(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))
-    return pairs
+        keys.append(rows[keep].astype(np.int64) * n + cols[keep])
+    return np.sort(np.concatenate(keys))
 
 
-def cosine64(x: np.ndarray, a: int, b: int) -> float:
+def split(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return keys // n, keys % n
+
+
+def cosine64(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     xa, xb = x[a].astype(np.float64), x[b].astype(np.float64)
-    return float(xa @ xb / (np.linalg.norm(xa) * np.linalg.norm(xb)))
+    return np.einsum("ij,ij->i", xa, xb) / (np.linalg.norm(xa, axis=1) * np.linalg.norm(xb, axis=1))
 
 
-def components_removed(n: int, pairs: set[tuple[int, int]], x: np.ndarray, min_cos: float) -> tuple[int, int, float]:
+def components_removed(n: int, pairs: np.ndarray, x: np.ndarray, min_cos: float) -> tuple[int, int, float]:
     """The old rule (one kept per connected component, the first): removed, removed below S to their keeper, and
     the lowest such cosine."""
-    if not pairs:
+    if not len(pairs):
         return 0, 0, 1.0
-    a, b = np.array(sorted(pairs)).T
+    a, b = split(pairs, n)
     _, label = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
     sizes = np.bincount(label)
     first = np.full(len(sizes), n)
     np.minimum.at(first, label, np.arange(n))
-    removed = [r for r in range(n) if sizes[label[r]] > 1 and first[label[r]] != r]
-    cos = [cosine64(x, r, int(first[label[r]])) for r in removed]
-    below = [c for c in cos if c < min_cos]
-    return len(removed), len(below), round(min(below), 4) if below else 1.0
+    removed = np.flatnonzero((sizes[label] > 1) & (first[label] != np.arange(n)))
+    cos = cosine64(x, removed, first[label[removed]])
+    below = cos[cos < min_cos]
+    return len(removed), len(below), round(float(below.min()), 4) if len(below) else 1.0
 
 
-def check_rule(found: Duplicates, x: np.ndarray, min_cos: float, pairs: set[tuple[int, int]]) -> dict[str, int]:
+def check_rule(found: Duplicates, x: np.ndarray, min_cos: float, pairs: np.ndarray) -> dict[str, int]:
     """Removed samples whose kept sample is below S, and kept pairs >= S (both must be 0)."""
-    below = sum(cosine64(x, int(r), int(found.kept_as[r])) < min_cos for r in found.removed)
+    removed = found.removed
+    below = int((cosine64(x, removed, found.kept_as[removed]) < min_cos).sum())
     kept = found.kept_as < 0
-    return {"removed_below_S": int(below), "kept_pairs_at_S": int(sum(kept[a] and kept[b] for a, b in pairs))}
+    a, b = split(pairs, len(x))
+    return {"removed_below_S": below, "kept_pairs_at_S": int((kept[a] & kept[b]).sum())}
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -89,12 +99,12 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, round(seconds, 3), round(peak, 1)
 
 
-def tfpack_rule(x: np.ndarray, min_cos: float) -> tuple[Duplicates, set[tuple[int, int]]]:
+def tfpack_rule(x: np.ndarray, min_cos: float) -> tuple[Duplicates, np.ndarray]:
     ids, sims, _ = build_knn(x, min(K, len(x) - 1), "exact")
     skip = np.zeros(len(x), dtype=np.bool_)
     a, b, cos = close_pairs(x, ids, sims, min_cos, skip)  # what near_duplicates does, pairs kept for the recall
     found = keep_greedy(len(x), a, b, cos, np.arange(len(x)))
-    return found, set(zip(a.tolist(), b.tolist(), strict=True))
+    return found, np.sort(a * len(x) + b)
 
 
 def semhash_removed(x: np.ndarray, min_cos: float) -> tuple[set[int], float] | None:
@@ -125,6 +135,7 @@ def bench(name: str, x: np.ndarray, min_cos: float) -> dict[str, Any]:
     truth = judge_pairs(x, min_cos)
     removed = set(found.removed.tolist())
     old, old_below, old_lowest = components_removed(len(x), truth, x, min_cos)
+    common = len(np.intersect1d(pairs, truth, assume_unique=True))
     row: dict[str, Any] = {
         "data": name,
         "n": len(x),
@@ -133,8 +144,8 @@ def bench(name: str, x: np.ndarray, min_cos: float) -> dict[str, Any]:
         "peak_mib": peak,
         "removed": len(removed),
         "pairs_at_S": len(truth),
-        "pair_recall": round(len(pairs & truth) / max(len(truth), 1), 6),
-        "pair_precision": round(len(pairs & truth) / max(len(pairs), 1), 6),
+        "pair_recall": round(common / max(len(truth), 1), 6),
+        "pair_precision": round(common / max(len(pairs), 1), 6),
         **check_rule(found, x, min_cos, truth),
         "components_removed": old,
         "components_removed_below_S": old_below,
@@ -176,25 +187,39 @@ def data_vectors(path: Path, cache: Path, on: str) -> dict[str, np.ndarray]:
     return out
 
 
-def static_vs_full(static: np.ndarray, full: np.ndarray, min_cos: float) -> dict[str, Any]:
-    """What the static model removes by its own cosine and by tfpack's scheme, each against the full model's."""
-    rank = np.arange(len(full))
-    skip = np.zeros(len(full), dtype=np.bool_)
+def full_model_rate(texts: list[str], n: int = 256) -> float:
+    """Samples per second of the full model (its default CPU route) on `n` of `texts`, after a warm-up batch."""
+    encoder, resolved = load_encoder(EmbedConfig(model=MODELS["minilm"], device="cpu"))
+    encode_texts(encoder, texts[:16], resolved["batch_size"])
+    chosen = texts[:: max(1, len(texts) // n)][:n]
+    started = time.perf_counter()
+    encode_texts(encoder, chosen, resolved["batch_size"])
+    return len(chosen) / (time.perf_counter() - started)
+
+
+def static_vs_full(static: np.ndarray, full: np.ndarray, min_cos: float, rate: float) -> dict[str, Any]:
+    """What the static model removes by its own cosine and by tfpack's scheme, each against the full model's; how
+    many rows the scheme embeds with the full model (and at `rate` samples/s, for how long), against the fewest any
+    static cutoff could embed without missing a pair (the cutoff at the lowest static cosine of a full-model pair
+    >= S, known only in hindsight)."""
+    n = len(full)
+    rank = np.arange(n)
+    skip = np.zeros(n, dtype=np.bool_)
     reference = set(tfpack_rule(full, min_cos)[0].removed.tolist())
     own = set(tfpack_rule(static, min_cos)[0].removed.tolist())
     ids, sims, _ = build_knn(static, K, "exact")
     (scheme, counts), seconds, _ = timed(
         lambda: proposed_duplicates(static, ids, sims, min_cos, rank, lambda rows: full[rows], skip)
     )
-    truth = judge_pairs(full, min_cos)
+    a, b = split(judge_pairs(full, min_cos), n)
     recall = {}
     for margin in (0.0, 0.05, 0.1):
         candidate = sims[:, 0] >= min_cos - margin - 1e-3
-        covered = sum(candidate[a] and candidate[b] for a, b in truth)
         recall[str(margin)] = {
-            "pair_recall": round(covered / max(len(truth), 1), 4),
+            "pair_recall": round(float((candidate[a] & candidate[b]).mean()), 4) if len(a) else 1.0,
             "candidates": int(candidate.sum()),
         }
+    lowest = float(cosine64(static, a, b).min()) if len(a) else 1.0
     removed = set(scheme.removed.tolist())
     return {
         "S": min_cos,
@@ -205,6 +230,10 @@ def static_vs_full(static: np.ndarray, full: np.ndarray, min_cos: float) -> dict
         "scheme_jaccard": jaccard(removed, reference),
         "scheme_seconds_given_full_vectors": seconds,
         **counts,
+        "full_model_seconds_for_candidates": round(counts["candidates"] / rate, 1),
+        "full_model_seconds_for_all": round(n / rate, 1),
+        "hindsight_static_cutoff": round(lowest, 4),
+        "hindsight_candidates": int((sims[:, 0] >= lowest - 1e-3).sum()),
         "candidate_recall_by_margin": recall,
     }
 
@@ -228,34 +257,33 @@ def synthetic(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gsm8k", type=Path)
-    parser.add_argument("--gpteacher", type=Path, help="GPTeacher codegen JSON: static vs full model only")
+    parser.add_argument("--gpteacher", type=Path, help="GPTeacher codegen JSON (instruction / input / response)")
     parser.add_argument("--synthetic", type=int, default=0, help="rows of the synthetic set (0: none)")
+    parser.add_argument("--synthetic-s", type=float, nargs="+", default=[0.95, 0.9], help="S on the synthetic set")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_dedup"), help="embeddings cached here")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    if args.gsm8k is not None:
+    for path, static_at in ((args.gsm8k, {"prompt": (0.9, 0.85), "full": (0.95, 0.9)}), (args.gpteacher, {})):
+        if path is None:
+            continue
+        name = path.stem.split("_")[0]
+        rate = full_model_rate(texts_of(path, "full"))
+        print(json.dumps({"data": name, "full_model_samples_per_s": round(rate, 1)}), flush=True)
         for on in ("prompt", "full"):
-            vectors = data_vectors(args.gsm8k, args.cache, on)
-            static_at = (0.9, 0.85) if on == "prompt" else (0.95, 0.9)  # whole samples: 4M static pairs at 0.85
-            for name, min_cos in [("static", s) for s in static_at] + [("minilm", 0.9), ("minilm", 0.85)]:
-                rows.append(bench(f"gsm8k {on} {name}", vectors[name], min_cos))
+            vectors = data_vectors(path, args.cache, on)
+            at = static_at.get(on, (0.95, 0.9))  # GSM8K whole samples: 4M static pairs at 0.85
+            for model, min_cos in [("static", s) for s in at] + [("minilm", 0.9), ("minilm", 0.85)]:
+                rows.append(bench(f"{name} {on} {model}", vectors[model], min_cos))
                 print(json.dumps(rows[-1]), flush=True)
             for min_cos in (0.95, 0.9, 0.85):
-                compared = static_vs_full(vectors["static"], vectors["minilm"], min_cos)
-                rows.append({"data": f"gsm8k {on} static vs minilm", **compared})
-                print(json.dumps(rows[-1]), flush=True)
-    if args.gpteacher is not None:
-        for on in ("prompt", "full"):
-            vectors = data_vectors(args.gpteacher, args.cache, on)
-            for min_cos in (0.95, 0.9):
-                compared = static_vs_full(vectors["static"], vectors["minilm"], min_cos)
-                rows.append({"data": f"gpteacher {on} static vs minilm", **compared})
+                compared = static_vs_full(vectors["static"], vectors["minilm"], min_cos, rate)
+                rows.append({"data": f"{name} {on} static vs minilm", **compared})
                 print(json.dumps(rows[-1]), flush=True)
     if args.synthetic:
         x = synthetic(args.synthetic)
-        for min_cos in (0.95, 0.9):
+        for min_cos in args.synthetic_s:
             rows.append(bench("synthetic d=64", x, min_cos))
             print(json.dumps(rows[-1]), flush=True)
     if args.out is not None:
