@@ -614,17 +614,16 @@ def pack(
         list[str] | None,
         typer.Option(
             help="A benchmark or eval file (any input format; repeat the flag for several; globs work): training "
-            "samples whose nearest benchmark item has cosine >= --decontaminate-threshold (same embedding model "
-            "as the run) or that share a 13-word sequence with one go to dropped.jsonl naming the file and item. "
+            "samples whose nearest benchmark item has cosine >= --decontaminate-threshold (by the run's model; "
+            "on a --model static run its source model decides) or that share a 13-word sequence with one go to dropped.jsonl naming the file and item. "
             "[default: none]"
         ),
     ] = None,
     decontaminate_threshold: Annotated[
         float | None,
         typer.Option(
-            help="Cosine at which a training sample counts as a paraphrase of a benchmark item. [default: 0.85 "
-            "for a full model such as the default all-MiniLM-L6-v2, 0.95 for --model static, whose distinct "
-            "items sit closer]"
+            help="Cosine at which a training sample counts as a paraphrase of a benchmark item, by the full "
+            "model (a static run's source model), so it means the same for every model. [default: 0.85]"
         ),
     ] = None,
     decontaminate_report: Annotated[

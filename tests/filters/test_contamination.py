@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import qa_rows, write_jsonl
-from tfpack.config import EmbedConfig
+from tfpack.config import DEFAULT_MODEL, EmbedConfig, PackConfig
 from tfpack.embedding.stage import embed_texts, run_embed
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.filters.contamination import (
@@ -30,17 +30,19 @@ from tfpack.filters.contamination import (
     Contamination,
     NgramIndex,
     _word_table,
-    default_threshold,
+    embedding_nearest,
     fallback_texts,
     find_contamination,
     nearest_items,
     ngram_matches,
+    proposed_nearest,
     read_benchmarks,
     reason,
     sample_texts,
     summarize,
     words,
 )
+from tfpack.filters.stage import decontaminate
 from tfpack.ingest.formats import FormatOptions
 from tfpack.ingest.readers import Location
 from tfpack.workdir import EMBEDDINGS_FILE, SAMPLES_FILE, read_manifest
@@ -179,16 +181,40 @@ def write_benchmarks(tmp: Path) -> list[str]:
     return [str(math), str(code), str(chats)]
 
 
+def test_static_runs_are_decided_by_their_source_model(planted: dict[str, Any], tmp_path: Path) -> None:
+    """On a `--model static` run the static model proposes and all-MiniLM-L6-v2 decides: the same samples, items
+    and cosines as the MiniLM run at the same threshold (the static model's own cosines differ)."""
+    static_run = tmp_path / "static"
+    train = planted["run"].parent / "train.jsonl"
+    run_embed([str(train)], static_run, EmbedConfig(model="static", dtype="float16"), FormatOptions())
+    cfg = PackConfig(decontaminate_threshold=TEST_THRESHOLD)
+    found = {}
+    for name, run in (("minilm", planted["run"]), ("static", static_run)):
+        manifest = read_manifest(run, "embed", "tfpack embed")
+        emb = np.load(run / EMBEDDINGS_FILE, mmap_mode="r")
+        rows = np.arange(len(emb), dtype=np.int64)
+        found[name] = decontaminate(planted["items"], run, manifest, emb, cfg, rows, np.ones(len(emb), np.bool_))
+    minilm, static = found["minilm"], found["static"]
+    assert static.rows.tolist() == minilm.rows.tolist() == list(range(2 * N_ITEMS))
+    where = [(e["reason"].rsplit(" (", 1)[0], e["kind"]) for e in minilm.entries]  # "contaminated: FILE line N"
+    assert [(e["reason"].rsplit(" (", 1)[0], e["kind"]) for e in static.entries] == where
+    np.testing.assert_allclose([e["cos"] for e in static.entries], [e["cos"] for e in minilm.entries], atol=2e-3)
+    assert minilm.summary["model"] == DEFAULT_MODEL and "proposed_by" not in minilm.summary
+    assert static.summary["model"] == DEFAULT_MODEL and static.summary["proposed_by"] == "static"
+    assert 2 * N_ITEMS <= static.summary["candidates"] <= planted["n"]
+    emb = np.load(static_run / EMBEDDINGS_FILE).astype(np.float32)
+    bench = embed_texts(planted["items"].texts_for("prompt"), read_manifest(static_run, "embed", "tfpack embed"))
+    _, own = nearest_items(emb, bench)
+    reported = np.array([e["cos"] for e in static.entries])
+    assert np.abs(own[: 2 * N_ITEMS] - reported).max() > 0.01, "the cosines are the full model's, not the static one's"
+
+
 @pytest.mark.slow  # embeds benchmark items with the full model
 def test_docstring_examples() -> None:
     import tfpack.filters.contamination as module
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
-
-
-def test_static_runs_get_a_higher_default_threshold() -> None:
-    assert default_threshold("static") > default_threshold("openvino") == default_threshold("torch")
 
 
 # Reading benchmark files.
@@ -392,17 +418,50 @@ def test_ngram_only_contamination_reasons_and_summary() -> None:
         {"file": "b.jsonl", "items": 2, "contaminated": 2, "embedding": 0, "ngram": 2},
         {"file": "c.parquet", "items": 1, "contaminated": 1, "embedding": 1, "ngram": 0},
     ]
-    with pytest.raises(ConfigError, match="both"):
-        find_contamination(batches, items, train_emb=np.zeros((3, 4), np.float32))
     unit = np.eye(4, dtype=np.float32)
     with pytest.raises(StaleArtifactError, match="embeddings have 2 rows, fewer than the samples"):
-        find_contamination(batches, items, train_emb=unit[:2], bench_emb=unit[:3])
+        find_contamination(batches, items, embedding_nearest(items, unit[:2], unit[:3]))
     with pytest.raises(StaleArtifactError, match="embeddings have 4 rows, the samples 3"):
-        find_contamination(batches, items, train_emb=unit, bench_emb=unit[:3])
+        find_contamination(batches, items, embedding_nearest(items, unit, unit[:3]))
     with pytest.raises(InputError, match="c.parquet:row 0: the benchmark item's embedding has zero norm"):
-        find_contamination(
-            batches, items, train_emb=unit[:3], bench_emb=np.eye(3, 4, dtype=np.float32) * [[1], [1], [0]]
-        )
+        embedding_nearest(items, unit[:3], np.eye(3, 4, dtype=np.float32) * [[1], [1], [0]])
+
+
+def test_proposed_nearest_decides_on_the_deciding_model_among_the_proposed_rows() -> None:
+    """A proposal model (deciding vectors plus noise) picks the candidate rows; the deciding model's exact nearest
+    item and cosine are what is returned for them, nothing for the others, and only candidates are embedded."""
+    rng = np.random.default_rng(3)
+    bench = rng.normal(size=(40, 24))
+    train = np.concatenate(
+        [bench[rng.integers(0, 40, 300)] + 0.3 * rng.normal(size=(300, 24)), rng.normal(size=(700, 24))]
+    )
+    proposal, bench_proposal = train + 0.1 * rng.normal(size=train.shape), bench + 0.1 * rng.normal(size=bench.shape)
+    unit = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    items = BenchmarkItems([Location("b.jsonl", "line", i + 1) for i in range(40)], [""] * 40, [""] * 40)
+    asked: list[np.ndarray] = []
+
+    def embed_rows(rows: np.ndarray) -> np.ndarray:
+        asked.append(rows)
+        return unit(train[rows])
+
+    min_cos, margin = 0.9, 0.1
+    found, candidates = proposed_nearest(
+        items, unit(proposal), unit(bench_proposal), min_cos, embed_rows, unit(bench), margin
+    )
+    _, proposed_cos = nearest_items(unit(proposal), unit(bench_proposal))
+    chosen = np.flatnonzero(proposed_cos >= min_cos - margin)
+    assert len(asked) == 1 and asked[0].tolist() == chosen.tolist() and candidates == len(chosen)
+    assert 0 < len(chosen) < len(train)
+    exact_item, exact_cos = nearest_items(unit(train), unit(bench))
+    assert found.item[chosen].tolist() == exact_item[chosen].tolist()
+    np.testing.assert_allclose(found.cos[chosen], exact_cos[chosen])
+    others = np.setdiff1d(np.arange(len(train)), chosen)
+    assert (found.item[others] == -1).all() and np.isneginf(found.cos[others]).all()
+    assert (exact_cos[others] < min_cos).all(), "this data's proposal misses no row the deciding model puts >= S"
+    hits = find_contamination([(list(range(len(train))), [""] * len(train))], items, found, min_cos)
+    assert [h.sample_id for h in hits] == np.flatnonzero(exact_cos >= min_cos).tolist()
+    nothing, none = proposed_nearest(items, unit(proposal), unit(bench_proposal), 1.5, embed_rows, unit(bench))
+    assert none == 0 and len(asked) == 1 and (nothing.item == -1).all()
 
 
 def test_precomputed_runs_cannot_embed_benchmarks() -> None:
@@ -451,8 +510,7 @@ def test_planted_copies_and_paraphrases_are_found_and_nothing_else(planted: dict
     hits = find_contamination(
         sample_texts(planted["run"] / SAMPLES_FILE),
         items,
-        train_emb=planted["train_emb"],
-        bench_emb=planted["bench_emb"],
+        embedding_nearest(items, planted["train_emb"], planted["bench_emb"]),
         min_cos=TEST_THRESHOLD,
     )
     assert [(h.sample_id, h.item, h.kind) for h in hits] == [

@@ -2,8 +2,10 @@
 
 A training sample is contaminated by a benchmark item when
 
-- embedding: the item is its nearest benchmark item and their cosine is >= the threshold (both embedded by the
-  training run's model, on the same side of the conversation: `embed_on`), or
+- embedding: the item is its nearest benchmark item and their cosine is >= the threshold, both embedded by the
+  training run's full model on the same side of the conversation (`embed_on`). On a static-model run the static
+  model only proposes: training samples whose nearest item by it is >= threshold - `CANDIDATE_MARGIN` are embedded
+  by its source model, which decides (`proposed_nearest`), so a threshold means the same for every model; or
 - n-gram: they share `n` consecutive normalised words (13 by default, the usual convention). Normalised words
   (`words`) are the runs of `\\w` characters of the lowercased text (letters, digits and `_` in any script), so
   case, punctuation and whitespace do not matter: "Ann's cat, 12-pack" is `ann s cat 12 pack`. A text shorter
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,18 +31,17 @@ from numpy.typing import NDArray
 
 from tfpack.arrays import first_bad_row, gather_float32
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
+from tfpack.filters.dedup import CANDIDATE_MARGIN
 from tfpack.ingest.formats import FieldMap, FormatOptions, full_text, prompt_text, resolve_field_map, to_conversation
 from tfpack.ingest.readers import STDIN, BadRecord, Location, expand_inputs, read_records
 from tfpack.ingest.samples import iter_sample_batches
 from tfpack.ordering.knn import block_knn
 
 NGRAM = 13
-# Cosine thresholds, from `scripts/bench_contamination.py cosines`: all-MiniLM-L6-v2 puts the tests' paraphrases at
+# The cosine threshold, from `scripts/bench_contamination.py cosines`: all-MiniLM-L6-v2 puts the tests' paraphrases at
 # 0.865-0.970 from their items and same-topic items at <= 0.741, and 0.40% of 2,000 GSM8K questions have another at
-# >= 0.85 (0.30% at >= 0.9); its static distillation puts paraphrases at 0.866-0.959 but 40% of the questions have
-# another at >= 0.85 (5% at >= 0.9, 0.3% at >= 0.95), so static runs need the higher threshold.
+# >= 0.85 (0.30% at >= 0.9). Static runs are decided by the same full model, so the same threshold holds.
 DEFAULT_THRESHOLD = 0.85
-STATIC_THRESHOLD = 0.95
 PROMPT_FIELDS = ("prompt", "question", "problem", "instruction", "query", "input", "turns", "messages")
 _WORD = re.compile(r"\w+")
 _BATCH = 8192  # training texts per n-gram kernel call (bounds the bytes held at once)
@@ -63,11 +64,6 @@ class BenchmarkItems(NamedTuple):
     def files(self) -> list[str]:
         """The benchmark files, in the order read."""
         return list(dict.fromkeys(loc.source for loc in self.locations))
-
-
-def default_threshold(backend: str) -> float:
-    """The cosine threshold for a run embedded with `backend` (its manifest's `backend`)."""
-    return STATIC_THRESHOLD if backend == "static" else DEFAULT_THRESHOLD
 
 
 def read_benchmarks(files: list[str], formats: FormatOptions | None = None) -> BenchmarkItems:
@@ -474,6 +470,46 @@ def nearest_items(
     return item, cos
 
 
+class Nearest(NamedTuple):
+    """Per training row: its nearest benchmark item by the deciding model (-1: not examined) and their float64
+    cosine (-inf: not examined)."""
+
+    item: NDArray[np.int64]
+    cos: NDArray[np.float64]
+
+
+def embedding_nearest(items: BenchmarkItems, train_emb: NDArray[Any], bench_emb: NDArray[np.float32]) -> Nearest:
+    """`nearest_items` of every training row, after checking that each item's embedding is usable."""
+    bad = first_bad_row(np.linalg.norm(np.asarray(bench_emb, dtype=np.float32), axis=1))
+    if bad is not None:
+        raise InputError(f"{items.locations[bad[0]]}: the benchmark item's embedding {bad[1]}; check its text")
+    return Nearest(*nearest_items(train_emb, bench_emb))
+
+
+def proposed_nearest(
+    items: BenchmarkItems,
+    proposal: NDArray[Any],
+    bench_proposal: NDArray[np.float32],
+    min_cos: float,
+    embed_rows: Callable[[NDArray[np.int64]], NDArray[np.float32]],
+    bench_emb: NDArray[np.float32],
+    margin: float = CANDIDATE_MARGIN,
+) -> tuple[Nearest, int]:
+    """Nearest items by a deciding model that embeds only the candidates: the training rows whose nearest item by
+    the `proposal` vectors (a static model's; items: `bench_proposal`) is >= `min_cos - margin`. `embed_rows(rows)`
+    gives the deciding model's unit vectors of those rows (sorted), `bench_emb` its vectors of every item; the
+    other rows are not examined. Sound as far as the static model puts every pair the deciding model rates >=
+    `min_cos` at >= `min_cos - margin` (scripts/bench_contamination.py `decide` measures it). Also returns how many
+    rows were candidates."""
+    proposed = embedding_nearest(items, proposal, bench_proposal)
+    candidates = np.flatnonzero(proposed.cos >= min_cos - margin)
+    item = np.full(len(proposal), -1, dtype=np.int64)
+    cos = np.full(len(proposal), -np.inf)
+    if candidates.size:
+        item[candidates], cos[candidates] = embedding_nearest(items, embed_rows(candidates), bench_emb)
+    return Nearest(item, cos), len(candidates)
+
+
 # Both together.
 
 
@@ -489,37 +525,29 @@ class Contamination(NamedTuple):
     shared: str | None = None
 
 
-def sample_texts(samples_file: Path) -> Iterator[tuple[list[int], list[str]]]:
-    """(sample ids, full texts) of a run's `samples.parquet`, batch by batch in row order: what n-grams are taken
-    from in training samples (every turn, so a copied answer counts too)."""
+def sample_texts(samples_file: Path, embed_on: str = "full") -> Iterator[tuple[list[int], list[str]]]:
+    """(sample ids, texts) of a run's `samples.parquet`, batch by batch in row order: the full texts (what n-grams
+    are taken from in training samples: every turn, so a copied answer counts too), or the prompts
+    (`embed_on='prompt'`)."""
+    text = full_text if embed_on == "full" else prompt_text
     for ids, conversations in iter_sample_batches(samples_file, _BATCH):
-        yield ids, [full_text(c.turns) for c in conversations]
+        yield ids, [text(c.turns) for c in conversations]
 
 
 def find_contamination(
     batches: Iterable[tuple[list[int], list[str]]],
     items: BenchmarkItems,
-    train_emb: NDArray[Any] | None = None,
-    bench_emb: NDArray[np.float32] | None = None,
+    nearest: Nearest | None = None,
     min_cos: float = DEFAULT_THRESHOLD,
     n: int = NGRAM,
 ) -> list[Contamination]:
     """The contaminated samples among `batches` ((sample ids, full texts) in embedding-row order, e.g.
     `sample_texts`), in that order.
 
-    With `train_emb` (row i: the i-th sample of `batches`) and `bench_emb` (row j: item j, embedded by the run's model
-    on the run's `embed_on` side: `BenchmarkItems.texts_for`), a sample whose nearest item has cosine >= `min_cos`
-    is contaminated by it ('embedding'); else a sample sharing an `n`-gram with an item is ('ngram'). Without
-    embeddings only n-grams are checked.
+    With `nearest` (row i: the i-th sample of `batches`; from `embedding_nearest` on the run's model, or
+    `proposed_nearest`), a sample whose nearest item has cosine >= `min_cos` is contaminated by it ('embedding');
+    else a sample sharing an `n`-gram with an item is ('ngram'). Without it only n-grams are checked.
     """
-    if (train_emb is None) != (bench_emb is None):
-        raise ConfigError("find_contamination: give both train_emb and bench_emb, or neither")
-    nearest: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
-    if train_emb is not None and bench_emb is not None:
-        bad = first_bad_row(np.linalg.norm(np.asarray(bench_emb, dtype=np.float32), axis=1))
-        if bad is not None:
-            raise InputError(f"{items.locations[bad[0]]}: the benchmark item's embedding {bad[1]}; check its text")
-        nearest = nearest_items(train_emb, bench_emb)
     index = NgramIndex(items.texts, n)
     hits: list[Contamination] = []
     row = 0
@@ -527,9 +555,9 @@ def find_contamination(
         if nearest is None:
             near_item, near_cos = np.zeros(len(ids), np.int64), np.full(len(ids), -np.inf)
         else:
-            near_item, near_cos = nearest[0][row : row + len(ids)], nearest[1][row : row + len(ids)]
+            near_item, near_cos = nearest.item[row : row + len(ids)], nearest.cos[row : row + len(ids)]
             if len(near_cos) != len(ids):
-                raise StaleArtifactError(f"the embeddings have {len(nearest[0])} rows, fewer than the samples")
+                raise StaleArtifactError(f"the embeddings have {len(nearest.item)} rows, fewer than the samples")
         found = index.first_matches(texts)
         for i, sample_id in enumerate(ids):
             if near_cos[i] >= min_cos:
@@ -539,8 +567,8 @@ def find_contamination(
                 shared = " ".join(words(items.texts[item])[found.item_word[i] : found.item_word[i] + n])
                 hits.append(Contamination(sample_id, item, items.locations[item], "ngram", shared=shared))
         row += len(ids)
-    if nearest is not None and row != len(nearest[0]):
-        raise StaleArtifactError(f"the embeddings have {len(nearest[0])} rows, the samples {row}")
+    if nearest is not None and row != len(nearest.item):
+        raise StaleArtifactError(f"the embeddings have {len(nearest.item)} rows, the samples {row}")
     return hits
 
 

@@ -15,18 +15,22 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from tfpack.config import OrderConfig, PackConfig
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig
+from tfpack.embedding.models import static_source
 from tfpack.embedding.stage import embed_texts
 from tfpack.filters.contamination import (
+    DEFAULT_THRESHOLD,
     NGRAM,
     BenchmarkItems,
-    default_threshold,
+    Nearest,
+    embedding_nearest,
     find_contamination,
+    proposed_nearest,
     sample_texts,
     summarize,
 )
 from tfpack.filters.contamination import reason as contamination_reason
-from tfpack.filters.dedup import DedupResult, Duplicates, dedup_run
+from tfpack.filters.dedup import CANDIDATE_MARGIN, DedupResult, Duplicates, deciding_model, dedup_run
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import SAMPLES_FILE
 
@@ -49,20 +53,41 @@ def decontaminate(
     kept: NDArray[np.bool_],
 ) -> Decontamination:
     """The samples `kept` by tokenization that copy or paraphrase a benchmark item (see filters/contamination.py).
-    The items are embedded by the run's model; a run of precomputed embeddings has none, so only n-grams are
-    checked there (the summary says so)."""
+    The items are compared on the run's `embed_on` side by its full model; on a static run the static model
+    proposes and its source model decides (`proposed_nearest`), so the threshold means the same for every model. A
+    run of precomputed embeddings has no model, so only n-grams are checked there (the summary says so)."""
     with_model = embed_manifest["backend"] != "precomputed"
     threshold = pack_cfg.decontaminate_threshold
     if threshold is None:
-        threshold = default_threshold(embed_manifest["backend"])
-    bench_emb = embed_texts(benchmarks.texts_for(embed_manifest["embed_on"]), embed_manifest) if with_model else None
-    hits = find_contamination(
-        sample_texts(run_dir / SAMPLES_FILE),
-        benchmarks,
-        train_emb=emb if with_model else None,
-        bench_emb=bench_emb,
-        min_cos=threshold,
-    )
+        threshold = DEFAULT_THRESHOLD
+    nearest: Nearest | None = None
+    decided: dict[str, Any] = {}
+    if with_model:
+        side = embed_manifest["embed_on"]
+        bench_texts = benchmarks.texts_for(side)
+        bench_emb = embed_texts(bench_texts, embed_manifest)
+        embed_cfg = EmbedConfig(**embed_manifest["config"]["embed"])
+        decider = deciding_model(embed_cfg)
+        if static_source(embed_cfg.model) is None:
+            nearest = embedding_nearest(benchmarks, emb, bench_emb)
+            decided = {"model": embed_manifest["model"]}
+        else:
+            texts = [text for _, batch in sample_texts(run_dir / SAMPLES_FILE, side) for text in batch]
+            nearest, candidates = proposed_nearest(
+                benchmarks,
+                emb,
+                bench_emb,
+                threshold,
+                lambda rows: decider.encode([texts[r] for r in rows]),
+                decider.encode(bench_texts),
+            )
+            decided = {
+                "model": decider.name,
+                "proposed_by": embed_cfg.model,
+                "proposal_cutoff": round(threshold - CANDIDATE_MARGIN, 6),
+                "candidates": candidates,
+            }
+    hits = find_contamination(sample_texts(run_dir / SAMPLES_FILE), benchmarks, nearest, min_cos=threshold)
     rows = np.searchsorted(sample_ids, [hit.sample_id for hit in hits]).astype(np.int64)
     hits = [hit for hit, row in zip(hits, rows, strict=True) if kept[row]]
     rows = rows[kept[rows]]
@@ -79,6 +104,7 @@ def decontaminate(
     ]
     summary = {
         "threshold": threshold if with_model else None,
+        **decided,
         "ngram": NGRAM,
         "report_only": pack_cfg.decontaminate_report,
         "files": summarize(benchmarks, hits),
