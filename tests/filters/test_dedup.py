@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from tests.conftest import DEMO_TOKENIZER, chat_rows, write_jsonl
 from tfpack import api
 from tfpack.cli import app
-from tfpack.filters.dedup import keep_rank, near_duplicates
+from tfpack.config import DEFAULT_MODEL, EmbedConfig
+from tfpack.embedding.encoders import encode_texts, load_encoder
+from tfpack.filters.dedup import deciding_model, keep_rank, near_duplicates
 from tfpack.ordering.knn import build_knn
 from tfpack.ordering.walk import walk
 
@@ -237,3 +239,14 @@ def test_precomputed_embeddings_are_compared_as_they_are(tmp_path: Path) -> None
     report = api.stats(tmp_path / "run", dedup=0.99, show=5)["near_duplicates"]
     assert report["removed"] == 1 and report["shown"][0]["kept"]["sample_id"] == 1
     assert report["compared"] == "prompt" and "not the full" in report["note"]
+
+
+def test_the_deciding_model_is_a_static_runs_source_and_embeds_each_text_once() -> None:
+    decider = deciding_model(EmbedConfig(model="static"))
+    assert decider.name == DEFAULT_MODEL
+    assert deciding_model(EmbedConfig(model="all-MiniLM-L6-v2")).name == "all-MiniLM-L6-v2"
+    texts = ["How far does the train travel in total?", "Name three primary colours.", "Name three primary colours."]
+    vectors = decider.encode(texts)
+    model, resolved = load_encoder(EmbedConfig())
+    np.testing.assert_allclose(vectors, encode_texts(model, texts[:2], resolved["batch_size"])[[0, 1, 1]], atol=1e-5)
+    assert (vectors[1] == vectors[2]).all(), "an exact copy gets the same vector: cosine 1"

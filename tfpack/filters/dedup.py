@@ -16,6 +16,7 @@ Example: cosines a-b 0.97, b-c 0.96, a-c 0.93, S 0.95, `first` → `a` kept, `b`
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tfpack.arrays import pair_cosines
-from tfpack.config import OrderConfig
+from tfpack.config import DEFAULT_MODEL, EmbedConfig, OrderConfig
 from tfpack.ingest.formats import full_text, prompt_text
 from tfpack.ingest.samples import iter_sample_batches
 from tfpack.ordering.knn import build_knn, cached_knn
@@ -236,6 +237,37 @@ def proposed_duplicates(
     return Duplicates(kept_as, cosine), counts
 
 
+class Decider(NamedTuple):
+    """The full model that decides what a static run's model proposes, by name, and its encoder (loaded on first
+    use; unit float32 rows; each distinct text embedded once)."""
+
+    name: str
+    encode: Callable[[list[str]], NDArray[np.float32]]
+
+
+def deciding_model(embed_cfg: EmbedConfig) -> Decider:
+    """The full model a run's filters (dedup, decontamination) decide with: a `--model static[:SOURCE]` run's source
+    model, which decides what the static model proposes, so a threshold means the same for every model; else the
+    run's own model."""
+    from tfpack.embedding.encoders import encode_texts, load_encoder
+    from tfpack.embedding.models import static_source
+
+    source = static_source(embed_cfg.model)
+
+    @functools.cache
+    def loaded() -> tuple[Any, dict[str, Any]]:
+        return load_encoder(EmbedConfig(**{**vars(embed_cfg), "model": source or embed_cfg.model}))
+
+    def encode(texts: list[str]) -> NDArray[np.float32]:
+        """Each distinct text is embedded once (exact copies get the same vector: cosine 1)."""
+        model, resolved = loaded()
+        first: dict[str, int] = {}
+        copy_of = np.fromiter((first.setdefault(text, len(first)) for text in texts), np.int64, len(texts))
+        return encode_texts(model, list(first), resolved["batch_size"])[copy_of]
+
+    return Decider((embed_cfg.model.partition(":")[2] or DEFAULT_MODEL) if source else embed_cfg.model, encode)
+
+
 class DedupResult(NamedTuple):
     duplicates: Duplicates
     summary: dict[str, Any]  # the manifest's `dedup` section, less what `pack` adds
@@ -274,7 +306,6 @@ def dedup_run(
     only those are embedded by the full model, and the rule decides on its cosines. A run of
     precomputed embeddings has no model: its own vectors are compared (the summary names what they embedded).
     """
-    from tfpack.config import DEFAULT_MODEL, EmbedConfig
     from tfpack.embedding.encoders import encode_texts, load_encoder
     from tfpack.embedding.models import static_source
 
@@ -286,7 +317,7 @@ def dedup_run(
     embed_cfg = EmbedConfig(**manifest["config"]["embed"])
     method = "exact" if order_cfg.exact else order_cfg.knn
     precomputed = manifest["backend"] == "precomputed"
-    source = static_source(embed_cfg.model)
+    static_run = static_source(embed_cfg.model) is not None
     same_text = manifest["embed_on"] == on
     summary: dict[str, Any] = {"min_cos": min_cos, "keep": keep, "on": on}
 
@@ -297,7 +328,7 @@ def dedup_run(
         )
         return ids, sims
 
-    if precomputed or (source is None and same_text):
+    if precomputed or (not static_run and same_text):
         with progress.task("finding near-duplicates", total=None):
             duplicates = near_duplicates(emb, *run_graph(), min_cos, rank, skip)
         compared = manifest["embed_on"]
@@ -306,21 +337,20 @@ def dedup_run(
             summary["note"] = f"precomputed embeddings of the {compared}: dedup compares those, not the {on}"
         return DedupResult(duplicates, summary | {"seconds": round(time.perf_counter() - started, 3)})
 
-    full_model = source if source is not None else embed_cfg.model
-    name = embed_cfg.model.partition(":")[2] or DEFAULT_MODEL if source is not None else embed_cfg.model
+    decider = deciding_model(embed_cfg)
+    name = decider.name
     with progress.task("finding near-duplicates", total=None):
-        if source is not None and same_text:
+        if static_run and same_text:
             proposal, (ids, sims) = emb, run_graph()
             rows = np.arange(n)
         else:
             rows = np.flatnonzero(~skip)
-            static, resolved = load_encoder(EmbedConfig(model=f"static:{full_model}", device="cpu"))
+            static, resolved = load_encoder(EmbedConfig(model=f"static:{name}", device="cpu"))
             proposal = encode_texts(static, [texts[r] for r in rows], resolved["batch_size"])
             ids, sims, _ = build_knn(proposal, min(order_cfg.k, len(rows) - 1), method, seed=order_cfg.seed)
 
         def embed_rows(chosen: NDArray[np.int64]) -> NDArray[np.float32]:
-            model, resolved = load_encoder(EmbedConfig(**{**vars(embed_cfg), "model": full_model}))
-            return encode_texts(model, [texts[r] for r in rows[chosen]], resolved["batch_size"])
+            return decider.encode([texts[r] for r in rows[chosen]])
 
         found, counts = proposed_duplicates(
             proposal, ids, sims, min_cos, rank[rows], embed_rows, skip[rows], order_cfg.k
