@@ -11,8 +11,15 @@ a second call.
 train questions: cosines of paraphrases to their items, of same-topic items to their nearest item, and the
 distribution of each GSM8K question's nearest other question (distinct items of one benchmark-like set).
 
+`decide` measures the static-run scheme (`proposed_nearest`): the first --items samples of a data set are the
+benchmark items, the rest the training samples, both embedded (on --embed-on) by the static model and by
+all-MiniLM-L6-v2 (cached as scripts/bench_dedup.py caches them); per threshold, the training samples whose nearest
+item by MiniLM is >= it (a float64 brute force, the truth), the candidates (nearest item by the static model >=
+threshold - 0.1), the scheme's recall and precision against the truth, and what the static model alone flags.
+
     python scripts/bench_contamination.py ngrams --n 100000 --bench 1319 --double
     python scripts/bench_contamination.py cosines --model all-MiniLM-L6-v2 --n 2000
+    python scripts/bench_contamination.py decide --data ../shared/data/gsm8k_train.jsonl --items 1000 --cache /tmp/dd
 """
 
 from __future__ import annotations
@@ -100,6 +107,37 @@ def cosines(args: argparse.Namespace) -> None:
         print(f"  share with another question at cos >= {threshold}: {(nearest >= threshold).mean():.2%}")
 
 
+def decide(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_dedup import data_vectors
+
+    from tfpack.filters.contamination import BenchmarkItems, proposed_nearest
+    from tfpack.ingest.readers import Location
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    vectors = data_vectors(args.data, args.cache, args.embed_on)
+    static, full = vectors["static"], vectors["minilm"]
+    m = args.items
+    items = BenchmarkItems([Location(str(args.data), "row", i) for i in range(m)], [""] * m, [""] * m)
+    exact = full[m:].astype(np.float64) @ full[:m].astype(np.float64).T
+    exact /= np.linalg.norm(full[m:].astype(np.float64), axis=1)[:, None]
+    exact /= np.linalg.norm(full[:m].astype(np.float64), axis=1)[None, :]
+    own = (static[m:] @ static[:m].T).max(1)
+    for threshold in args.thresholds:
+        truth = exact.max(1) >= threshold
+        found, candidates = proposed_nearest(
+            items, static[m:], static[:m], threshold, lambda rows: full[m:][rows], full[:m]
+        )
+        flagged = found.cos >= threshold
+        both = int((flagged & truth).sum())
+        print(
+            f"{args.data.name} {args.embed_on}, {m} items, {len(static) - m} training samples, threshold {threshold}: "
+            f"MiniLM flags {int(truth.sum())}; candidates {candidates}; scheme flags {int(flagged.sum())} "
+            f"(recall {both / max(int(truth.sum()), 1):.4f}, precision {both / max(int(flagged.sum()), 1):.4f}); "
+            f"static alone flags {int((own >= threshold).sum())}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,13 +148,21 @@ def main() -> None:
     measure = commands.add_parser("cosines", help="cosines of paraphrases and distinct items")
     measure.add_argument("--model", default="all-MiniLM-L6-v2", help="as `tfpack embed --model` (e.g. static)")
     measure.add_argument("--n", type=int, default=2000, help="GSM8K questions")
+    scheme = commands.add_parser("decide", help="static proposes, MiniLM decides: recall against MiniLM alone")
+    scheme.add_argument("--data", type=Path, default=GSM8K, help="GSM8K-style JSONL or GPTeacher JSON")
+    scheme.add_argument("--items", type=int, default=1000, help="the first samples, taken as benchmark items")
+    scheme.add_argument("--embed-on", choices=("prompt", "full"), default="prompt")
+    scheme.add_argument("--thresholds", type=float, nargs="+", default=[0.85, 0.9])
+    scheme.add_argument("--cache", type=Path, default=Path("/tmp/bench_dedup"), help="embeddings cached here")
     args = parser.parse_args()
     print(f"tfpack {tfpack.__version__}, python {platform.python_version()}, numpy {np.__version__}")
     print(f"cpu: {cpu_model()}, {os.cpu_count()} cores")
     if args.command == "ngrams":
         ngrams(args)
-    else:
+    elif args.command == "cosines":
         cosines(args)
+    else:
+        decide(args)
 
 
 if __name__ == "__main__":
