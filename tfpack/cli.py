@@ -615,8 +615,8 @@ def pack(
         typer.Option(
             help="A benchmark or eval file (any input format; repeat the flag for several; globs work): training "
             "samples whose nearest benchmark item has cosine >= --decontaminate-threshold (by the run's model; "
-            "on a --model static run its source model decides) or that share a 13-word sequence with one go to dropped.jsonl naming the file and item. "
-            "[default: none]"
+            "on a --model static run its source model decides) or that share a 13-word sequence with one go to "
+            "dropped.jsonl naming the file and item. [default: none]"
         ),
     ] = None,
     decontaminate_threshold: Annotated[
