@@ -13,12 +13,15 @@ the candidates and for every sample (what SemHash given the full model embeds).
 
     python scripts/bench_dedup.py --gsm8k ../shared/data/gsm8k_train.jsonl \
         --gpteacher ../shared/data/gpteacher_codegen.json --synthetic 20000 --cache /tmp/dd
+    python scripts/bench_dedup.py --scale 100000      # what --dedup adds to pack on a static run (projected)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -32,8 +35,16 @@ from scipy.sparse.csgraph import connected_components
 
 from tfpack.config import EmbedConfig
 from tfpack.embedding.encoders import encode_texts, load_encoder
-from tfpack.filters.dedup import Duplicates, close_pairs, keep_greedy, proposed_duplicates
+from tfpack.filters.dedup import (
+    CANDIDATE_MARGIN,
+    Duplicates,
+    close_pairs,
+    compared_texts,
+    keep_greedy,
+    proposed_duplicates,
+)
 from tfpack.ordering.knn import build_knn
+from tfpack.workdir import SAMPLES_FILE
 
 K = 64
 MODELS = {"static": "static", "minilm": "all-MiniLM-L6-v2"}
@@ -254,12 +265,50 @@ def synthetic(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def scale_overhead(n: int, min_cos: float) -> dict[str, Any]:
+    """What `--dedup S` adds to `pack` on a `--model static` run of `n` samples of scripts/bench_scale.py's data:
+    the plain pack's wall time (its own process), the rows dedup embeds with the full model (whole samples whose
+    nearest static neighbour is >= S - margin, as `dedup_run` picks them) and, at the full model's samples/s
+    measured on 256 of them, the seconds those take, as a share of the plain pack (a projection: embedding them
+    all would take hours on a shared 2-core machine)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_scale import run_stage, write_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_data(root / "data.jsonl", n)
+        run = str(root / "run")
+        run_stage("embed", str(root / "data.jsonl"), "-o", run, "--model", "static", "--dtype", "float16", "--quiet")
+        pack = ["pack", run, "-o", str(root / "out"), "--tokenizer", "packaged-minilm", "--max-len", "2048"]
+        _, pack_seconds, _ = run_stage(*pack, "--threshold", "auto", "--quiet")
+        texts, _ = compared_texts(root / "run" / SAMPLES_FILE, "full")
+    encoder, resolved = load_encoder(EmbedConfig(model="static", device="cpu"))
+    started = time.perf_counter()
+    static = encode_texts(encoder, texts, resolved["batch_size"])
+    _, sims, _ = build_knn(static, K, "auto")
+    static_seconds = time.perf_counter() - started
+    candidates = np.flatnonzero(sims[:, 0] >= min_cos - CANDIDATE_MARGIN - 1e-3)
+    rate = full_model_rate([texts[i] for i in candidates])
+    return {
+        "data": f"bench_scale {n:,}",
+        "S": min_cos,
+        "plain_pack_seconds": round(pack_seconds, 1),
+        "static_proposal_seconds": round(static_seconds, 1),
+        "candidates": len(candidates),
+        "full_model_samples_per_s": round(rate, 1),
+        "full_model_seconds_for_candidates": round(len(candidates) / rate, 1),
+        "overhead_share_of_plain_pack": round((static_seconds + len(candidates) / rate) / pack_seconds, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gsm8k", type=Path)
     parser.add_argument("--gpteacher", type=Path, help="GPTeacher codegen JSON (instruction / input / response)")
     parser.add_argument("--synthetic", type=int, default=0, help="rows of the synthetic set (0: none)")
     parser.add_argument("--synthetic-s", type=float, nargs="+", default=[0.95, 0.9], help="S on the synthetic set")
+    parser.add_argument("--scale", type=int, default=0, help="samples of bench_scale's data: --dedup's cost (0: none)")
+    parser.add_argument("--scale-s", type=float, default=0.98, help="S for --scale (bench_scale --filters uses 0.98)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_dedup"), help="embeddings cached here")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -286,6 +335,9 @@ def main() -> None:
         for min_cos in args.synthetic_s:
             rows.append(bench("synthetic d=64", x, min_cos))
             print(json.dumps(rows[-1]), flush=True)
+    if args.scale:
+        rows.append(scale_overhead(args.scale, args.scale_s))
+        print(json.dumps(rows[-1]), flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=1))
 
