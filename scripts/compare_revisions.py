@@ -108,8 +108,9 @@ def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str
         out = work / f"order-{name}.npy"
         tfpack(tree, "order", str(embed_dir), "-o", str(out), *flags)
         results[f"order {name}"] = {out.name: hashlib.sha256(out.read_bytes()).hexdigest()}
-    bench = work / "bench.jsonl"  # the first records of the first input: decontamination has something to find
-    bench.write_bytes(b"".join(data[0].read_bytes().splitlines(keepends=True)[:10]))
+    bench = work / "bench.jsonl"  # the first records of a JSONL input: decontamination has something to find
+    first_jsonl = next(p for p in data if p.suffix == ".jsonl")
+    bench.write_bytes(b"".join(first_jsonl.read_bytes().splitlines(keepends=True)[:10]))
     for name, flags in PACK_RUNS.items():
         out = work / f"pack-{name}"
         flags = [f.format(bench=bench, first=data[0].stem) for f in flags]
