@@ -83,26 +83,35 @@ def _paths(inputs: PathLike | Iterable[PathLike]) -> list[str]:
     return [os.fspath(inputs)] if isinstance(inputs, str | os.PathLike) else [os.fspath(p) for p in inputs]
 
 
+# The option sections each verb takes as keywords (tfpack/options.py): `pack` embeds input files, so it takes all.
+API_SECTIONS = {
+    "embed": ("embed", "format"),
+    "order": ("order",),
+    "pack": ("embed", "format", "order", "pack"),
+}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _takes(*sections: str) -> Callable[[F], F]:
-    """Append to a function's docstring the option keywords it takes, with their defaults (tfpack/options.py)."""
-
-    def document(fn: F) -> F:
-        listed = textwrap.fill(
-            keyword_list(sections, skip=set(inspect.signature(fn).parameters)),
-            116,
-            initial_indent="    ",
-            subsequent_indent="    ",
-        )
-        fn.__doc__ = f"{(fn.__doc__ or '').rstrip()}\n\n    Options (keyword-only; help in tfpack/options.py):\n\n{listed}\n"
-        return fn
-
-    return document
+def _options(function: str, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The keywords of `function` by section; one it does not take is a ConfigError naming the nearest."""
+    return keywords(function, options, API_SECTIONS[function])
 
 
-@_takes("embed", "format")
+def _documented(fn: F) -> F:
+    """Append to the verb's docstring the option keywords it takes, with their defaults (tfpack/options.py)."""
+    listed = textwrap.fill(
+        keyword_list(API_SECTIONS[fn.__name__], skip=set(inspect.signature(fn).parameters)),
+        116,
+        initial_indent="    ",
+        subsequent_indent="    ",
+    )
+    fn.__doc__ = (
+        f"{(fn.__doc__ or '').rstrip()}\n\n    Options (keyword-only; help in tfpack/options.py):\n\n{listed}\n"
+    )
+    return fn
+
+
+@_documented
 def embed(
     inputs: PathLike | Iterable[PathLike],
     out_dir: PathLike,
@@ -128,7 +137,7 @@ def embed(
     """
     from tfpack.embedding.stage import run_embed
 
-    values = keywords("embed", options, ("embed", "format"))
+    values = _options("embed", options)
     with reporting(progress) as reporter:
         summary = run_embed(
             _paths(inputs),
@@ -145,7 +154,7 @@ def embed(
     return EmbedResult(Path(summary["run_dir"]), summary["n"], summary["dim"], summary)
 
 
-@_takes("order")
+@_documented
 def order(
     source: PathLike,
     *,
@@ -167,7 +176,7 @@ def order(
     """
     from tfpack.ordering.stage import check_order_out, order_source, write_order
 
-    cfg = build(OrderConfig, None, keywords("order", options, ("order",))["order"], "order", api=True)
+    cfg = build(OrderConfig, None, _options("order", options)["order"], "order", api=True)
     out_path = output_path(out, "out") if out is not None else None
     if out_path is not None:
         check_order_out(out_path, Path(source), overwrite)
@@ -179,7 +188,7 @@ def order(
     return OrderResult(result.path, result.threshold.cosine, summary)
 
 
-@_takes("embed", "format", "order", "pack")
+@_documented
 def pack(
     sources: PathLike | Iterable[PathLike],
     out_dir: PathLike,
@@ -198,7 +207,7 @@ def pack(
     """
     from tfpack.packing.stage import run_pack
 
-    values = keywords("pack", options, ("embed", "format", "order", "pack"))
+    values = _options("pack", options)
     paths = _paths(sources)
     if values["embed"] and embed_config is not None:
         raise ConfigError(f"pack(): {next(iter(values['embed']))}: give embed_config or embedding keywords, not both")

@@ -370,13 +370,19 @@ def split(given: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def keywords(function: str, options: Mapping[str, Any], sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """`split` for the keywords of the API's `function`, which takes the options of `sections`: a name it does not
-    take is refused, with the nearest name it takes."""
+    take is refused, naming the commands whose option it is, or else the nearest name it takes."""
     taken = sorted(name for name, option in OPTIONS.items() if set(option.sections) & set(sections))
     for name in sorted(options):
-        if name not in taken:
-            close = difflib.get_close_matches(name, taken, n=1)
-            hint = f"; did you mean {close[0]}?" if close else f"; it takes {', '.join(taken)}"
-            raise ConfigError(f"{function}(): unknown option {name}{hint}")
+        if name in taken:
+            continue
+        close = difflib.get_close_matches(name, taken, n=2)
+        if name in OPTIONS:
+            hint = f"; it is an option of {', '.join(OPTIONS[name].commands) or 'the config file'}"
+        elif close:
+            hint = f"; did you mean {' or '.join(close)}?"
+        else:
+            hint = f"; it takes {', '.join(taken)}"
+        raise ConfigError(f"{function}(): unknown option {name}{hint}")
     values = split(options)
     return {section: values[section] for section in sections}
 
