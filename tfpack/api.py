@@ -205,7 +205,7 @@ def pack(
     `embed_config`, or the embedding keywords, default settings when neither). `options`: the embedding's, the
     input format's, the ordering's and the packing's, listed below; `weights` also takes a mapping {source: weight}.
     """
-    from tfpack.packing.stage import run_pack
+    from tfpack.pipeline import run_pack
 
     values = _options("pack", options)
     paths = _paths(sources)

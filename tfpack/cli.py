@@ -380,7 +380,7 @@ def pack(
 ) -> None:
     """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
     from tfpack.ingest.formats import FormatOptions
-    from tfpack.packing.stage import run_pack
+    from tfpack.pipeline import run_pack
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
@@ -532,8 +532,8 @@ def sweep(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per threshold (JSON lines).")] = False,
 ) -> None:
     """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each."""
+    from tfpack.pipeline import run_sweep
     from tfpack.report.sweep import parse_thresholds
-    from tfpack.report.sweep import sweep as run_sweep
 
     def action() -> list[dict[str, Any]]:
         cfg = configs(_given(ctx), ("pack", "order"), load_yaml(config), str(config))
