@@ -178,11 +178,6 @@ def opt(name: str) -> Any:
     return typer.Option(*option.flags, help=help_text(option))
 
 
-def _given(ctx: typer.Context) -> dict[str, dict[str, Any]]:
-    """The options the command was given, as `{section: {field: value}}` (a config file fills the others)."""
-    return split(ctx.params)
-
-
 @app.command()
 def embed(
     ctx: typer.Context,
@@ -240,7 +235,7 @@ def embed(
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
-        values = _given(ctx)
+        values = split(ctx.params)
         cfg = configs(values, ("embed",), load_yaml(config), str(config))["embed"]
         with _progress(quiet, as_json) as progress:
             return run_embed(
@@ -288,7 +283,7 @@ def order(
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
-        cfg = configs(_given(ctx), ("order",), load_yaml(config), str(config))["order"]
+        cfg = configs(split(ctx.params), ("order",), load_yaml(config), str(config))["order"]
         with _progress(quiet, as_json) as progress:
             return run_order(embeddings, output_path(out), cfg, progress, overwrite=overwrite)
 
@@ -384,7 +379,7 @@ def pack(
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
-        values = _given(ctx)
+        values = split(ctx.params)
         formats = FormatOptions(**values["format"])
         refuse_embed_options(sources, values["embed"])
         cfg = configs(values, ("embed", "pack", "order"), load_yaml(config), str(config))
@@ -455,7 +450,7 @@ def stats(
 
     def action() -> dict[str, Any]:
         plot_path = output_path(plot, "--plot") if plot is not None else None
-        options = build(PackConfig, None, _given(ctx)["pack"]) if dedup is not None else None
+        options = build(PackConfig, None, split(ctx.params)["pack"]) if dedup is not None else None
         summary = compute(path, seed, plot_path, options, show, overwrite=overwrite)  # checks its options first
         checked = check(path) if verify else None
         return {**summary, "verify": checked} if checked else summary
@@ -536,7 +531,7 @@ def sweep(
     from tfpack.report.sweep import parse_thresholds
 
     def action() -> list[dict[str, Any]]:
-        cfg = configs(_given(ctx), ("pack", "order"), load_yaml(config), str(config))
+        cfg = configs(split(ctx.params), ("pack", "order"), load_yaml(config), str(config))
         values = parse_thresholds(thresholds)
         with _progress(quiet, as_json) as progress:
             return run_sweep(run_dir, values, cfg["order"], cfg["pack"], progress)

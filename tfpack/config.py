@@ -29,8 +29,8 @@ ON_ERROR = ("fail", "skip")
 
 
 class OptionError(ConfigError):
-    """An invalid value of the config field `field`; `build` names it as the user gave it (a flag, a config key or
-    a keyword), and on its own it reads as the flag."""
+    """An invalid value of the config field `field`; `tfpack.options.build` names it as the user gave it (a flag, a
+    config key or a keyword), and on its own it reads as the flag."""
 
     def __init__(self, field: str, detail: str) -> None:
         self.field, self.detail = field, detail
