@@ -93,6 +93,18 @@ def test_pack_inputs_take_the_embed_flags_and_flags_beat_the_file(tmp_path: Path
     assert not (tmp_path / "o2").exists()
 
 
+def test_a_repeatable_flag_not_given_keeps_the_files_list(tmp_path: Path) -> None:
+    """`--weights` and `--decontaminate` not given leave the config file's lists in force (typer passes an empty
+    tuple for them; that is not an empty list given)."""
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(5))
+    config = tmp_path / "cfg.yaml"
+    config.write_text("pack:\n  weights: [nope=2]\n")
+    args = ["pack", str(data), "-o", str(tmp_path / "o"), *DEMO_TOKENIZER, "--config", str(config)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--weights: no source named 'nope'" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_unknown_embed_key_is_rejected(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(5))
     config = tmp_path / "cfg.yaml"

@@ -353,12 +353,13 @@ BY_KEY: dict[str, Option] = {key: option for option in _TABLE for key in option.
 
 def split(given: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The table's options among `given` (a command's parameters, an API call's keywords; other names are not
-    options and are left out) that were given (not None), as `{section: {field: value}}`. A flag given several
-    times (a list) is a tuple, each value cut at the option's `split`."""
+    options and are left out) that were given, as `{section: {field: value}}`: not None, nor the empty tuple typer
+    passes for a repeatable flag not given (it would hide the config file's list). A flag given several times (a
+    list) is a tuple, each value cut at the option's `split`."""
     values: dict[str, dict[str, Any]] = {section: {} for section in [*SECTIONS, FORMAT]}
     for name, value in given.items():
         option = OPTIONS.get(name)
-        if option is None or value is None:
+        if option is None or value is None or (isinstance(value, list | tuple) and not value):
             continue
         if isinstance(value, list):
             value = tuple(part for item in value for part in (item.split(option.split) if option.split else [item]))
