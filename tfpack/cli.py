@@ -522,11 +522,18 @@ def sweep(
     knn: Annotated[str | None, opt("knn")] = None,
     exact: Annotated[bool | None, opt("exact")] = None,
     seed: Annotated[int | None, opt("seed")] = None,
+    dedup: Annotated[float | None, opt("dedup")] = None,
+    dedup_keep: Annotated[str | None, opt("dedup_keep")] = None,
+    dedup_on: Annotated[str | None, opt("dedup_on")] = None,
+    decontaminate: Annotated[list[str] | None, opt("decontaminate")] = None,
+    decontaminate_threshold: Annotated[float | None, opt("decontaminate_threshold")] = None,
+    decontaminate_report: Annotated[bool | None, opt("decontaminate_report")] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per threshold (JSON lines).")] = False,
 ) -> None:
-    """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each."""
+    """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each.
+    The filters (--dedup, --decontaminate) remove what `pack` would remove before each walk."""
     from tfpack.pipeline import run_sweep
     from tfpack.report.sweep import parse_thresholds
 

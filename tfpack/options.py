@@ -70,6 +70,7 @@ def help_text(option: Option) -> str:
 
 
 EMBED, ORDER, PACK = ("embed", "pack"), ("order", "pack"), ("pack",)
+FILTERS = ("pack", "sweep")  # sweep runs the filter step as pack does (tfpack.pipeline)
 
 DEDUP_KEEP_HELP = (
     "Order in which samples claim to be kept by --dedup: first (input order) or longest (most characters of the "
@@ -299,10 +300,10 @@ _TABLE = [
         "uniform data can be most samples, as slow as embedding them with that model); it goes "
         "to dropped.jsonl as 'near-duplicate of <kept sample_id> (cos C)'. No two kept samples are >= S. "
         "Preview a value with `tfpack stats RUN_DIR --dedup S --show 5`. [default: off]",
-        PACK,
+        FILTERS,
     ),
-    Option("dedup_keep", ("pack.dedup_keep",), DEDUP_KEEP_HELP, ("pack", "stats")),
-    Option("dedup_on", ("pack.dedup_on",), DEDUP_ON_HELP, ("pack", "stats")),
+    Option("dedup_keep", ("pack.dedup_keep",), DEDUP_KEEP_HELP, ("pack", "stats", "sweep")),
+    Option("dedup_on", ("pack.dedup_on",), DEDUP_ON_HELP, ("pack", "stats", "sweep")),
     Option(
         "decontaminate",
         ("pack.decontaminate",),
@@ -310,7 +311,7 @@ _TABLE = [
         "samples whose nearest benchmark item has cosine >= --decontaminate-threshold (same embedding model "
         "as the run) or that share a 13-word sequence with one go to dropped.jsonl naming the file and item. "
         "[default: none]",
-        PACK,
+        FILTERS,
     ),
     Option(
         "decontaminate_threshold",
@@ -318,13 +319,13 @@ _TABLE = [
         "Cosine at which a training sample counts as a paraphrase of a benchmark item. [default: 0.85 "
         "for a full model such as the default all-MiniLM-L6-v2, 0.95 for --model static, whose distinct "
         "items sit closer]",
-        PACK,
+        FILTERS,
     ),
     Option(
         "decontaminate_report",
         ("pack.decontaminate_report",),
         "Find contaminated samples (contamination.jsonl, the manifest, stats) but drop none.",
-        PACK,
+        FILTERS,
         flags=("--decontaminate-report",),
     ),
     Option(
