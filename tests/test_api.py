@@ -81,7 +81,7 @@ def test_pack_takes_the_embedding_keywords(tmp_path: Path) -> None:
     assert embed_run["config"]["embed"]["batch_size"] == 7
     with pytest.raises(ConfigError, match="^pack\\(\\): model: give embed_config or embedding keywords, not both$"):
         tfpack.pack(data, tmp_path / "o2", tokenizer=PACKAGED_TOKENIZER, model="static", embed_config=EmbedConfig())
-    with pytest.raises(ConfigError, match="^dtype: applies when pack embeds input files; "):
+    with pytest.raises(ConfigError, match="^dtype: applies when pack reads and embeds input files; "):
         tfpack.pack(tmp_path / "out", tmp_path / "o2", tokenizer=PACKAGED_TOKENIZER, dtype="float16")
     assert not (tmp_path / "o2").exists()
 

@@ -89,7 +89,11 @@ def test_pack_inputs_take_the_embed_flags_and_flags_beat_the_file(tmp_path: Path
     assert embed_manifest["config"]["embed"]["batch_size"] == 7
     run = out / WORK_DIR / EMBED_RUN
     result = CliRunner().invoke(app, ["pack", str(run), "-o", str(tmp_path / "o2"), *DEMO_TOKENIZER, "--model", "x"])
-    assert result.exit_code == 2 and "--model: applies when pack embeds input files" in result.stderr
+    assert result.exit_code == 2 and "--model: applies when pack reads and embeds input files" in result.stderr
+    assert not (tmp_path / "o2").exists()
+    fields = ["--prompt-field", "q", "--response-field", "a"]  # the run was read with its own fields
+    result = CliRunner().invoke(app, ["pack", str(run), "-o", str(tmp_path / "o2"), *DEMO_TOKENIZER, *fields])
+    assert result.exit_code == 2 and "--prompt-field: applies when pack reads and embeds" in result.stderr
     assert not (tmp_path / "o2").exists()
 
 

@@ -211,7 +211,7 @@ def pack(
     paths = _paths(sources)
     if values["embed"] and embed_config is not None:
         raise ConfigError(f"pack(): {next(iter(values['embed']))}: give embed_config or embedding keywords, not both")
-    refuse_embed_options(paths, values["embed"], api=True)
+    refuse_embed_options(paths, values, api=True)
     with reporting(progress) as reporter:
         summary = run_pack(
             paths,

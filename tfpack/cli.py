@@ -381,7 +381,7 @@ def pack(
     def action() -> dict[str, Any]:
         values = split(ctx.params)
         formats = FormatOptions(**values["format"])
-        refuse_embed_options(sources, values["embed"])
+        refuse_embed_options(sources, values)
         cfg = configs(values, ("embed", "pack", "order"), load_yaml(config), str(config))
         with _progress(quiet, as_json) as progress:
             return run_pack(

@@ -446,11 +446,13 @@ def configs(
     return {name: build(SECTIONS[name], file.get(name), values[name], source, api) for name in sections}
 
 
-def refuse_embed_options(sources: list[str], embed_values: Mapping[str, Any], api: bool = False) -> None:
-    """`pack RUN_DIR` is embedded already: an embedding option given with it is refused, not ignored."""
-    if embed_values and len(sources) == 1 and Path(sources[0]).is_dir():
-        name = option_name("embed", next(iter(embed_values)), "api" if api else "flag")
+def refuse_embed_options(sources: list[str], values: Mapping[str, Mapping[str, Any]], api: bool = False) -> None:
+    """`pack RUN_DIR` is embedded already: an embedding or input-format option given with it (`values` as `split`
+    returns them) is refused, not ignored."""
+    given = [(section, field) for section in ("embed", FORMAT) for field in values.get(section, {})]
+    if given and len(sources) == 1 and Path(sources[0]).is_dir():
+        name = option_name(*given[0], "api" if api else "flag")
         raise ConfigError(
-            f"{name}: applies when pack embeds input files; {sources[0]} is a run directory, embedded with its own "
-            "settings (re-run `tfpack embed` to change them)"
+            f"{name}: applies when pack reads and embeds input files; {sources[0]} is a run directory, read and "
+            "embedded with its own settings (re-run `tfpack embed` to change them)"
         )
