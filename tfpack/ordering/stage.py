@@ -21,7 +21,7 @@ from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ordering.buckets import bucketed_walk
 from tfpack.ordering.knn import build_knn, cached_knn
 from tfpack.ordering.plan import WALK_ALL, WalkPlan
-from tfpack.ordering.threshold import Threshold, resolve_threshold
+from tfpack.ordering.threshold import EXACT_MAX_N, Threshold, gram_matrix, resolve_threshold
 from tfpack.ordering.walk import squared_norms
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import (
@@ -201,10 +201,15 @@ def window_metrics(
 
 
 def cached_threshold(
-    cache_dir: Path | None, fingerprint: str | None, vectors: NDArray[Any], cfg: OrderConfig
+    cache_dir: Path | None,
+    fingerprint: str | None,
+    vectors: NDArray[Any],
+    cfg: OrderConfig,
+    gram: NDArray[np.float32] | None = None,
 ) -> tuple[Threshold, bool]:
-    """`resolve_threshold` for `cfg`; an 'auto' estimate is cached beside the kNN graph (`RUN_DIR/knn/`) keyed by
-    the embeddings' fingerprint, N, the quantile, the sampled pairs and the seed; second = cache hit."""
+    """`resolve_threshold` for `cfg` (`gram`: the vectors' inner products when computed already); an 'auto' estimate
+    is cached beside the kNN graph (`RUN_DIR/knn/`) keyed by the embeddings' fingerprint, N, the quantile, the
+    sampled pairs and the seed; second = cache hit."""
 
     def resolve() -> Threshold:
         return resolve_threshold(
@@ -214,6 +219,7 @@ def cached_threshold(
             quantile=cfg.quantile,
             sample_pairs=cfg.sample_pairs,
             seed=cfg.seed,
+            gram=gram,
         )
 
     if cache_dir is None or fingerprint is None or cfg.threshold != "auto" or cfg.distance_threshold is not None:
@@ -258,17 +264,29 @@ def order_embeddings(
     else:
         vectors = to_float32(emb, progress)
         normalised = unit_rows_in_place(vectors)
+    # --exact up to EXACT_MAX_N rows: one BLAS matrix of all inner products serves the exact threshold and the dense
+    # walk, which needs no kNN graph (its time is reported as the kNN step's).
+    dense = cfg.exact and cfg.buckets <= 1 and len(vectors) <= EXACT_MAX_N
     t0 = time.perf_counter()
-    threshold, threshold_hit = cached_threshold(cache_dir, fingerprint, vectors, cfg)
+    gram = gram_matrix(vectors) if dense else None
+    t_gram = time.perf_counter()
+    threshold, threshold_hit = cached_threshold(cache_dir, fingerprint, vectors, cfg, gram)
     t1 = time.perf_counter()
-    k = min(cfg.k, len(vectors) - 1)
+    k = 0 if dense else min(cfg.k, len(vectors) - 1)
     bucket_summary: dict[str, Any] = {}
     if cfg.buckets > 1:
         t2 = time.perf_counter()
         path, fallbacks, forced, bucket_summary = bucketed_walk(vectors, threshold.reject_d2, k, cfg, progress, plan)
         used, hit = f"{method} per bucket", False
     else:
-        if cache_dir is not None and fingerprint is not None:
+        if dense:
+            nbr_ids, nbr_sims, used, hit = (
+                np.zeros((len(vectors), 0), np.int32),
+                np.zeros((len(vectors), 0), np.float32),
+                "dense",
+                False,
+            )
+        elif cache_dir is not None and fingerprint is not None:
             nbr_ids, nbr_sims, used, hit = cached_knn(
                 cache_dir, fingerprint, vectors, k, method, cfg.nprobe, cfg.seed, progress
             )
@@ -279,7 +297,7 @@ def order_embeddings(
             )
         t2 = time.perf_counter()
         with progress.task("walking", total=None):
-            result = plan.walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg, cfg.start)
+            result = plan.walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg, cfg.start, gram)
         path, fallbacks, forced = result.path, result.fallbacks, result.forced
     t3 = time.perf_counter()
     metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)
@@ -304,8 +322,8 @@ def order_embeddings(
         "forced_steps": forced,
         **bucket_summary,
         **metrics,
-        "threshold_seconds": round(t1 - t0, 3),
-        "knn_seconds": round(t2 - t1, 3),
+        "threshold_seconds": round(t1 - t_gram, 3),
+        "knn_seconds": round(t2 - t1 + t_gram - t0, 3),
         "walk_seconds": round(t3 - t2, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
