@@ -7,6 +7,7 @@ fingerprint, k, method and nprobe) or any `.npy` of `[N, d]` float16/float32 emb
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,7 +56,7 @@ class WalkedPath:
     `tfpack.OrderResult`)."""
 
     path: NDArray[np.int64]  # every row once, except those the plan skips
-    vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or (--buckets, ivfpq) the input itself
+    vectors: NDArray[Any]  # the embeddings the walk used: the input itself when its rows are unit, else a unit copy
     threshold: Threshold
     summary: dict[str, Any]
 
@@ -118,35 +119,25 @@ def check_block(block: NDArray[Any], start: int) -> NDArray[np.float64]:
     return norms
 
 
-def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
-    """Reject NaN/inf, zero and non-unit rows, reading `emb` chunk by chunk (nothing kept): the memory-bounded
-    engines read rows in place, so they cannot normalise them without the full copy they exist to avoid."""
+def first_off_unit_row(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> tuple[int, float] | None:
+    """Reject NaN/inf and zero rows, reading `emb` chunk by chunk (nothing kept); the first row whose L2 norm is off
+    1 (beyond float16 rounding) and that norm, or None when every row is a unit row."""
     with progress.task("checking embeddings", total=len(emb)) as task:
         for start in range(0, len(emb), _CHUNK):
             norms = check_block(emb[start : start + _CHUNK], start)
             off = np.flatnonzero(np.abs(norms - 1) > UNIT_TOLERANCE)
             if off.size:
-                raise InputError(
-                    f"embeddings row {start + int(off[0])} has L2 norm {norms[off[0]]:.4g}, not 1: the "
-                    "walk compares L2 distances of unit rows; L2-normalise the embeddings (`tfpack embed "
-                    "--embeddings FILE` does), or order without --buckets/--knn ivfpq, which normalise a "
-                    "float32 copy"
-                )
+                return start + int(off[0]), float(norms[off[0]])
             task.advance(len(norms))
+    return None
 
 
-def unit_rows_in_place(vectors: NDArray[np.float32]) -> bool:
-    """L2-normalise the rows of an in-memory float32 array when any is off unit length; returns whether it did.
-
-    Rows are divided by their float32 norm as `tfpack embed --embeddings` stores them, so ordering a `.npy` gives the
-    path of ordering its embed run. Unit rows are left bit for bit as they are (re-dividing by norms within rounding
-    of 1 would move boundary pairs of the paper's threshold)."""
-    if not (np.abs(row_norms(vectors) - 1) > UNIT_TOLERANCE).any():
-        return False
+def normalise_in_place(vectors: NDArray[np.float32]) -> None:
+    """L2-normalise the rows of an in-memory float32 array, each divided by its float32 norm as `tfpack embed
+    --embeddings` stores them, so ordering a `.npy` gives the path of ordering its embed run."""
     for start in range(0, len(vectors), _CHUNK):
         block = vectors[start : start + _CHUNK]
         block /= np.linalg.norm(block, axis=1, keepdims=True)  # zero rows were refused by `to_float32`
-    return True
 
 
 def row_norms(rows: NDArray[Any]) -> NDArray[np.float64]:
@@ -198,6 +189,21 @@ def window_metrics(
         "random_adjacent_similarity": round(adjacent_mean(rng.permutation(path)), 6),
         "threshold_violations": int(violations.sum()),
     }
+
+
+def load_dense_kernels(like: NDArray[Any]) -> None:
+    """Load the exact threshold's and the dense walk's numba kernels (from numba's cache) on a 2-row problem of the
+    dtype and writability of `like` (a read-only memory map is another kernel type). A process's first numba call
+    costs ~0.3 s on 2 cores (numba's registries, scipy's BLAS import), more than the kernels' work at N = 4096; run
+    beside the BLAS matrix product it costs nothing extra."""
+    x = np.eye(2, 4, dtype=like.dtype)
+    x.flags.writeable = like.flags.writeable
+    gram = gram_matrix(x)
+    threshold = resolve_threshold(x, "auto", gram=gram)
+    empty = np.zeros((2, 0))
+    WALK_ALL.walk(
+        x, empty.astype(np.int32), empty.astype(np.float32), threshold.reject_d2, OrderConfig(exact=True), 0, gram
+    )
 
 
 def cached_threshold(
@@ -257,18 +263,30 @@ def order_embeddings(
     if cfg.start >= len(emb):
         raise ConfigError(f"--start: must be in [0, {len(emb) - 1}], got {cfg.start}")
     method = "exact" if cfg.exact else cfg.knn
-    if cfg.buckets > 1 or method == "ivfpq":  # memory-bounded: rows are read from `emb` (memory-mapped) as needed
-        check_rows(emb, progress)
-        vectors = emb
-        normalised = False
+    off = first_off_unit_row(emb, progress)
+    if off is None:  # unit rows: every engine reads them in place (memory-mapped, float16 or float32), no copy
+        vectors, normalised = emb, False
+    elif cfg.buckets > 1 or method == "ivfpq":  # memory-bounded: no room for a normalised copy
+        raise InputError(
+            f"embeddings row {off[0]} has L2 norm {off[1]:.4g}, not 1: the walk compares L2 distances of unit rows; "
+            "L2-normalise the embeddings (`tfpack embed --embeddings FILE` does), or order without --buckets/--knn "
+            "ivfpq, which normalise a float32 copy"
+        )
     else:
-        vectors = to_float32(emb, progress)
-        normalised = unit_rows_in_place(vectors)
+        vectors, normalised = to_float32(emb, progress), True
+        normalise_in_place(vectors)
     # --exact up to EXACT_MAX_N rows: one BLAS matrix of all inner products serves the exact threshold and the dense
     # walk, which needs no kNN graph (its time is reported as the kNN step's).
     dense = cfg.exact and cfg.buckets <= 1 and len(vectors) <= EXACT_MAX_N
     t0 = time.perf_counter()
-    gram = gram_matrix(vectors) if dense else None
+    gram = None
+    if dense:
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(
+                load_dense_kernels, vectors
+            )  # numba's start-up runs while BLAS (GIL released) computes
+            gram = gram_matrix(vectors)
+            loading.result()
     t_gram = time.perf_counter()
     threshold, threshold_hit = cached_threshold(cache_dir, fingerprint, vectors, cfg, gram)
     t1 = time.perf_counter()

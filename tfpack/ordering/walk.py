@@ -320,9 +320,9 @@ def walk(
     if gram.size and gram.shape != (n, n):
         raise ConfigError(f"walk: gram must be [{n}, {n}] inner products, got {gram.shape}")
     data, norms2 = kernel_view(emb)
-    ids = np.ascontiguousarray(nbr_ids, dtype=np.int64)
+    ids = np.ascontiguousarray(nbr_ids, dtype=np.int32)  # as built: no N x k int64 copy
     if exact and ids.shape[1]:
-        ids = rerank_exact(data, norms2, ids).astype(np.int64)
+        ids = rerank_exact(data, norms2, ids)
     sims = np.ascontiguousarray(nbr_sims, dtype=np.float32)
     path, fallbacks, forced = walk_kernel(
         data, norms2, gram, ids, sims, start, window, reject_d2, exact, n_random, seed, hops, skip, avoid, reach
