@@ -16,14 +16,14 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from tfpack.arrays import first_bad_row, pair_cosines
+from tfpack.arrays import first_bad_row
 from tfpack.config import OrderConfig, parse_threshold
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ordering.buckets import bucketed_walk
 from tfpack.ordering.knn import build_knn, cached_knn
 from tfpack.ordering.plan import WALK_ALL, WalkPlan
 from tfpack.ordering.threshold import EXACT_MAX_N, Threshold, gram_matrix, resolve_threshold
-from tfpack.ordering.walk import squared_norms
+from tfpack.ordering.walk import lag_distances, squared_norms
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import (
     EMBEDDINGS_FILE,
@@ -160,29 +160,23 @@ def to_float32(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> NDArray
 def window_metrics(
     emb: NDArray[Any], path: NDArray[np.int64], window: int, reject_d2: float, seed: int
 ) -> dict[str, Any]:
-    """Mean cosine of adjacent path samples vs a random order, and the steps that break the window rule."""
+    """Mean cosine of adjacent path samples vs a random order, and the steps that break the window rule (judged by
+    the walk's own float64 distances), reading rows in place."""
     n = len(path)
-    norms = row_norms(emb)
+    norms2 = squared_norms(emb)
+    norms = np.sqrt(norms2)
 
     def adjacent_mean(order: NDArray[np.int64]) -> float:
         if n < 2:
             return 0.0
-        total = 0.0
-        for s in range(0, n - 1, _CHUNK):
-            a, b = order[s : s + _CHUNK], order[s + 1 : s + 1 + _CHUNK]
-            total += float(pair_cosines(emb, a[: len(b)], b, norms).sum())
-        return total / (n - 1)
+        a, b = order[1:], order[:-1]
+        return float(
+            ((norms2[a] + norms2[b] - lag_distances(emb, norms2, order, 1)) / (2 * norms[a] * norms[b])).mean()
+        )
 
     violations = np.zeros(n, dtype=bool)
-    norms2 = norms * norms
     for lag in range(1, window + 1):
-        for s in range(lag, n, _CHUNK):
-            cur, prev = path[s : s + _CHUNK], path[s - lag : s - lag + _CHUNK]
-            prev = prev[: len(cur)]
-            d2 = np.maximum(
-                norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev], dtype=np.float64), 0.0
-            )
-            violations[s : s + len(cur)] |= d2 < reject_d2
+        violations[lag:] |= lag_distances(emb, norms2, path, lag) < reject_d2
     rng = np.random.default_rng(seed)
     return {
         "mean_adjacent_similarity": round(adjacent_mean(path), 6),
@@ -201,9 +195,10 @@ def load_dense_kernels(like: NDArray[Any]) -> None:
     gram = gram_matrix(x)
     threshold = resolve_threshold(x, "auto", gram=gram)
     empty = np.zeros((2, 0))
-    WALK_ALL.walk(
+    walked = WALK_ALL.walk(
         x, empty.astype(np.int32), empty.astype(np.float32), threshold.reject_d2, OrderConfig(exact=True), 0, gram
     )
+    window_metrics(x, walked.path, OrderConfig.window, threshold.reject_d2, OrderConfig.seed)
 
 
 def cached_threshold(

@@ -236,6 +236,21 @@ def walk_kernel(
     return path, fallbacks, forced
 
 
+@numba.njit(cache=True)
+def _lag_d2(emb: Any, norms2: Any, path: Any, lag: int) -> Any:
+    """`_d2(path[s], path[s - lag])` for s = lag..len(path)-1: the distances the walk's decisions compared."""
+    out = np.empty(max(len(path) - lag, 0), np.float64)
+    for s in range(lag, len(path)):
+        out[s - lag] = _d2(emb, norms2, path[s], path[s - lag])
+    return out
+
+
+def lag_distances(emb: NDArray[Any], norms2: NDArray[np.float64], path: NDArray[np.int64], lag: int) -> NDArray[Any]:
+    """Squared L2 distance of each path sample to the one `lag` steps earlier ([len(path) - lag] float64), computed
+    as the walk computes it, reading rows in place (`emb`: float32/float16 rows; `norms2`: `squared_norms(emb)`)."""
+    return _lag_d2(as_kernel_array(emb), norms2, np.ascontiguousarray(path, dtype=np.int64), lag)
+
+
 @numba.njit(cache=True, parallel=True)
 def _pair_d2(emb: Any, norms2: Any, nbr_ids: Any) -> Any:
     n, k = nbr_ids.shape
