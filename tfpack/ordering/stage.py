@@ -189,7 +189,7 @@ def load_dense_kernels(like: NDArray[Any]) -> None:
     """Load the exact threshold's and the dense walk's numba kernels (from numba's cache) on a 2-row problem of the
     dtype and writability of `like` (a read-only memory map is another kernel type). A process's first numba call
     costs ~0.3 s on 2 cores (numba's registries, scipy's BLAS import), more than the kernels' work at N = 4096; run
-    beside the BLAS matrix product it costs nothing extra."""
+    beside the BLAS matrix product (GIL released) it is partly hidden."""
     x = np.eye(2, 4, dtype=like.dtype)
     x.flags.writeable = like.flags.writeable
     gram = gram_matrix(x)
