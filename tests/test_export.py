@@ -139,7 +139,7 @@ def test_overwrite_keeps_the_users_files_in_an_export(packed: Path, tmp_path: Pa
     (dest / "state.json").write_text("mine")
     before = snapshot(dest)
     code, _, stderr = run_export(packed, "llamafactory", dest, "--overwrite")
-    assert code == 2 and f"-o {dest}: holds state.json, not written by tfpack" in stderr
+    assert code == 2 and f"-o {dest}: holds state.json, not listed as tfpack's" in stderr
     assert snapshot(dest) == before and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 

@@ -294,6 +294,20 @@ CASES = {
         ["out"],
         ["out/exp"],
     ),
+    "export -o inside an earlier export": Case(
+        ["export", "out", "--to", "axolotl", "-o", "exp/data/new", "--overwrite"],
+        2,
+        "-o exp/data/new: is inside the tfpack output {w}/exp (tfpack manages its files)",
+        ["exp"],
+        ["exp/data/new"],
+    ),
+    "embed -o inside a pack output": Case(
+        ["embed", "g.jsonl", "-o", "out/data/run", "--embeddings", "emb.npy"],
+        2,
+        "-o out/data/run: is inside the tfpack output {w}/out",
+        ["out"],
+        ["out/data/run"],
+    ),
     "export -o a folder holding its source": Case(
         ["export", "out", "--to", "axolotl", "-o", ".", "--overwrite"], 2, "-o .: contains the input out", ["out"]
     ),
@@ -318,7 +332,7 @@ CASES = {
     "export --overwrite onto the user's state.json": Case(
         ["export", "out", "--to", "llamafactory", "-o", "exp", "--overwrite"],
         2,
-        "-o exp: holds state.json, not written by tfpack (its manifest.json does not list them)",
+        "-o exp: holds state.json, not listed as tfpack's but named as its outputs",
         ["exp"],
         setup=write("exp/state.json", "mine\n"),
     ),
@@ -363,7 +377,7 @@ CASES = {
     "pack --overwrite onto the user's 256_metadata.jsonl": Case(
         ["pack", "run", "-o", "out", "--overwrite", *TOK, "--max-len", "256"],
         2,
-        "-o out: holds 256_metadata.jsonl, not written by tfpack",
+        "-o out: holds 256_metadata.jsonl, not listed as tfpack's",
         ["out"],
         setup=write("out/256_metadata.jsonl", "mine\n"),
     ),

@@ -116,7 +116,7 @@ def test_overwrite_refuses_a_users_file_under_a_name_tfpack_writes(tmp_path: Pat
     write_manifest(out, {"stage": "pack"})
     (out / "contamination.jsonl").write_text("mine")
     (out / "stats.png").write_bytes(b"mine")
-    with pytest.raises(ConfigError, match=r"-o .*out: holds contamination.jsonl, not written by tfpack"):
+    with pytest.raises(ConfigError, match=r"-o .*out: holds contamination.jsonl, not listed as tfpack.s"):
         prepare_out_dir(out, "pack", overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "contamination.jsonl", "manifest.json", "stats.png"]
 

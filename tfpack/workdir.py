@@ -485,9 +485,16 @@ def check_out_dir(
 ) -> PathInfo:
     """Whether a command that writes a `writes` output ('embed', 'pack' or 'export') may use `out_dir`; raise before
     anything is created when not: a file, a folder tfpack did not write, another kind of tfpack output, one of the
-    inputs, an existing output without --overwrite, or one holding a file of the user's under a name tfpack writes
-    there (--overwrite would replace it)."""
+    inputs, a folder inside another tfpack output (except in its working folder, where `pack INPUT...` embeds), an
+    existing output without --overwrite, or one holding a file of the user's under a name tfpack writes there
+    (--overwrite would replace it)."""
     check_apart(out_dir, inputs)
+    owner = tfpack_owner(out_dir)
+    if owner is not None and owner.path / WORK_DIR not in [out_dir.absolute(), *out_dir.absolute().parents]:
+        raise ConfigError(
+            f"-o {out_dir}: is inside the tfpack output {owner.path} (tfpack manages its files); write it somewhere "
+            "else"
+        )
     info = classify(out_dir)
     if info.kind in (Kind.MISSING, Kind.EMPTY):
         return info
@@ -514,8 +521,8 @@ def check_out_dir(
         raise ConfigError(f"-o {out_dir}: output directory is not empty and {state}; {how}")
     if clash := _clashes(info, [p for stage, names in OWNED.items() if stage.split("-")[0] == writes for p in names]):
         raise ConfigError(
-            f"-o {out_dir}: holds {some(clash)}, not written by tfpack (its manifest.json does not list them) but "
-            "named as tfpack's outputs, which --overwrite would write over: move them out or pick another folder"
+            f"-o {out_dir}: holds {some(clash)}, not listed as tfpack's but named as its outputs, so --overwrite "
+            "would write over them: move them out or pick another folder"
         )
     return info
 
