@@ -374,6 +374,13 @@ CASES = {
         "-o exp: is a tfpack export (for axolotl, of {w}/out), not a pack output",
         ["exp"],
     ),
+    "pack --overwrite of an unfinished output holding the user's README.md": Case(
+        ["pack", "run", "-o", "foreign", "--overwrite", *TOK],
+        2,
+        "-o foreign: holds README.md, not listed as tfpack's but named as its outputs",
+        ["foreign"],
+        setup=lambda w: (w / "foreign" / ".tfpack").mkdir(),
+    ),
     "pack --overwrite onto the user's 256_metadata.jsonl": Case(
         ["pack", "run", "-o", "out", "--overwrite", *TOK, "--max-len", "256"],
         2,
