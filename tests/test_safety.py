@@ -381,6 +381,12 @@ CASES = {
         ["foreign"],
         setup=lambda w: (w / "foreign" / ".tfpack").mkdir(),
     ),
+    "embed --overwrite with a typo in --embeddings": Case(
+        ["embed", "g.jsonl", "-o", "run", "--embeddings", "emb.nyp", "--overwrite"],
+        1,
+        "--embeddings emb.nyp: cannot read a .npy array",
+        ["run"],
+    ),
     "pack --overwrite onto the user's 256_metadata.jsonl": Case(
         ["pack", "run", "-o", "out", "--overwrite", *TOK, "--max-len", "256"],
         2,

@@ -135,6 +135,18 @@ def test_an_export_is_a_tfpack_output(tmp_path: Path) -> None:
         prepare_out_dir(export, "pack", overwrite=True)
 
 
+def test_overwrite_removes_the_knn_cache_added_to_an_embed_run(tmp_path: Path) -> None:
+    """knn/ is written into a finished run by order/pack/sweep, after its manifest: tfpack's, though not listed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "samples.parquet").write_bytes(b"")
+    write_manifest(run, {"stage": "embed"})
+    (run / "knn").mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.warns(Note, match=r"\(notes.txt\)"):
+        assert sorted(remove_owned(classify(run))) == ["knn", "manifest.json", "samples.parquet"]
+
+
 def pack_manifest() -> dict[str, Any]:
     return {
         "stage": "pack",

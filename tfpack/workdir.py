@@ -292,6 +292,9 @@ OWNED: dict[str, tuple[str, ...]] = {
     "pack-epochs": (MANIFEST, WORK_DIR, EPOCH_GLOB),
     "export": (MANIFEST, RECIPE_FILE, DATA_DIR, *SAVE_TO_DISK_NAMES),
 }
+# What tfpack adds to a finished output after its manifest, so unlisted yet tfpack's: an embed run's kNN cache (written
+# by order, pack and sweep).
+ADDED_LATER: dict[str, tuple[str, ...]] = {"embed": (KNN_DIR,)}
 # Names only tfpack writes: a folder without a manifest that holds one of these is an unfinished tfpack run.
 MARKERS = (PROGRESS_FILE, PARTIAL_FILE, WORK_DIR, INGEST_DIR)
 # What --overwrite removes from an unfinished run: the names of the stages that leave markers (an export is renamed
@@ -356,14 +359,15 @@ class PathInfo:
 
     def owned(self) -> list[str]:
         """The entries tfpack wrote here, all that --overwrite may remove: those a finished output's manifest lists
-        (`written`; for a manifest from before that list, its stage's names) and the `NAME.tmp` it left on the way;
-        in an unfinished run, the names the stages that leave markers write."""
+        (`written`; for a manifest from before that list, its stage's names), its `ADDED_LATER` cache and the
+        `NAME.tmp` it left on the way; in an unfinished run, the names the stages that leave markers write."""
         if self.kind not in TFPACK_KINDS:
             return []
         if self.stage is None:
             return [n for n in self.names if _owned(n, UNFINISHED_OWNED)]
         listed = (self.manifest or {}).get("written")
         names = {str(n).rstrip("/") for n in listed} | {MANIFEST} if isinstance(listed, list) else set(self.names)
+        names |= set(ADDED_LATER.get(self.stage, ()))
         return [n for n in self.names if _owned(n, OWNED[self.stage]) and (n in names or n.endswith(".tmp"))]
 
 
