@@ -1,6 +1,6 @@
 """Measure decontamination: n-gram matching speed at training-set scale, and the cosines behind the threshold.
 
-`ngrams` times `tfpack.ordering.contamination.ngram_matches`. Training texts: GSM8K train from ../shared/data
+`ngrams` times `tfpack.filters.contamination.ngram_matches`. Training texts: GSM8K train from ../shared/data
 (`question` + `answer`), repeated to --n texts, each text doubled with --double (~190 words instead of ~97, "a few
 hundred words"); benchmarks: the first --bench GSM8K rows themselves, so every copy of them is a hit. Without the
 data file, synthetic texts of random words stand in. Prints the time of a first (numba compile, unless cached) and of
@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 import tfpack
-from tfpack.ordering.contamination import NGRAM, ngram_matches
+from tfpack.filters.contamination import NGRAM, ngram_matches
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"

@@ -1,4 +1,4 @@
-"""Benchmark `--dedup` (tfpack.ordering.dedup) against a float64 brute force and SemHash, given the same vectors.
+"""Benchmark `--dedup` (tfpack.filters.dedup) against a float64 brute force and SemHash, given the same vectors.
 
 For each data set, model and S: seconds and peak traced memory of tfpack's rule (kNN graph k=64 + pairs + greedy
 keep), samples removed, recall/precision of its pairs >= S against every pair's float64 cosine, the removals of the
@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import connected_components
 
 from tfpack.config import EmbedConfig
 from tfpack.embedding.encoders import encode_texts, load_encoder
-from tfpack.ordering.dedup import Duplicates, close_pairs, keep_greedy, proposed_duplicates
+from tfpack.filters.dedup import Duplicates, close_pairs, keep_greedy, proposed_duplicates
 from tfpack.ordering.knn import build_knn
 
 K = 64

@@ -8,6 +8,7 @@ the paths they record.
 
     python scripts/compare_revisions.py --base main            # demo data, 400 samples
     python scripts/compare_revisions.py --base v0.1 --n 1600 --keep /tmp/cmp
+    python scripts/compare_revisions.py --base main --data ../shared/data/gsm8k_train.jsonl --limit 2000
 
 Prints one line per run (identical or the differing files) and exits 1 on any difference.
 """
@@ -41,7 +42,14 @@ PACK_RUNS: dict[str, list[str]] = {
     "buckets": ["--buckets", "4"],
     "pack-filter": ["--pack-filter", "0.9"],
     "small-shards": ["--shard-packs", "7", "--lookahead", "0", "--pack-seed", "3"],
+    "dedup": ["--dedup", "0.9"],
+    "dedup-prompt-longest": ["--dedup", "0.95", "--dedup-keep", "longest", "--dedup-on", "prompt"],
+    "decontaminate": ["--decontaminate", "{bench}"],
+    "decontaminate-report": ["--decontaminate", "{bench}", "--decontaminate-report", "--dedup", "0.9"],
+    "epochs": ["--epochs", "2"],
+    "weights": ["--weights", "{first}=2"],
 }
+SWEEP = ["--thresholds", "0.5,auto,none", "--json"]
 ORDER_RUNS: dict[str, list[str]] = {
     "auto": [],
     "exact-start": ["--exact", "--start", "5"],
@@ -56,11 +64,12 @@ def python_in(tree: Path, *args: str, check: bool) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, *args], env=env, cwd=tree, capture_output=True, text=True, check=check)
 
 
-def tfpack(tree: Path, *args: str) -> None:
-    """`python -m tfpack ARGS` from `tree`; raises with its stderr on failure."""
+def tfpack(tree: Path, *args: str) -> str:
+    """`python -m tfpack ARGS` from `tree`, its stdout; raises with its stderr on failure."""
     done = python_in(tree, "-m", "tfpack", *args, "--quiet", check=False)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: tfpack {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
 
 
 def digests(out: Path, work: Path) -> dict[str, str]:
@@ -86,8 +95,8 @@ def strip(obj: object) -> object:
     return obj
 
 
-def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str]]:
-    """Every run of the matrix with the code in `tree`; digests per run name."""
+def run_all(tree: Path, data: list[Path], bench: Path, work: Path) -> dict[str, dict[str, str]]:
+    """Every run of the matrix with the code in `tree` (`bench`: the --decontaminate file); digests per run name."""
     results = {}
     embed_dir = work / "embed"
     imported = python_in(tree, "-c", "import tfpack; print(tfpack.__file__)", check=True).stdout.strip()
@@ -101,8 +110,14 @@ def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str
         results[f"order {name}"] = {out.name: hashlib.sha256(out.read_bytes()).hexdigest()}
     for name, flags in PACK_RUNS.items():
         out = work / f"pack-{name}"
+        flags = [f.format(bench=bench, first=data[0].stem) for f in flags]
         tfpack(tree, "pack", str(embed_dir), "-o", str(out), "--tokenizer", "packaged-minilm", *flags)
         results[f"pack {name}"] = digests(out, work)
+    out = work / "pack-inputs"  # the one-command path: input files embedded inside `pack`
+    tfpack(tree, "pack", *map(str, data), "-o", str(out), "--tokenizer", "packaged-minilm", "--model", "static")
+    results["pack inputs"] = digests(out, work)
+    rows = tfpack(tree, "sweep", str(embed_dir), "--tokenizer", "packaged-minilm", *SWEEP)
+    results["sweep"] = {"stdout": hashlib.sha256(rows.encode()).hexdigest()}
     return results
 
 
@@ -111,6 +126,8 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="git revision to compare the working tree against")
     parser.add_argument("--n", type=int, default=400, help="demo samples over the four input files (default 400)")
     parser.add_argument("--keep", type=Path, help="keep the outputs under this directory (default: a temp dir)")
+    parser.add_argument("--data", type=Path, nargs="+", help="input files to use instead of the demo data")
+    parser.add_argument("--limit", type=int, help="with --data: the first N lines of each (JSONL) file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
@@ -120,14 +137,24 @@ def main() -> None:
         )
         try:
             data_dir = work / "data"
-            subprocess.run(
-                [sys.executable, str(ROOT / "scripts/make_demo_data.py"), "--out", str(data_dir), "--n", str(args.n)],
-                check=True,
-                capture_output=True,
-            )
+            if args.data:
+                data_dir.mkdir(parents=True)
+                for given in args.data:
+                    lines = given.read_bytes().splitlines(keepends=True)
+                    (data_dir / given.name).write_bytes(b"".join(lines[: args.limit]))
+            else:
+                subprocess.run(
+                    [sys.executable, str(ROOT / "scripts/make_demo_data.py"), "--out", str(data_dir)]
+                    + ["--n", str(args.n)],
+                    check=True,
+                    capture_output=True,
+                )
             data = sorted(data_dir.iterdir())
-            base = run_all(base_tree, data, work / "base")
-            head = run_all(ROOT, data, work / "head")
+            bench = work / "bench.jsonl"  # the first records of a JSONL input: decontamination has something to find
+            first_jsonl = next(p for p in data if p.suffix == ".jsonl")
+            bench.write_bytes(b"".join(first_jsonl.read_bytes().splitlines(keepends=True)[:10]))
+            base = run_all(base_tree, data, bench, work / "base")
+            head = run_all(ROOT, data, bench, work / "head")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=True)
     differing = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import tfpack
 
 PACKAGE = Path(tfpack.__file__).parent
-STAGES = ["ingest", "embedding", "ordering", "packing", "report"]
+STAGES = ["ingest", "embedding", "ordering", "filters", "packing", "report"]
 # Modules at the top that stages share; they import no stage (cli and the public API sit above every stage).
 SHARED = ["arrays", "config", "errors", "progress", "workdir", "parallel", "data", "export", "version"]
 

@@ -198,7 +198,7 @@ def pack(
     `pack_seed`), of `OrderConfig`
     (threshold, window, k, knn, exact, buckets, seed, ...) and of `FormatOptions`; `engine` applies to both stages.
     """
-    from tfpack.packing.stage import run_pack
+    from tfpack.pipeline import run_pack
 
     pack_fields, order_fields, fmt = _options(
         options, (PackConfig, {"pack_seed": "seed", "seed": None}), (OrderConfig, {}), (FormatOptions, {})

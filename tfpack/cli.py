@@ -689,7 +689,7 @@ def pack(
     """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
     from tfpack.config import build, load_yaml
     from tfpack.ingest.formats import FormatOptions, column_names
-    from tfpack.packing.stage import run_pack
+    from tfpack.pipeline import run_pack
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
@@ -922,8 +922,8 @@ def sweep(
 ) -> None:
     """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each."""
     from tfpack.config import build, load_yaml
+    from tfpack.pipeline import run_sweep
     from tfpack.report.sweep import parse_thresholds
-    from tfpack.report.sweep import sweep as run_sweep
 
     def action() -> list[dict[str, Any]]:
         sections = load_yaml(config)

@@ -1,4 +1,4 @@
-"""`tfpack stats RUN_DIR --dedup S`: what `pack --dedup S` would remove (the same function, `ordering.dedup.dedup_run`,
+"""`tfpack stats RUN_DIR --dedup S`: what `pack --dedup S` would remove (the same function, `filters.dedup.dedup_run`,
 with the same --dedup-keep and --dedup-on), with a few groups shown so S can be judged by eye."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tfpack.config import OrderConfig
+from tfpack.filters.dedup import dedup_run
 from tfpack.ingest.formats import prompt_text
 from tfpack.ingest.samples import as_turns
-from tfpack.ordering.dedup import dedup_run
 from tfpack.ordering.stage import load_embeddings
 from tfpack.workdir import SAMPLES_FILE, fingerprint_file, read_manifest, rerun_embed
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tests.conftest import DEMO_TOKENIZER, chat_rows, write_jsonl
 from tfpack import api
 from tfpack.cli import app
-from tfpack.ordering.dedup import keep_rank, near_duplicates
+from tfpack.filters.dedup import keep_rank, near_duplicates
 from tfpack.ordering.knn import build_knn
 from tfpack.ordering.walk import walk
 

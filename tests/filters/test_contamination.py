@@ -25,9 +25,7 @@ from tests.conftest import qa_rows, write_jsonl
 from tfpack.config import EmbedConfig
 from tfpack.embedding.stage import embed_texts, run_embed
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
-from tfpack.ingest.formats import FormatOptions
-from tfpack.ingest.readers import Location
-from tfpack.ordering.contamination import (
+from tfpack.filters.contamination import (
     BenchmarkItems,
     Contamination,
     NgramIndex,
@@ -43,6 +41,8 @@ from tfpack.ordering.contamination import (
     summarize,
     words,
 )
+from tfpack.ingest.formats import FormatOptions
+from tfpack.ingest.readers import Location
 from tfpack.workdir import EMBEDDINGS_FILE, SAMPLES_FILE, read_manifest
 
 MATH = [  # GSM8K style: question, answer
@@ -181,7 +181,7 @@ def write_benchmarks(tmp: Path) -> list[str]:
 
 @pytest.mark.slow  # embeds benchmark items with the full model
 def test_docstring_examples() -> None:
-    import tfpack.ordering.contamination as module
+    import tfpack.filters.contamination as module
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
