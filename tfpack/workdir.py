@@ -210,10 +210,7 @@ def manifest_stage(run_dir: Path, rerun: str) -> Any:
     """The stage a finished directory's manifest records (None when it records none); an export, which no command
     reads, raises naming its source."""
     path = run_dir / MANIFEST
-    if not path.is_file():
-        raise StaleArtifactError(mismatch(classify(run_dir), ("pack", "embed"), rerun))
-    stage = _load_manifest(path, rerun).get("stage")
-    if stage == "export":
+    if not path.is_file() or (stage := _load_manifest(path, rerun).get("stage")) == "export":
         raise StaleArtifactError(mismatch(classify(run_dir), ("pack", "embed"), rerun))
     return stage
 
