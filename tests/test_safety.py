@@ -68,8 +68,9 @@ def world(base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @dataclass
 class Case:
-    """One mistake: `args` (`{w}` = the world folder), the exit code, a fragment of stderr (`{w}` likewise), the
-    paths that must stay exactly as they were, and paths that must not exist afterwards."""
+    """One mistake: `args` (`{w}` = the world folder, `{shard}` = a shard of out/, `{shard_name}` its name), the exit
+    code, a fragment of stderr (`{w}` likewise), the paths that must stay exactly as they were, and paths that must not
+    exist afterwards."""
 
     args: list[str]
     code: int
@@ -367,6 +368,11 @@ CASES = {
         "--to: expected one of llamafactory, axolotl, got 'axolotol'",
         absent=["e"],
     ),
+    "inspect a shard of an export": Case(
+        ["inspect", "exp/data/{shard_name}"],
+        1,
+        "is a file inside the tfpack output {w}/exp; expected a pack output: pass {w}/out",
+    ),
     "stats an export": Case(["stats", "exp"], 1, "exp: is a tfpack export (for axolotl, of {w}/out); expected a pack"),
     "pack -o an export --overwrite": Case(
         ["pack", "run", "-o", "exp", "--overwrite", *TOK],
@@ -411,7 +417,10 @@ def test_mistake(world: Path, name: str) -> None:
         case.setup(world)
     before = {p: snapshot(world / p) for p in case.untouched}
     shard = str(sorted(world.glob("out/data/train-*.parquet"))[0])
-    args = [a.replace("{w}", str(world)).replace("{shard}", shard) for a in case.args]
+    args = [
+        a.replace("{w}", str(world)).replace("{shard}", shard).replace("{shard_name}", Path(shard).name)
+        for a in case.args
+    ]
     result = CliRunner().invoke(app, args)
     err = result.stderr
     assert result.exit_code == case.code, (name, err)

@@ -435,7 +435,7 @@ def mismatch(info: PathInfo, expected: tuple[str, ...], rerun: str, also: str = 
     if info.kind is Kind.EXPORT and "pack" in expected:
         return f"{message}: pass the pack output it was exported from, {info.export_source}"
     if info.kind is Kind.FILE and (owner := tfpack_owner(info.path)) is not None:
-        return f"{message}: pass {owner.path}"
+        return f"{message}: pass {owner.export_source if owner.kind is Kind.EXPORT else owner.path}"
     if info.kind is Kind.FILE and info.path.name.lower().endswith(INPUT_SUFFIXES):
         return f"{message}: embed it first (`tfpack embed {info.path} -o RUN`)"
     return message
