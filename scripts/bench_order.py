@@ -1,6 +1,6 @@
 """Benchmark the ordering engine against the paper's algorithm, and its scale curve.
 
-    python scripts/bench_order.py anchor            # N=4096: reference algorithm vs dense greedy vs tfpack
+    python scripts/bench_order.py anchor [REPEAT]   # N=1k/4096/8k: `tfpack order --exact` (CLI) vs the reference
     python scripts/bench_order.py scale 10000 100000 1000000   # kNN/walk seconds and peak RSS per N
     python scripts/bench_order.py scale 1000000 --buckets=100  # the same, bucketed (memory bounded by a bucket)
     python scripts/bench_order.py scale 1000000 --knn=ivfpq    # global walk, IVF-PQ graph, no float32 copy
@@ -9,9 +9,10 @@
     python scripts/bench_order.py buckets 100000 16 64   # bucketed ordering vs the global walk (N or an .npy)
     python scripts/bench_order.py threshold 100000 1000000   # `--threshold auto` estimate: seconds, extra memory
 
-`anchor` uses ../shared/golden/emb_4096.npy (the largest N the authors' script can run). The reference is
-re-implemented here from the paper's description (dense torch.cdist matrix, torch.quantile threshold, argmin loop);
-the dense numpy greedy is the same walk over a float64 matrix. Each scale point runs in a fresh subprocess on
+`anchor` uses ../shared/golden/emb_4096.npy (the largest N the authors' script can run), its first 1024 rows and
+8192 synthetic rows; tfpack runs as its command line, the reference in its own process too, a fresh process per
+run. The reference is re-implemented here from the paper's description (dense torch.cdist matrix, torch.quantile
+threshold, argmin loop). Each scale point runs in a fresh subprocess on
 synthetic clustered float16 embeddings (d=384) with a fixed threshold, so peak RSS is that run's own.
 """
 
@@ -29,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-import tfpack
 from tfpack.config import OrderConfig
 from tfpack.ordering.stage import order_embeddings
-from tfpack.ordering.threshold import EXACT_MAX_N, from_cosine, from_distance, resolve_threshold
+from tfpack.ordering.threshold import EXACT_MAX_N, from_cosine, resolve_threshold
 from tfpack.ordering.walk import walk
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden"
+REFERENCE_4096 = 0.9011306762695312  # the L2 threshold the authors' script computed on emb_4096.npy
 
 
 def reference_algorithm(x: np.ndarray) -> list[int]:
@@ -64,26 +65,6 @@ def reference_algorithm(x: np.ndarray) -> list[int]:
     return path
 
 
-def dense_greedy(x: np.ndarray, reject_d2: float, window: int = 4) -> list[int]:
-    """The same walk over a dense float64 distance matrix, vectorised per step with numpy."""
-    x64 = x.astype(np.float64)
-    n2 = (x64 * x64).sum(1)
-    d2 = n2[:, None] + n2[None, :] - 2 * x64 @ x64.T
-    n = len(x)
-    visited = np.zeros(n, dtype=bool)
-    path = [0]
-    visited[0] = True
-    for _ in range(1, n):
-        ok = ~visited & (d2[path[-window:]] >= reject_d2).all(axis=0)
-        row = np.where(ok, d2[path[-1]], np.inf)
-        if not np.isfinite(row).any():
-            row = np.where(~visited, d2[path[-1]], np.inf)
-        nxt = int(np.argmin(row))
-        path.append(nxt)
-        visited[nxt] = True
-    return path
-
-
 def timed(fn, *args, repeat: int = 1, **kwargs):  # type: ignore[no-untyped-def]
     """(result, best wall seconds over `repeat` runs)."""
     best = float("inf")
@@ -94,39 +75,80 @@ def timed(fn, *args, repeat: int = 1, **kwargs):  # type: ignore[no-untyped-def]
     return out, best
 
 
-def anchor() -> None:
-    source = GOLDEN / "emb_4096.npy"  # tfpack is timed through its API, from the .npy as a user runs it
-    x = np.load(source)
-    ref_path = np.load(GOLDEN / "ref_path_4096.npy")
-    order_embeddings(x[:64], OrderConfig(exact=True))  # compile the numba kernels outside the timings
-    order_embeddings(x[:64], OrderConfig())
-    ref, t_ref = timed(reference_algorithm, x)
-    exact, t_exact = timed(tfpack.order, source, threshold="auto", exact=True, repeat=3)
-    fast, t_fast = timed(tfpack.order, source, threshold="auto", repeat=3)
-    dense, t_dense = timed(dense_greedy, x, from_distance(exact.summary["distance_threshold"]).reject_d2, repeat=3)
-    print(
-        "N=4096 d=384 (golden embeddings), threshold auto (2% quantile), window 4, start 0; "
-        "reference timed once, the others best of 3"
+def reference_process(source: Path, out: Path) -> dict:
+    """The reference algorithm in a fresh process: its own seconds (torch imported first, not timed) and the
+    whole process's wall time; its path is written to `out`."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "_reference", str(source), str(out)], capture_output=True, text=True, check=True
     )
-    print(f"{'method':<34}{'seconds':>9}{'speed-up vs reference':>24}  mean adjacent sim")
-    for name, seconds, sim in (
-        ("reference algorithm (torch dense)", t_ref, None),
-        ("dense numpy greedy (float64)", t_dense, None),
-        ("tfpack order --exact", t_exact, exact.summary["mean_adjacent_similarity"]),
-        ("tfpack order (default)", t_fast, fast.summary["mean_adjacent_similarity"]),
-    ):
-        print(f"{name:<34}{seconds:>9.3f}{t_ref / seconds:>23.1f}×  {sim if sim is not None else ''}")
-    print(
-        f"reference path == golden: {np.array_equal(ref, ref_path)}; "
-        f"tfpack --exact == dense greedy: {exact.path.tolist() == dense}"
-    )
+    return {**json.loads(proc.stdout), "wall": time.perf_counter() - started}
 
 
-def synthetic(path: Path, n: int, d: int = 384, clusters: int = 2000, seed: int = 0) -> None:
-    """Clustered unit vectors, float16, written chunk by chunk."""
+def cli_process(source: Path, out: Path, *flags: str) -> dict:
+    """`tfpack order SOURCE -o OUT --json FLAGS` in a fresh process: its JSON summary and the process's wall time."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfpack", "order", str(source), "-o", str(out), "--overwrite", "--json", *flags],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {**json.loads(proc.stdout), "wall": time.perf_counter() - started}
+
+
+def anchor(repeat: int) -> None:
+    """`tfpack order` as a user runs it (its command line, a fresh process per run) against the reference, side by
+    side: N = 1024 (the golden rows' prefix), 4096 (golden) and 8192 (synthetic: the reference cannot run)."""
+    print(cpu())
+    print(
+        "tfpack order EMB.npy -o OUT --json [--exact]: threshold auto (2% quantile), window 4, start 0; a fresh "
+        f"process per run, best of {repeat}, runs interleaved; reference = the authors' algorithm (torch, dense): its "
+        "seconds exclude `import torch`, its process time includes it"
+    )
+    print(
+        f"{'N':>5} {'what':<24}{'seconds':>9}{'process s':>10}{'thresh s':>9}{'kNN s':>7}{'walk s':>7}"
+        f"{'fallbk':>7}{'×ref (s)':>9}{'×ref (process)':>15}"
+    )
+    modes = {"reference (torch)": None, "tfpack order --exact": ("--exact",), "tfpack order (default)": ()}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "path.npy"
+        sources = {1024: Path(tmp) / "emb_1024.npy", 4096: GOLDEN / "emb_4096.npy", 8192: Path(tmp) / "emb_8192.npy"}
+        np.save(sources[1024], np.load(GOLDEN / "emb_4096.npy")[:1024])
+        synthetic(sources[8192], 8192, dtype=np.float32)
+        for n, source in sources.items():
+            runs: dict[str, list[dict]] = {name: [] for name in modes if n <= 4096 or modes[name] is not None}
+            for _ in range(repeat):  # interleaved: a load change on the shared machine hits every mode alike
+                for name in runs:
+                    flags = modes[name]
+                    runs[name].append(
+                        reference_process(source, out) if flags is None else cli_process(source, out, *flags)
+                    )
+            ref = runs.get("reference (torch)")
+            for name, results in runs.items():
+                best = min(results, key=lambda r: r["seconds"])
+                wall = min(r["wall"] for r in results)
+                line = f"{n:>5} {name:<24}{best['seconds']:>9.3f}{wall:>10.3f}"
+                if "walk_seconds" in best:
+                    line += (
+                        f"{best['threshold_seconds']:>9.3f}{best['knn_seconds']:>7.3f}{best['walk_seconds']:>7.3f}"
+                        f"{best['fallbacks']:>7}"
+                    )
+                    if ref:
+                        ref_s = min(r["seconds"] for r in ref)
+                        ref_wall = min(r["wall"] for r in ref)
+                        line += f"{ref_s / best['seconds']:>8.1f}×{ref_wall / wall:>14.1f}×"
+                print(line)
+        cli_process(GOLDEN / "emb_4096.npy", out, "--exact", "--distance-threshold", str(REFERENCE_4096))
+        same = np.array_equal(np.load(out), np.load(GOLDEN / "ref_path_4096.npy"))
+        print(f"tfpack --exact at the reference's own threshold reproduces ref_path_4096.npy: {same}")
+
+
+def synthetic(path: Path, n: int, d: int = 384, clusters: int = 2000, seed: int = 0, dtype: type = np.float16) -> None:
+    """Clustered unit vectors (float16 unless `dtype`), written chunk by chunk."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, d)).astype(np.float32)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, d))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n, d))
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         x = centres[rng.integers(0, clusters, m)] + 0.9 * rng.normal(size=(m, d)).astype(np.float32)
@@ -327,7 +349,13 @@ def in_fresh_process(label: str, *args: str) -> dict | None:
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "anchor"
     if mode == "anchor":
-        anchor()
+        anchor(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    elif mode == "_reference":
+        import torch  # noqa: F401 - imported before the timing: the algorithm's seconds, not torch's import
+
+        path, seconds = timed(reference_algorithm, np.load(sys.argv[2]))
+        np.save(sys.argv[3], np.asarray(path, dtype=np.int64))
+        print(json.dumps({"seconds": seconds}))
     elif mode == "scale":
         sizes = [int(a) for a in sys.argv[2:] if a.isdigit()] or [10_000, 100_000, 1_000_000]
         buckets = next((a.split("=")[1] for a in sys.argv[2:] if a.startswith("--buckets=")), "0")

@@ -98,7 +98,10 @@ def test_refuses_a_folder_it_did_not_write(packed: Path, tmp_path: Path) -> None
     dest.mkdir()
     (dest / "notes.txt").write_text("keep me")
     code, _, stderr = run_export(packed, "axolotl", dest, "--overwrite")
-    assert code == 2 and "not empty and not a tfpack export" in stderr
+    assert (
+        code == 2
+        and f"-o {dest}: is a folder tfpack did not write (no tfpack manifest.json; holds notes.txt)" in stderr
+    )
     assert snapshot(dest) == {"notes.txt": b"keep me"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
@@ -115,14 +118,29 @@ def test_rerun_needs_overwrite_and_replaces_only_its_files(packed: Path, tmp_pat
     assert sorted(snapshot(dest)) == manifest["files"]
 
 
-def test_overwrite_refuses_an_export_holding_a_users_file(packed: Path, tmp_path: Path) -> None:
+def test_overwrite_keeps_the_users_files_in_an_export(packed: Path, tmp_path: Path) -> None:
+    """The rule of every tfpack output: --overwrite replaces only the files the export's manifest lists; a file the
+    user added stays (and is named in a note), one under a name the export writes is refused with nothing changed."""
     dest = tmp_path / "export"
     assert run_export(packed, "axolotl", dest)[0] == 0
+    (dest / "train.yaml").write_text("mine")
     (dest / "data" / "extra.parquet").write_bytes(b"mine")
+    code, _, stderr = run_export(packed, "llamafactory", dest, "--overwrite")
+    assert code == 0, stderr
+    assert f"note: -o {dest}: kept what tfpack did not write there (train.yaml, data/extra.parquet)" in stderr
+    manifest = orjson.loads((dest / "manifest.json").read_bytes())
+    assert manifest["trainer"] == "llamafactory" and "data/" not in manifest["written"]
+    assert sorted(snapshot(dest)) == sorted([*manifest["files"], "train.yaml", "data/extra.parquet"])
+    assert (dest / "train.yaml").read_text() == "mine" and (dest / "data" / "extra.parquet").read_bytes() == b"mine"
+    assert run_export(packed, "axolotl", dest, "--overwrite")[0] == 0  # back into data/, beside extra.parquet
+    assert sorted(snapshot(dest)) == sorted(
+        [*orjson.loads((dest / "manifest.json").read_bytes())["files"], "train.yaml", "data/extra.parquet"]
+    )
+    (dest / "state.json").write_text("mine")
     before = snapshot(dest)
-    code, _, stderr = run_export(packed, "axolotl", dest, "--overwrite")
-    assert code == 2 and "extra.parquet: not written by tfpack export" in stderr
-    assert snapshot(dest) == before
+    code, _, stderr = run_export(packed, "llamafactory", dest, "--overwrite")
+    assert code == 2 and f"-o {dest}: holds state.json, not listed as tfpack's" in stderr
+    assert snapshot(dest) == before and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 @pytest.mark.parametrize("where", ["inside", "same"])
@@ -130,7 +148,8 @@ def test_refuses_an_export_inside_the_pack_output(packed: Path, where: str) -> N
     before = snapshot(packed)
     dest = packed / "export" if where == "inside" else packed
     code, _, stderr = run_export(packed, "axolotl", dest)
-    assert code == 2 and "must lie outside the pack output" in stderr
+    relation = "is inside" if where == "inside" else "is"
+    assert code == 2 and f"-o {dest}: {relation} the input {packed}; write the output somewhere else" in stderr
     assert snapshot(packed) == before
 
 

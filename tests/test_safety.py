@@ -24,7 +24,8 @@ TOK = ("--tokenizer", "packaged-minilm")
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """g.jsonl (24 samples), emb.npy (its embeddings), run/ (embed run of both), out/ (a pack output of run/), ep/
-    (a `--epochs 2` output), long.jsonl + lrun/ (samples of 13+ words, for n-gram decontamination)."""
+    (a `--epochs 2` output), exp/ (an axolotl export of out/), long.jsonl + lrun/ (samples of 13+ words, for n-gram
+    decontamination)."""
     base = tmp_path_factory.mktemp("world")
     g = write_jsonl(base / "g.jsonl", qa_rows(24))
     rng = np.random.default_rng(0)
@@ -39,6 +40,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["embed", str(g), "-o", str(base / "run"), "--embeddings", str(base / "emb.npy")],
         ["pack", str(base / "run"), "-o", str(base / "out"), *TOK, "--max-len", "128", "--shard-packs", "2"],
         ["pack", str(base / "run"), "-o", str(base / "ep"), *TOK, "--max-len", "128", "--epochs", "2"],
+        ["export", str(base / "out"), "--to", "axolotl", "-o", str(base / "exp")],
         ["embed", str(base / "long.jsonl"), "-o", str(base / "lrun"), "--embeddings", str(base / "lemb.npy")],
     ):
         result = CliRunner().invoke(app, [*args, "--quiet"])
@@ -66,8 +68,9 @@ def world(base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @dataclass
 class Case:
-    """One mistake: `args` (`{w}` = the world folder), the exit code, a fragment of stderr (`{w}` likewise), the
-    paths that must stay exactly as they were, and paths that must not exist afterwards."""
+    """One mistake: `args` (`{w}` = the world folder, `{shard}` = a shard of out/, `{shard_name}` its name), the exit
+    code, a fragment of stderr (`{w}` likewise), the paths that must stay exactly as they were, and paths that must not
+    exist afterwards."""
 
     args: list[str]
     code: int
@@ -90,6 +93,12 @@ def write(relative: str, text: str) -> Callable[[Path], None]:
         (world / relative).write_text(text)
 
     return make
+
+
+def killed_export(world: Path) -> None:
+    """What an export killed before its rename leaves: a hidden sibling holding part of the rows, no exp2/."""
+    (world / ".exp2.999-dead.tmp" / "data").mkdir(parents=True)
+    (world / ".exp2.999-dead.tmp" / "data" / "train-00000-of-00002.parquet").write_bytes(b"half")
 
 
 def interrupted(world: Path) -> None:
@@ -268,6 +277,129 @@ CASES = {
     "21 corrupt manifest": Case(
         ["order", "run", "-o", "o.npy"], 1, "corrupt or partial manifest", setup=corrupt("run/manifest.json")
     ),
+    # export: the same output-folder rules as pack and embed (workdir.check_out_dir)
+    "export -o a foreign folder --overwrite": Case(
+        ["export", "out", "--to", "axolotl", "-o", "foreign", "--overwrite"],
+        2,
+        "-o foreign: is a folder tfpack did not write (no tfpack manifest.json; holds 2024_metadata.jsonl, README.md, "
+        "sub); tfpack writes only into an empty or new folder",
+        ["foreign", "out"],
+    ),
+    "export -o the pack output": Case(
+        ["export", "out", "--to", "axolotl", "-o", "out", "--overwrite"], 2, "-o out: is the input out", ["out"]
+    ),
+    "export -o inside the pack output": Case(
+        ["export", "out", "--to", "axolotl", "-o", "out/exp"],
+        2,
+        "-o out/exp: is inside the input out; write the output somewhere else (nothing was changed)",
+        ["out"],
+        ["out/exp"],
+    ),
+    "export -o inside an earlier export": Case(
+        ["export", "out", "--to", "axolotl", "-o", "exp/data/new", "--overwrite"],
+        2,
+        "-o exp/data/new: is inside the tfpack output {w}/exp (tfpack manages its files)",
+        ["exp"],
+        ["exp/data/new"],
+    ),
+    "embed -o inside a pack output": Case(
+        ["embed", "g.jsonl", "-o", "out/data/run", "--embeddings", "emb.npy"],
+        2,
+        "-o out/data/run: is inside the tfpack output {w}/out",
+        ["out"],
+        ["out/data/run"],
+    ),
+    "export -o a folder holding its source": Case(
+        ["export", "out", "--to", "axolotl", "-o", ".", "--overwrite"], 2, "-o .: contains the input out", ["out"]
+    ),
+    "export -o an embed run --overwrite": Case(
+        ["export", "out", "--to", "axolotl", "-o", "run", "--overwrite"],
+        2,
+        "-o run: is an embed run directory, not a tfpack export; --overwrite replaces only an earlier `tfpack export`",
+        ["run"],
+    ),
+    "export -o the user's file --overwrite": Case(
+        ["export", "out", "--to", "axolotl", "-o", "mydata.jsonl", "--overwrite"],
+        2,
+        "-o mydata.jsonl: exists and is not a directory",
+        ["mydata.jsonl"],
+    ),
+    "export re-run into the same folder": Case(
+        ["export", "out", "--to", "llamafactory", "-o", "exp"],
+        2,
+        "-o exp: output directory is not empty and holds a finished run; pass --overwrite",
+        ["exp"],
+    ),
+    "export --overwrite onto the user's state.json": Case(
+        ["export", "out", "--to", "llamafactory", "-o", "exp", "--overwrite"],
+        2,
+        "-o exp: holds state.json, not listed as tfpack's but named as its outputs",
+        ["exp"],
+        setup=write("exp/state.json", "mine\n"),
+    ),
+    "export --overwrite of an export whose manifest is gone": Case(
+        ["export", "out", "--to", "axolotl", "-o", "exp", "--overwrite"],
+        2,
+        "-o exp: is a folder tfpack did not write (no tfpack manifest.json; holds data, recipe.yaml)",
+        ["exp"],
+        setup=lambda w: (w / "exp" / "manifest.json").unlink(),
+    ),
+    "export after a killed export": Case(
+        ["export", "out", "--to", "axolotl", "-o", "exp2"],
+        0,
+        "exported 12 packs",
+        [".exp2.999-dead.tmp", "out"],
+        setup=killed_export,
+    ),
+    "export an export": Case(
+        ["export", "exp", "--to", "llamafactory", "-o", "lf"],
+        1,
+        "exp: is a tfpack export (for axolotl, of {w}/out); expected a pack output: pass the pack output it was "
+        "exported from, {w}/out",
+        ["exp"],
+        ["lf"],
+    ),
+    "export a --epochs output": Case(
+        ["export", "ep", "--to", "axolotl", "-o", "e"], 1, "read one epoch, e.g. ep/epoch-0", ["ep"], ["e"]
+    ),
+    "export --to typo": Case(
+        ["export", "out", "--to", "axolotol", "-o", "e"],
+        2,
+        "--to: expected one of llamafactory, axolotl, got 'axolotol'",
+        absent=["e"],
+    ),
+    "inspect a shard of an export": Case(
+        ["inspect", "exp/data/{shard_name}"],
+        1,
+        "is a file inside the tfpack output {w}/exp; expected a pack output: pass {w}/out",
+    ),
+    "stats an export": Case(["stats", "exp"], 1, "exp: is a tfpack export (for axolotl, of {w}/out); expected a pack"),
+    "pack -o an export --overwrite": Case(
+        ["pack", "run", "-o", "exp", "--overwrite", *TOK],
+        2,
+        "-o exp: is a tfpack export (for axolotl, of {w}/out), not a pack output",
+        ["exp"],
+    ),
+    "pack --overwrite of an unfinished output holding the user's README.md": Case(
+        ["pack", "run", "-o", "foreign", "--overwrite", *TOK],
+        2,
+        "-o foreign: holds README.md, not listed as tfpack's but named as its outputs",
+        ["foreign"],
+        setup=lambda w: (w / "foreign" / ".tfpack").mkdir(),
+    ),
+    "embed --overwrite with a typo in --embeddings": Case(
+        ["embed", "g.jsonl", "-o", "run", "--embeddings", "emb.nyp", "--overwrite"],
+        1,
+        "--embeddings emb.nyp: cannot read a .npy array",
+        ["run"],
+    ),
+    "pack --overwrite onto the user's 256_metadata.jsonl": Case(
+        ["pack", "run", "-o", "out", "--overwrite", *TOK, "--max-len", "256"],
+        2,
+        "-o out: holds 256_metadata.jsonl, not listed as tfpack's",
+        ["out"],
+        setup=write("out/256_metadata.jsonl", "mine\n"),
+    ),
 }
 
 
@@ -285,7 +417,10 @@ def test_mistake(world: Path, name: str) -> None:
         case.setup(world)
     before = {p: snapshot(world / p) for p in case.untouched}
     shard = str(sorted(world.glob("out/data/train-*.parquet"))[0])
-    args = [a.replace("{w}", str(world)).replace("{shard}", shard) for a in case.args]
+    args = [
+        a.replace("{w}", str(world)).replace("{shard}", shard).replace("{shard_name}", Path(shard).name)
+        for a in case.args
+    ]
     result = CliRunner().invoke(app, args)
     err = result.stderr
     assert result.exit_code == case.code, (name, err)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tfpack.errors import ConfigError, StaleArtifactError
+from tfpack.errors import ConfigError, Note, StaleArtifactError
 from tfpack.workdir import (
     Kind,
     atomic_path,
@@ -78,7 +78,8 @@ def test_prepare_out_dir_refuses_non_empty(tmp_path: Path) -> None:
         prepare_out_dir(new, "embed", overwrite=False)
     with pytest.raises(ConfigError, match="is an embed run directory, not a pack output"):
         prepare_out_dir(new, "pack", overwrite=True)
-    prepare_out_dir(new, "embed", overwrite=True)
+    with pytest.warns(Note, match=r"new: kept what tfpack did not write there \(f\)"):
+        prepare_out_dir(new, "embed", overwrite=True)
     assert sorted(p.name for p in new.iterdir()) == ["f"] and (new / "f").read_bytes() == b"mine"
 
 
@@ -92,13 +93,58 @@ def test_remove_owned_keeps_what_the_manifest_does_not_list(tmp_path: Path) -> N
     write_manifest(out, {"stage": "pack"})
     (out / "notes.txt").write_text("mine")
     (out / "data" / "mine.csv").write_text("mine")
-    assert sorted(remove_owned(classify(out))) == ["README.md", "manifest.json"]  # data/ keeps mine.csv
-    assert sorted(p.name for p in out.rglob("*")) == ["data", "mine.csv", "notes.txt"]
+    (out / "notes.tmp").write_text("mine")  # a .tmp name, but not one tfpack writes on the way
+    (out / "dropped.jsonl.tmp").write_text("half")  # what a killed `atomic_path` leaves: tfpack's, though not listed
+    with pytest.warns(Note, match=r"kept what tfpack did not write there \(notes.tmp, notes.txt, data/mine.csv\)"):
+        removed = remove_owned(classify(out))
+    assert sorted(removed) == ["README.md", "dropped.jsonl.tmp", "manifest.json"]  # data/ keeps mine.csv
+    assert sorted(p.name for p in out.rglob("*")) == ["data", "mine.csv", "notes.tmp", "notes.txt"]
     (out / ".tfpack").mkdir()
     (out / "README.md").write_text("yours")
     assert classify(out).kind is Kind.INCOMPLETE
-    assert remove_owned(classify(out)) == [".tfpack"]
+    with pytest.warns(Note, match="README.md"):
+        assert remove_owned(classify(out)) == [".tfpack"]
     assert (out / "README.md").read_text() == "yours"
+
+
+def test_overwrite_refuses_a_users_file_under_a_name_tfpack_writes(tmp_path: Path) -> None:
+    """A pack output without contamination.jsonl, where the user then saved one: --overwrite would write over it
+    (with --decontaminate), so the folder is refused and nothing changes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("card")
+    write_manifest(out, {"stage": "pack"})
+    (out / "contamination.jsonl").write_text("mine")
+    (out / "stats.png").write_bytes(b"mine")
+    with pytest.raises(ConfigError, match=r"-o .*out: holds contamination.jsonl, not listed as tfpack.s"):
+        prepare_out_dir(out, "pack", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "contamination.jsonl", "manifest.json", "stats.png"]
+
+
+def test_an_export_is_a_tfpack_output(tmp_path: Path) -> None:
+    """An export folder is classified by its manifest, so every command names it and points at its source."""
+    export = tmp_path / "lf"
+    export.mkdir()
+    (export / "state.json").write_text("{}")
+    write_manifest(export, {"stage": "export", "trainer": "llamafactory", "source": {"out_dir": "/w/out"}})
+    info = classify(export)
+    assert info.kind is Kind.EXPORT and info.owned() == ["manifest.json", "state.json"]
+    with pytest.raises(StaleArtifactError, match="is a tfpack export .*; expected a pack output: pass .*, /w/out"):
+        read_manifest(export, "pack", "tfpack pack")
+    with pytest.raises(ConfigError, match="lf: is a tfpack export .*, not a pack output; --overwrite replaces only"):
+        prepare_out_dir(export, "pack", overwrite=True)
+
+
+def test_overwrite_removes_the_knn_cache_added_to_an_embed_run(tmp_path: Path) -> None:
+    """knn/ is written into a finished run by order/pack/sweep, after its manifest: tfpack's, though not listed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "samples.parquet").write_bytes(b"")
+    write_manifest(run, {"stage": "embed"})
+    (run / "knn").mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.warns(Note, match=r"\(notes.txt\)"):
+        assert sorted(remove_owned(classify(run))) == ["knn", "manifest.json", "samples.parquet"]
 
 
 def pack_manifest() -> dict[str, Any]:

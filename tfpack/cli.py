@@ -609,5 +609,6 @@ def export(
             f"for {to} to {export_dir}; recipe ({Path(export_dir) / 'recipe.yaml'}):",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
         sys.stdout.write(summary["recipe"])

@@ -16,7 +16,8 @@ Per trainer and attention mode (`tfpack pack --attention`):
 
 Labels stay as in the shards (unshifted, -100 where not trained and on each segment's first token). The export is
 written to a temporary sibling folder and renamed into place last; its `manifest.json` names the source output and
-lists every file, `recipe.yaml` holds the YAML to paste into the trainer's config.
+lists every file, `recipe.yaml` holds the YAML to paste into the trainer's config. The export folder is checked and
+replaced by the rules of every tfpack output (`workdir.check_out_dir`, `workdir.remove_owned`).
 """
 
 from __future__ import annotations
@@ -33,40 +34,39 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from tfpack.errors import ConfigError, DependencyError, StaleArtifactError
+from tfpack.errors import ConfigError, DependencyError
 from tfpack.version import __version__
 from tfpack.workdir import (
     DATA_DIR,
     IGNORE_INDEX,
     MANIFEST,
+    RECIPE_FILE,
+    TFPACK_KINDS,
+    check_out_dir,
     fingerprint_file,
     listed_shards,
-    manifest_stage,
     read_manifest,
+    remove_owned,
     rerun_pack,
-    write_json,
+    write_manifest,
 )
 
 TRAINERS = ("llamafactory", "axolotl")
 STAGE = "export"
-RECIPE_FILE = "recipe.yaml"
 PAD_MULTIPLE = 8  # LLaMA-Factory's collator pads to a multiple of 8 (`pad_to_multiple_of=8`), position_ids excepted
 INT32_LIST = pa.list_(pa.int32())
 
 
 def export(out_dir: Path, to: str, export_dir: Path, overwrite: bool = False) -> dict[str, Any]:
     """Export the `tfpack pack` output `out_dir` for trainer `to` into `export_dir`; returns the summary (with the
-    recipe as `recipe`). Refuses, before writing anything, a non-empty `export_dir` that is not a tfpack export, and
-    an earlier export unless `overwrite` (then only the files its manifest lists are removed)."""
+    recipe as `recipe`). `export_dir` is checked before anything is written (`workdir.check_out_dir`): new, empty,
+    or an earlier export with `overwrite`, whose listed files alone are then replaced."""
     if to not in TRAINERS:
         raise ConfigError(f"--to: expected one of {', '.join(TRAINERS)}, got {to!r}")
     out_dir, export_dir = Path(out_dir), Path(export_dir)
-    rerun = rerun_pack(out_dir)
-    if manifest_stage(out_dir, f"run `{rerun}`") == "pack-epochs":
-        raise ConfigError(f"{out_dir}: a `pack --epochs` output; export one epoch: tfpack export {out_dir}/epoch-0 ...")
-    manifest = read_manifest(out_dir, "pack", rerun)
+    manifest = read_manifest(out_dir, "pack", rerun_pack(out_dir))
     shards = listed_shards(out_dir, manifest)
-    old_files = _check_export_dir(export_dir, out_dir, overwrite)
+    earlier = check_out_dir(export_dir, STAGE, overwrite, [out_dir])
     attention = manifest["attention"]
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = export_dir.with_name(f".{export_dir.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
@@ -99,53 +99,29 @@ def export(out_dir: Path, to: str, export_dir: Path, overwrite: bool = False) ->
             "files": sorted([*files, RECIPE_FILE, MANIFEST]),
             "version": __version__,
         }
-        write_json(tmp / MANIFEST, {k: v for k, v in summary.items() if k != "export_dir"})
-        _remove_listed(export_dir, old_files)
-        os.replace(tmp, export_dir)  # onto an absent or empty folder
+        write_manifest(tmp, {k: v for k, v in summary.items() if k != "export_dir"})
+        if earlier.kind in TFPACK_KINDS:
+            remove_owned(earlier)
+        _move_into(tmp, export_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return {**summary, "recipe": recipe}
 
 
-def _check_export_dir(export_dir: Path, out_dir: Path, overwrite: bool) -> list[str]:
-    """The files of an earlier export to replace (empty when `export_dir` is absent or empty); refuse anything else."""
-    target, source = export_dir.resolve(), out_dir.resolve()
-    if target == source or source in target.parents or target in source.parents:
-        raise ConfigError(f"{export_dir}: -o must lie outside the pack output {out_dir} (and not contain it)")
-    if export_dir.exists() and not export_dir.is_dir():
-        raise ConfigError(f"{export_dir}: exists and is not a directory; choose another -o")
+def _move_into(tmp: Path, export_dir: Path) -> None:
+    """Put the finished export `tmp` in place: renamed onto an absent or empty `export_dir`; into one that keeps the
+    user's files (beside tfpack's, or under data/), entry by entry with the manifest last."""
     if not export_dir.is_dir() or not any(export_dir.iterdir()):
-        return []
-    if _stage_or_none(export_dir) != STAGE:
-        raise ConfigError(f"{export_dir}: not empty and not a tfpack export; choose a new or empty folder for -o")
-    if not overwrite:
-        raise ConfigError(f"{export_dir}: holds a tfpack export; pass --overwrite to replace it")
-    listed = set(read_manifest(export_dir, STAGE, "tfpack export").get("files", []))
-    on_disk = {p.relative_to(export_dir).as_posix() for p in export_dir.rglob("*") if not p.is_dir()}
-    if extra := sorted(on_disk - listed):
-        raise ConfigError(
-            f"{export_dir / extra[0]}: not written by tfpack export ({len(extra)} such file(s)); move them out or "
-            "choose another -o"
-        )
-    return sorted(listed & on_disk)
-
-
-def _stage_or_none(folder: Path) -> Any:
-    """The stage a folder's manifest records, None without a readable one."""
-    try:
-        return manifest_stage(folder, "")
-    except StaleArtifactError:
-        return None
-
-
-def _remove_listed(export_dir: Path, files: list[str]) -> None:
-    """Delete an earlier export's listed files, then the folders they leave empty (deepest first)."""
-    for name in files:
-        (export_dir / name).unlink()
-    for folder in sorted({(export_dir / n).parent for n in files}, key=lambda p: len(p.parts), reverse=True):
-        if folder != export_dir and not any(folder.iterdir()):
-            folder.rmdir()
+        os.replace(tmp, export_dir)
+        return
+    for entry in sorted(tmp.iterdir(), key=lambda path: path.name == MANIFEST):
+        target = export_dir / entry.name
+        if entry.is_dir() and target.is_dir():
+            for child in entry.iterdir():
+                os.replace(child, target / child.name)
+        else:
+            os.replace(entry, target)
 
 
 def _round_up(n: int) -> int:

@@ -58,11 +58,9 @@ from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.report.sweep import threshold_row
 from tfpack.version import __version__
 from tfpack.workdir import (
-    CARD_FILE,
     CONTAMINATION_FILE,
     DROPPED_FILE,
     EMBED_RUN,
-    EPOCH_GLOB,
     ERRORS_FILE,
     REPEATS_FILE,
     SAMPLES_FILE,
@@ -72,11 +70,9 @@ from tfpack.workdir import (
     epoch_dir_name,
     fingerprint_file,
     knn_cache_dir,
-    megatron_metadata_paths,
     prepare_out_dir,
     read_manifest,
     rerun_embed,
-    shard_paths,
     write_jsonl,
     write_manifest,
 )
@@ -143,14 +139,7 @@ def check_job(sources: list[str], out_dir: Path, pack_cfg: PackConfig, on_error:
         source_weights(pack_cfg.weights, source_names([{"path": p} for p in expanded]))
         inputs = [p for p in expanded if p != STDIN]
     benchmarks = read_benchmarks(list(pack_cfg.decontaminate)) if pack_cfg.decontaminate else None
-    prepare_out_dir(out_dir, "pack", overwrite, [*inputs, *pack_cfg.decontaminate])
-    # an overwritten run's shards and metadata (its --max-len may differ, so the metadata file's name too)
-    for stale in [*shard_paths(out_dir), *megatron_metadata_paths(out_dir)]:
-        stale.unlink()
-    for name in (DROPPED_FILE, ERRORS_FILE, CARD_FILE, CONTAMINATION_FILE, REPEATS_FILE):
-        (out_dir / name).unlink(missing_ok=True)
-    for old_epoch in out_dir.glob(EPOCH_GLOB):
-        shutil.rmtree(old_epoch)
+    prepare_out_dir(out_dir, "pack", overwrite, [*inputs, *pack_cfg.decontaminate])  # --overwrite: tfpack's files
     return Job(tokenizer, run_source, benchmarks)
 
 

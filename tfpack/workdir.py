@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from tfpack.errors import ConfigError, StaleArtifactError
+from tfpack.errors import ConfigError, StaleArtifactError, note
 
 MANIFEST = "manifest.json"
 # An embed run directory (`tfpack embed -o RUN_DIR`): the samples, their embeddings and the cached kNN graph.
@@ -44,6 +44,10 @@ CARD_FILE = "README.md"
 EMBED_RUN = "embed"  # under WORK_DIR: the embed run of `pack INPUT...`
 TOKENS_DIR = "tokens.tmp"  # under WORK_DIR: the token store while packing
 EPOCH_GLOB = "epoch-*"  # `pack --epochs E`: one complete pack output per epoch, OUT_DIR/epoch-0 .. epoch-<E-1>
+# A `tfpack export` folder: the trainer's rows (axolotl: Parquet under DATA_DIR; LLaMA-Factory: a `save_to_disk`
+# folder, whose own names follow) and the recipe to merge into the trainer's config.
+RECIPE_FILE = "recipe.yaml"
+SAVE_TO_DISK_NAMES = ("data-*.arrow", "dataset_info.json", "state.json")
 # Label of a token that is not trained (PyTorch's cross-entropy `ignore_index`), in the shards' `labels` column.
 IGNORE_INDEX = -100
 _CHUNK = 1 << 20
@@ -203,11 +207,12 @@ def manifest_problems(manifest: dict[str, Any], stage: str) -> list[str]:
 
 
 def manifest_stage(run_dir: Path, rerun: str) -> Any:
-    """The stage a finished directory's manifest records (None when it records none)."""
+    """The stage a finished directory's manifest records (None when it records none); an export, which no command
+    reads, raises naming its source."""
     path = run_dir / MANIFEST
-    if not path.is_file():
+    if not path.is_file() or (stage := _load_manifest(path, rerun).get("stage")) == "export":
         raise StaleArtifactError(mismatch(classify(run_dir), ("pack", "embed"), rerun))
-    return _load_manifest(path, rerun).get("stage")
+    return stage
 
 
 def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
@@ -220,7 +225,7 @@ def read_manifest(run_dir: Path, stage: str, rerun: str) -> dict[str, Any]:
         raise StaleArtifactError(f"{path}: manifest lacks stage (edited, or not written by tfpack); run `{rerun}`")
     if manifest["stage"] != stage:
         info = classify(run_dir)
-        if info.kind in (Kind.EMBED, Kind.PACK, Kind.PACK_EPOCHS):
+        if info.kind in STAGE_KINDS.values():
             raise StaleArtifactError(mismatch(info, (stage,), rerun))
         raise StaleArtifactError(f"{path}: is a '{manifest['stage']}' output, expected '{stage}'; run `{rerun}`")
     if problems := manifest_problems(manifest, stage):
@@ -258,12 +263,13 @@ class Kind(Enum):
     EMBED = "embed"  # a finished `tfpack embed` run directory
     PACK = "pack"  # a finished `tfpack pack` output
     PACK_EPOCHS = "pack-epochs"  # a finished `tfpack pack --epochs` output
+    EXPORT = "export"  # a finished `tfpack export` folder
     INCOMPLETE = "incomplete"  # tfpack's working files without a readable manifest: a run that did not finish
     FOREIGN = "foreign"  # a non-empty folder tfpack did not write
 
 
-STAGE_KINDS = {"embed": Kind.EMBED, "pack": Kind.PACK, "pack-epochs": Kind.PACK_EPOCHS}
-TFPACK_KINDS = (Kind.EMBED, Kind.PACK, Kind.PACK_EPOCHS, Kind.INCOMPLETE)
+STAGE_KINDS = {"embed": Kind.EMBED, "pack": Kind.PACK, "pack-epochs": Kind.PACK_EPOCHS, "export": Kind.EXPORT}
+TFPACK_KINDS = (*STAGE_KINDS.values(), Kind.INCOMPLETE)
 INGEST_DIR = ".ingest"  # the per-input parts while `embed` reads its inputs
 METADATA_GLOB = "[0-9]*_metadata.jsonl"
 # What each stage writes at the top of its directory (shell patterns): all that `--overwrite` ever removes there.
@@ -281,10 +287,24 @@ OWNED: dict[str, tuple[str, ...]] = {
         METADATA_GLOB,
     ),
     "pack-epochs": (MANIFEST, WORK_DIR, EPOCH_GLOB),
+    "export": (MANIFEST, RECIPE_FILE, DATA_DIR, *SAVE_TO_DISK_NAMES),
 }
+# What tfpack adds to a finished output after its manifest, so unlisted yet tfpack's: an embed run's kNN cache (written
+# by order, pack and sweep).
+ADDED_LATER: dict[str, tuple[str, ...]] = {"embed": (KNN_DIR,)}
 # Names only tfpack writes: a folder without a manifest that holds one of these is an unfinished tfpack run.
 MARKERS = (PROGRESS_FILE, PARTIAL_FILE, WORK_DIR, INGEST_DIR)
-WHAT = {"embed": "an embed run directory", "pack": "a pack output", "pack-epochs": "a `pack --epochs` output"}
+# What --overwrite removes from an unfinished run: the names of the stages that leave markers (an export is renamed
+# into place whole, so it never leaves one), a README.md only as part of a finished pack output.
+UNFINISHED_OWNED = tuple(
+    sorted({p for stage in ("embed", "pack", "pack-epochs") for p in OWNED[stage] if p != CARD_FILE})
+)
+WHAT = {
+    "embed": "an embed run directory",
+    "pack": "a pack output",
+    "pack-epochs": "a `pack --epochs` output",
+    "export": "a tfpack export",
+}
 # The input files tfpack reads, by kind (ingest/readers.py reads them; messages here name them).
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")
 JSON_SUFFIXES = (".json",)
@@ -306,6 +326,12 @@ class PathInfo:
     def stage(self) -> str | None:
         return None if self.manifest is None else str(self.manifest["stage"])
 
+    @property
+    def export_source(self) -> str:
+        """The pack output an export was made from, as its manifest records it."""
+        source = (self.manifest or {}).get("source")
+        return str(source.get("out_dir", "OUT_DIR")) if isinstance(source, dict) else "OUT_DIR"
+
     def describe(self) -> str:
         """`is an embed run directory`, `does not exist`, ...: what the path is, for a message."""
         if self.kind is Kind.MISSING:
@@ -320,12 +346,38 @@ class PathInfo:
         if self.kind in (Kind.PACK, Kind.PACK_EPOCHS):
             what = "a pack output" if self.kind is Kind.PACK else "a `pack --epochs` output"
             return f"is {what} (packed from {(self.manifest or {}).get('run_dir', 'an embed run')})"
+        if self.kind is Kind.EXPORT:
+            return f"is a tfpack export (for {(self.manifest or {}).get('trainer')}, of {self.export_source})"
         if self.kind is Kind.INCOMPLETE:
             if MANIFEST in self.names:
                 return "holds a tfpack run whose manifest.json is damaged"
             return "is incomplete (no manifest.json: the run did not finish)"
-        shown = ", ".join(self.names[:4]) + (f" and {len(self.names) - 4} more" if len(self.names) > 4 else "")
-        return f"is a folder tfpack did not write (no tfpack manifest.json; holds {shown})"
+        return f"is a folder tfpack did not write (no tfpack manifest.json; holds {some(self.names)})"
+
+    def owned(self) -> list[str]:
+        """The entries tfpack wrote here, all that --overwrite may remove: those a finished output's manifest lists
+        (`written`; for a manifest from before that list, its stage's names), its `ADDED_LATER` cache and the
+        `NAME.tmp` it left on the way; in an unfinished run, the names the stages that leave markers write."""
+        if self.kind not in TFPACK_KINDS:
+            return []
+        if self.stage is None:
+            return [n for n in self.names if _owned(n, UNFINISHED_OWNED)]
+        listed = (self.manifest or {}).get("written")
+        names = {str(n).rstrip("/") for n in listed} | {MANIFEST} if isinstance(listed, list) else set(self.names)
+        names |= set(ADDED_LATER.get(self.stage, ()))
+        return [n for n in self.names if _owned(n, OWNED[self.stage]) and (n in names or n.endswith(".tmp"))]
+
+
+def some(names: Iterable[str], limit: int = 4) -> str:
+    """`a, b, c, d and 3 more`: up to `limit` names for a one-line message."""
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _owned(name: str, patterns: Iterable[str], tmp: bool = True) -> bool:
+    """Whether `name` is one of `patterns`, or (with `tmp`) the `NAME.tmp` that `atomic_path` writes on the way."""
+    stem = name.removesuffix(".tmp") if tmp else name
+    return any(fnmatch.fnmatch(stem, p) for p in patterns)
 
 
 def _tfpack_manifest(path: Path) -> dict[str, Any] | None:
@@ -380,8 +432,10 @@ def mismatch(info: PathInfo, expected: tuple[str, ...], rerun: str, also: str = 
         return f"{message}: read one epoch, e.g. {info.path / epoch_dir_name(0)}"
     if info.kind is Kind.EMBED and "pack" in expected:
         return f"{message}: `tfpack pack {info.path} -o OUT` packs it"
+    if info.kind is Kind.EXPORT and "pack" in expected:
+        return f"{message}: pass the pack output it was exported from, {info.export_source}"
     if info.kind is Kind.FILE and (owner := tfpack_owner(info.path)) is not None:
-        return f"{message}: pass {owner.path}"
+        return f"{message}: pass {owner.export_source if owner.kind is Kind.EXPORT else owner.path}"
     if info.kind is Kind.FILE and info.path.name.lower().endswith(INPUT_SUFFIXES):
         return f"{message}: embed it first (`tfpack embed {info.path} -o RUN`)"
     return message
@@ -430,10 +484,18 @@ def check_apart(out: Path, inputs: Iterable[str | os.PathLike[str]], flag: str =
 def check_out_dir(
     out_dir: Path, writes: str, overwrite: bool, inputs: Iterable[str | os.PathLike[str]] = (), resumable: bool = False
 ) -> PathInfo:
-    """Whether a command that writes a `writes` output ('embed' or 'pack') may use `out_dir`; raise before anything
-    is created when not: a file, a folder tfpack did not write, another kind of tfpack output, one of the inputs,
-    or an existing output without --overwrite."""
+    """Whether a command that writes a `writes` output ('embed', 'pack' or 'export') may use `out_dir`; raise before
+    anything is created when not: a file, a folder tfpack did not write, another kind of tfpack output, one of the
+    inputs, a folder inside another tfpack output (except in its working folder, where `pack INPUT...` embeds), an
+    existing output without --overwrite, or one holding a file of the user's under a name tfpack writes there
+    (--overwrite would replace it)."""
     check_apart(out_dir, inputs)
+    owner = tfpack_owner(out_dir)
+    if owner is not None and owner.path / WORK_DIR not in [out_dir.absolute(), *out_dir.absolute().parents]:
+        raise ConfigError(
+            f"-o {out_dir}: is inside the tfpack output {owner.path} (tfpack manages its files); write it somewhere "
+            "else"
+        )
     info = classify(out_dir)
     if info.kind in (Kind.MISSING, Kind.EMPTY):
         return info
@@ -457,36 +519,45 @@ def check_out_dir(
             if resumable and not done
             else "pass --overwrite"
         )
-        raise ConfigError(f"{out_dir}: output directory is not empty and {state}; {how}")
+        raise ConfigError(f"-o {out_dir}: output directory is not empty and {state}; {how}")
+    if clash := _clashes(info, [p for stage, names in OWNED.items() if stage.split("-")[0] == writes for p in names]):
+        raise ConfigError(
+            f"-o {out_dir}: holds {some(clash)}, not listed as tfpack's but named as its outputs, so --overwrite "
+            "would write over them: move them out or pick another folder"
+        )
     return info
 
 
-def remove_owned(info: PathInfo) -> list[str]:
-    """Remove what tfpack wrote in the folder `info` describes: the entries its manifest lists (`written`; all of
-    its stage's names for a manifest from before that list), or for an unfinished run the names tfpack writes; a
-    README.md only as part of a finished pack output. Anything else there stays. Returns the names removed."""
-    if info.kind not in TFPACK_KINDS:
-        raise ConfigError(f"{info.path}: {info.describe()}; tfpack removes nothing there")
-    if info.stage is not None:
-        patterns = (*OWNED[info.stage], "*.tmp")
-        listed = info.manifest.get("written") if info.manifest is not None else None
-        if isinstance(listed, list):  # the manifest's own list, never beyond the stage's names
-            names = {str(n).rstrip("/") for n in listed} | {MANIFEST}
-            candidates = [n for n in info.names if n in names or fnmatch.fnmatch(n, "*.tmp")]
-        else:
-            candidates = list(info.names)
-    else:
-        patterns = (*{p for stage in OWNED.values() for p in stage if p != CARD_FILE}, "*.tmp")
-        candidates = list(info.names)
-    removed = []
-    for name in candidates:
-        if not any(fnmatch.fnmatch(name, p) for p in patterns):
+def _clashes(info: PathInfo, patterns: list[str]) -> list[str]:
+    """The user's files in `info`'s folder that an output named by `patterns` would write over: unlisted files under
+    those names, and shards in an unlisted folder of those names (tfpack writes beside anything else there)."""
+    owned = info.owned()
+    clash = []
+    for name in info.names:
+        if name in owned or not _owned(name, patterns, tmp=False):
             continue
         path = info.path / name
-        if name == DATA_DIR and path.is_dir():  # only the shards: a user's file under data/ stays
+        if path.is_dir() and not path.is_symlink():
+            clash += [f"{name}/{shard.name}" for shard in sorted(path.glob(SHARD_GLOB))]
+        else:
+            clash.append(name)
+    return clash
+
+
+def remove_owned(info: PathInfo) -> list[str]:
+    """Remove what tfpack wrote in the folder `info` describes (`PathInfo.owned`; under `data/` only the shards, so a
+    user's file there stays); anything else stays, and a note names it. Returns the names removed."""
+    if info.kind not in TFPACK_KINDS:
+        raise ConfigError(f"{info.path}: {info.describe()}; tfpack removes nothing there")
+    owned = info.owned()
+    removed, kept = [], [n for n in info.names if n not in owned]
+    for name in owned:
+        path = info.path / name
+        if name == DATA_DIR and path.is_dir():
             for shard in [*path.glob(SHARD_GLOB), *path.glob(SHARD_GLOB + ".tmp")]:
                 shard.unlink()
-            if any(path.iterdir()):
+            if rest := sorted(os.listdir(path)):
+                kept += [f"{DATA_DIR}/{n}" for n in rest]
                 continue
             path.rmdir()
         elif path.is_dir() and not path.is_symlink():
@@ -494,6 +565,8 @@ def remove_owned(info: PathInfo) -> list[str]:
         else:
             path.unlink()
         removed.append(name)
+    if kept:
+        note(f"-o {info.path}: kept what tfpack did not write there ({some(kept)}); the new output goes beside it")
     return removed
 
 

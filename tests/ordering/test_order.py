@@ -249,6 +249,19 @@ def test_rows_a_little_off_unit_are_normalised_float16_rounding_is_not(tmp_path:
     assert result.exit_code == 1 and "embeddings row 42 has L2 norm 1.005, not 1" in result.stderr
 
 
+def test_unit_rows_are_walked_in_place(tmp_path: Path) -> None:
+    """Unit rows (float16, as `tfpack embed` stores them) are read where they lie, memory-mapped: no float32 copy of
+    the array (1.5 GiB at 1M x 384), and the path of walking their float32 values."""
+    x16 = clustered(400, 16).astype(np.float16)
+    np.save(tmp_path / "x16.npy", x16)
+    mapped = np.load(tmp_path / "x16.npy", mmap_mode="r")
+    for exact in (True, False):
+        cfg = OrderConfig(threshold="auto", exact=exact, k=16)
+        in_place = order_embeddings(mapped, cfg)
+        assert in_place.vectors is mapped and not in_place.summary["normalised"]
+        assert np.array_equal(in_place.path, order_embeddings(x16.astype(np.float32), cfg).path)
+
+
 @pytest.mark.parametrize("engine", ["copy", "--buckets", "--knn ivfpq"])
 def test_zero_rows_are_refused_naming_the_row(tmp_path: Path, engine: str) -> None:
     x = clustered(300, 16)

@@ -7,8 +7,8 @@ from numpy.typing import NDArray
 
 from tfpack.ordering.knn import build_knn
 from tfpack.ordering.stage import window_metrics
-from tfpack.ordering.threshold import from_cosine
-from tfpack.ordering.walk import walk
+from tfpack.ordering.threshold import from_cosine, gram_matrix
+from tfpack.ordering.walk import WalkResult, walk
 
 
 def slow_greedy(x: NDArray[np.float32], reject_d2: float, window: int, start: int) -> list[int]:
@@ -61,6 +61,22 @@ def test_exact_kernel_equals_slow_greedy(case: dict) -> None:
     start = case["seed"] % case["n"]
     got = walk(x, ids, sims, reject_d2, window=case["window"], start=start, exact=True)
     assert got.path.tolist() == slow_greedy(x, reject_d2, case["window"], start)
+    assert dense_walk(x, reject_d2, case["window"], start).path.tolist() == got.path.tolist()
+
+
+def dense_walk(x: np.ndarray, reject_d2: float, window: int, start: int) -> WalkResult:
+    """The exact walk over no kNN graph, screened by the inner-product matrix (`tfpack order --exact` up to 8192)."""
+    empty = np.zeros((len(x), 0))
+    return walk(
+        x,
+        empty.astype(np.int32),
+        empty.astype(np.float32),
+        reject_d2,
+        window=window,
+        start=start,
+        exact=True,
+        gram=gram_matrix(x),
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -78,6 +94,8 @@ def test_exact_kernel_equals_slow_greedy_on_near_ties(case: dict, jitter: float)
     start = case["seed"] % len(x)
     got = walk(x, ids, sims, reject_d2, window=case["window"], start=start, exact=True)
     assert got.path.tolist() == slow_greedy(x, reject_d2, case["window"], start)
+    dense = dense_walk(x, reject_d2, case["window"], start)
+    assert dense.path.tolist() == got.path.tolist() and dense.fallbacks == 0
 
 
 @settings(max_examples=60, deadline=None)

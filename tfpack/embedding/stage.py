@@ -66,14 +66,20 @@ def model_source(cfg: EmbedConfig) -> tuple[VectorsFor, int, dict[str, Any]]:
     return vectors_for, embedding_dim(model), resolved
 
 
-def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, Any]]:
-    """Embeddings from the user's `[n, d]` .npy (memory-mapped), L2-normalised chunk by chunk."""
+def open_precomputed(path: Path) -> Any:
+    """The user's `--embeddings` .npy, memory-mapped; raise unless it is a float `[N, d]` array."""
     try:
         source = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as e:
         raise InputError(f"--embeddings {path}: cannot read a .npy array: {e}") from e
     if source.ndim != 2 or source.dtype.kind != "f":
         raise InputError(f"--embeddings {path}: expected a float [N, d] array, got {source.dtype} {source.shape}")
+    return source
+
+
+def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, Any]]:
+    """Embeddings from the user's `[n, d]` .npy (memory-mapped), L2-normalised chunk by chunk."""
+    source = open_precomputed(path)
     if len(source) != n:
         raise InputError(
             f"--embeddings {path}: has {len(source)} rows, the inputs hold {n} samples (one row per sample)"
@@ -306,6 +312,8 @@ def run_embed(
         check_out_dir(run_dir, "embed", overwrite, given, resumable=(run_dir / PARTIAL_FILE).is_file())
         paths = expand_inputs(inputs)  # every input named for what it is before anything is created
         check_apart(run_dir, [p for p in paths if p != STDIN])
+        if precomputed is not None:  # before --overwrite removes anything
+            open_precomputed(precomputed)
         prepare_out_dir(run_dir, "embed", overwrite, given)
         for stale in (PROGRESS_FILE, PARTIAL_FILE, EMBEDDINGS_FILE, ERRORS_FILE):
             (run_dir / stale).unlink(missing_ok=True)

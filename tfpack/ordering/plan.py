@@ -29,8 +29,9 @@ class WalkPlan(NamedTuple):
         reject_d2: float,
         cfg: OrderConfig,
         start: int,
+        gram: NDArray[np.float32] | None = None,
     ) -> WalkResult:
-        """The TFP walk of `cfg` from `start` under this plan."""
+        """The TFP walk of `cfg` from `start` under this plan (`gram`: see `walk`)."""
         return walk(
             vectors,
             nbr_ids,
@@ -45,6 +46,7 @@ class WalkPlan(NamedTuple):
             skip=self.skip,
             avoid=self.avoid,
             reach=self.reach,
+            gram=gram,
         )
 
     def rows(self, members: NDArray[np.int64]) -> WalkPlan:

@@ -7,6 +7,7 @@ fingerprint, k, method and nprobe) or any `.npy` of `[N, d]` float16/float32 emb
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,14 +16,14 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from tfpack.arrays import first_bad_row, pair_cosines
+from tfpack.arrays import first_bad_row
 from tfpack.config import OrderConfig, parse_threshold
 from tfpack.errors import ConfigError, InputError, StaleArtifactError
 from tfpack.ordering.buckets import bucketed_walk
 from tfpack.ordering.knn import build_knn, cached_knn
 from tfpack.ordering.plan import WALK_ALL, WalkPlan
-from tfpack.ordering.threshold import Threshold, resolve_threshold
-from tfpack.ordering.walk import squared_norms
+from tfpack.ordering.threshold import EXACT_MAX_N, Threshold, gram_matrix, resolve_threshold
+from tfpack.ordering.walk import lag_distances, squared_norms
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import (
     EMBEDDINGS_FILE,
@@ -55,7 +56,7 @@ class WalkedPath:
     `tfpack.OrderResult`)."""
 
     path: NDArray[np.int64]  # every row once, except those the plan skips
-    vectors: NDArray[Any]  # the embeddings the walk used: a float32 copy, or (--buckets, ivfpq) the input itself
+    vectors: NDArray[Any]  # the embeddings the walk used: the input itself when its rows are unit, else a unit copy
     threshold: Threshold
     summary: dict[str, Any]
 
@@ -118,35 +119,25 @@ def check_block(block: NDArray[Any], start: int) -> NDArray[np.float64]:
     return norms
 
 
-def check_rows(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> None:
-    """Reject NaN/inf, zero and non-unit rows, reading `emb` chunk by chunk (nothing kept): the memory-bounded
-    engines read rows in place, so they cannot normalise them without the full copy they exist to avoid."""
+def first_off_unit_row(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> tuple[int, float] | None:
+    """Reject NaN/inf and zero rows, reading `emb` chunk by chunk (nothing kept); the first row whose L2 norm is off
+    1 (beyond float16 rounding) and that norm, or None when every row is a unit row."""
     with progress.task("checking embeddings", total=len(emb)) as task:
         for start in range(0, len(emb), _CHUNK):
             norms = check_block(emb[start : start + _CHUNK], start)
             off = np.flatnonzero(np.abs(norms - 1) > UNIT_TOLERANCE)
             if off.size:
-                raise InputError(
-                    f"embeddings row {start + int(off[0])} has L2 norm {norms[off[0]]:.4g}, not 1: the "
-                    "walk compares L2 distances of unit rows; L2-normalise the embeddings (`tfpack embed "
-                    "--embeddings FILE` does), or order without --buckets/--knn ivfpq, which normalise a "
-                    "float32 copy"
-                )
+                return start + int(off[0]), float(norms[off[0]])
             task.advance(len(norms))
+    return None
 
 
-def unit_rows_in_place(vectors: NDArray[np.float32]) -> bool:
-    """L2-normalise the rows of an in-memory float32 array when any is off unit length; returns whether it did.
-
-    Rows are divided by their float32 norm as `tfpack embed --embeddings` stores them, so ordering a `.npy` gives the
-    path of ordering its embed run. Unit rows are left bit for bit as they are (re-dividing by norms within rounding
-    of 1 would move boundary pairs of the paper's threshold)."""
-    if not (np.abs(row_norms(vectors) - 1) > UNIT_TOLERANCE).any():
-        return False
+def normalise_in_place(vectors: NDArray[np.float32]) -> None:
+    """L2-normalise the rows of an in-memory float32 array, each divided by its float32 norm as `tfpack embed
+    --embeddings` stores them, so ordering a `.npy` gives the path of ordering its embed run."""
     for start in range(0, len(vectors), _CHUNK):
         block = vectors[start : start + _CHUNK]
         block /= np.linalg.norm(block, axis=1, keepdims=True)  # zero rows were refused by `to_float32`
-    return True
 
 
 def row_norms(rows: NDArray[Any]) -> NDArray[np.float64]:
@@ -169,29 +160,23 @@ def to_float32(emb: NDArray[Any], progress: Progress = NULL_PROGRESS) -> NDArray
 def window_metrics(
     emb: NDArray[Any], path: NDArray[np.int64], window: int, reject_d2: float, seed: int
 ) -> dict[str, Any]:
-    """Mean cosine of adjacent path samples vs a random order, and the steps that break the window rule."""
+    """Mean cosine of adjacent path samples vs a random order, and the steps that break the window rule (judged by
+    the walk's own float64 distances), reading rows in place."""
     n = len(path)
-    norms = row_norms(emb)
+    norms2 = squared_norms(emb)
+    norms = np.sqrt(norms2)
 
     def adjacent_mean(order: NDArray[np.int64]) -> float:
         if n < 2:
             return 0.0
-        total = 0.0
-        for s in range(0, n - 1, _CHUNK):
-            a, b = order[s : s + _CHUNK], order[s + 1 : s + 1 + _CHUNK]
-            total += float(pair_cosines(emb, a[: len(b)], b, norms).sum())
-        return total / (n - 1)
+        a, b = order[1:], order[:-1]
+        return float(
+            ((norms2[a] + norms2[b] - lag_distances(emb, norms2, order, 1)) / (2 * norms[a] * norms[b])).mean()
+        )
 
     violations = np.zeros(n, dtype=bool)
-    norms2 = norms * norms
     for lag in range(1, window + 1):
-        for s in range(lag, n, _CHUNK):
-            cur, prev = path[s : s + _CHUNK], path[s - lag : s - lag + _CHUNK]
-            prev = prev[: len(cur)]
-            d2 = np.maximum(
-                norms2[cur] + norms2[prev] - 2 * np.einsum("ij,ij->i", emb[cur], emb[prev], dtype=np.float64), 0.0
-            )
-            violations[s : s + len(cur)] |= d2 < reject_d2
+        violations[lag:] |= lag_distances(emb, norms2, path, lag) < reject_d2
     rng = np.random.default_rng(seed)
     return {
         "mean_adjacent_similarity": round(adjacent_mean(path), 6),
@@ -200,11 +185,32 @@ def window_metrics(
     }
 
 
+def load_dense_kernels(like: NDArray[Any]) -> None:
+    """Load the exact threshold's and the dense walk's numba kernels (from numba's cache) on a 2-row problem of the
+    dtype and writability of `like` (a read-only memory map is another kernel type). A process's first numba call
+    costs ~0.3 s on 2 cores (numba's registries, scipy's BLAS import), more than the kernels' work at N = 4096; run
+    beside the BLAS matrix product (GIL released) it is partly hidden."""
+    x = np.eye(2, 4, dtype=like.dtype)
+    x.flags.writeable = like.flags.writeable
+    gram = gram_matrix(x)
+    threshold = resolve_threshold(x, "auto", gram=gram)
+    empty = np.zeros((2, 0))
+    walked = WALK_ALL.walk(
+        x, empty.astype(np.int32), empty.astype(np.float32), threshold.reject_d2, OrderConfig(exact=True), 0, gram
+    )
+    window_metrics(x, walked.path, OrderConfig.window, threshold.reject_d2, OrderConfig.seed)
+
+
 def cached_threshold(
-    cache_dir: Path | None, fingerprint: str | None, vectors: NDArray[Any], cfg: OrderConfig
+    cache_dir: Path | None,
+    fingerprint: str | None,
+    vectors: NDArray[Any],
+    cfg: OrderConfig,
+    gram: NDArray[np.float32] | None = None,
 ) -> tuple[Threshold, bool]:
-    """`resolve_threshold` for `cfg`; an 'auto' estimate is cached beside the kNN graph (`RUN_DIR/knn/`) keyed by
-    the embeddings' fingerprint, N, the quantile, the sampled pairs and the seed; second = cache hit."""
+    """`resolve_threshold` for `cfg` (`gram`: the vectors' inner products when computed already); an 'auto' estimate
+    is cached beside the kNN graph (`RUN_DIR/knn/`) keyed by the embeddings' fingerprint, N, the quantile, the
+    sampled pairs and the seed; second = cache hit."""
 
     def resolve() -> Threshold:
         return resolve_threshold(
@@ -214,6 +220,7 @@ def cached_threshold(
             quantile=cfg.quantile,
             sample_pairs=cfg.sample_pairs,
             seed=cfg.seed,
+            gram=gram,
         )
 
     if cache_dir is None or fingerprint is None or cfg.threshold != "auto" or cfg.distance_threshold is not None:
@@ -251,24 +258,48 @@ def order_embeddings(
     if cfg.start >= len(emb):
         raise ConfigError(f"--start: must be in [0, {len(emb) - 1}], got {cfg.start}")
     method = "exact" if cfg.exact else cfg.knn
-    if cfg.buckets > 1 or method == "ivfpq":  # memory-bounded: rows are read from `emb` (memory-mapped) as needed
-        check_rows(emb, progress)
-        vectors = emb
-        normalised = False
+    off = first_off_unit_row(emb, progress)
+    if off is None:  # unit rows: every engine reads them in place (memory-mapped, float16 or float32), no copy
+        vectors, normalised = emb, False
+    elif cfg.buckets > 1 or method == "ivfpq":  # memory-bounded: no room for a normalised copy
+        raise InputError(
+            f"embeddings row {off[0]} has L2 norm {off[1]:.4g}, not 1: the walk compares L2 distances of unit rows; "
+            "L2-normalise the embeddings (`tfpack embed --embeddings FILE` does), or order without --buckets/--knn "
+            "ivfpq, which normalise a float32 copy"
+        )
     else:
-        vectors = to_float32(emb, progress)
-        normalised = unit_rows_in_place(vectors)
+        vectors, normalised = to_float32(emb, progress), True
+        normalise_in_place(vectors)
+    # --exact up to EXACT_MAX_N rows: one BLAS matrix of all inner products serves the exact threshold and the dense
+    # walk, which needs no kNN graph (its time is reported as the kNN step's).
+    dense = cfg.exact and cfg.buckets <= 1 and len(vectors) <= EXACT_MAX_N
     t0 = time.perf_counter()
-    threshold, threshold_hit = cached_threshold(cache_dir, fingerprint, vectors, cfg)
+    gram = None
+    if dense:
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(
+                load_dense_kernels, vectors
+            )  # numba's start-up runs while BLAS (GIL released) computes
+            gram = gram_matrix(vectors)
+            loading.result()
+    t_gram = time.perf_counter()
+    threshold, threshold_hit = cached_threshold(cache_dir, fingerprint, vectors, cfg, gram)
     t1 = time.perf_counter()
-    k = min(cfg.k, len(vectors) - 1)
+    k = 0 if dense else min(cfg.k, len(vectors) - 1)
     bucket_summary: dict[str, Any] = {}
     if cfg.buckets > 1:
         t2 = time.perf_counter()
         path, fallbacks, forced, bucket_summary = bucketed_walk(vectors, threshold.reject_d2, k, cfg, progress, plan)
         used, hit = f"{method} per bucket", False
     else:
-        if cache_dir is not None and fingerprint is not None:
+        if dense:
+            nbr_ids, nbr_sims, used, hit = (
+                np.zeros((len(vectors), 0), np.int32),
+                np.zeros((len(vectors), 0), np.float32),
+                "dense",
+                False,
+            )
+        elif cache_dir is not None and fingerprint is not None:
             nbr_ids, nbr_sims, used, hit = cached_knn(
                 cache_dir, fingerprint, vectors, k, method, cfg.nprobe, cfg.seed, progress
             )
@@ -279,7 +310,7 @@ def order_embeddings(
             )
         t2 = time.perf_counter()
         with progress.task("walking", total=None):
-            result = plan.walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg, cfg.start)
+            result = plan.walk(vectors, nbr_ids, nbr_sims, threshold.reject_d2, cfg, cfg.start, gram)
         path, fallbacks, forced = result.path, result.fallbacks, result.forced
     t3 = time.perf_counter()
     metrics = window_metrics(vectors, path, cfg.window, threshold.reject_d2, cfg.seed)
@@ -304,8 +335,8 @@ def order_embeddings(
         "forced_steps": forced,
         **bucket_summary,
         **metrics,
-        "threshold_seconds": round(t1 - t0, 3),
-        "knn_seconds": round(t2 - t1, 3),
+        "threshold_seconds": round(t1 - t_gram, 3),
+        "knn_seconds": round(t2 - t1 + t_gram - t0, 3),
         "walk_seconds": round(t3 - t2, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }

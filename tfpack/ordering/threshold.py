@@ -31,7 +31,7 @@ from tfpack.config import OrderConfig
 from tfpack.errors import ConfigError
 
 EXACT_MAX_N = 8192
-_BLOCK = 1024
+_HIST_BINS = 1 << 16  # exact quantile pre-pass: bins of ~3e-5 over the distances of unit rows
 _BAND = 2e-4  # bound on the float32 pre-pass error of a distance
 _ZERO_BAND = 2e-2  # approximate distances below this are checked for exact zeros
 
@@ -107,63 +107,85 @@ def torch_quantiles(values: NDArray[np.float32], qs: list[float]) -> list[np.flo
     return [torch_lerp(picked[lo], picked[hi], weight) for lo, hi, weight in spots]
 
 
-def upper_distances(x32: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Approximate float32 distances of all pairs i < j, row-major (BLAS, one row block at a time)."""
-    n = len(x32)
-    norms2 = np.einsum("ij,ij->i", x32, x32, dtype=np.float64).astype(np.float32)
-    out = np.empty(n * (n - 1) // 2, dtype=np.float32)
+def gram_matrix(emb: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+    """All inner products `x @ x.T` of the rows as float32 ([N, N], BLAS): the exact quantile's pre-pass and the
+    exact walk's screen up to `EXACT_MAX_N` rows (256 MiB there). One product of the whole matrix: computing only
+    the upper triangle's blocks and mirroring them measured slower on 2 cores."""
+    x32 = np.ascontiguousarray(emb, dtype=np.float32)
+    return x32 @ x32.T
+
+
+@numba.njit(cache=True)
+def _approx_distance(gram: Any, norms2: Any, i: int, j: int) -> Any:
+    """float32 L2 distance of rows i and j from their inner product (within `_BAND` of the float64 one)."""
+    return np.sqrt(max(norms2[i] + norms2[j] - np.float32(2.0) * gram[i, j], np.float32(0.0)))
+
+
+@numba.njit(cache=True)
+def _histogram(gram: Any, norms2: Any, scale: float, counts: Any) -> None:
+    """`counts[b]`: the pairs i < j whose approximate distance falls in bin b (`int(distance * scale)`)."""
+    last = len(counts) - 1
+    for i in range(len(gram)):
+        for j in range(i + 1, len(gram)):
+            counts[min(int(_approx_distance(gram, norms2, i, j) * scale), last)] += 1
+
+
+@numba.njit(cache=True)
+def _pairs_in_bins(gram: Any, norms2: Any, scale: float, lo: int, hi: int, size: int) -> tuple[Any, Any]:
+    """(i, j) of the `size` pairs i < j whose approximate distance's bin lies in [lo, hi]."""
+    out_i = np.empty(size, np.int64)
+    out_j = np.empty(size, np.int64)
+    last = _HIST_BINS - 1
     at = 0
-    for start in range(0, n, _BLOCK):
-        rows = x32[start : start + _BLOCK]
-        d2 = norms2[start : start + len(rows), None] + norms2[None, start:] - 2 * (rows @ x32[start:].T)
-        for r in range(len(rows)):
-            seg = d2[r, r + 1 :]
-            out[at : at + len(seg)] = seg
-            at += len(seg)
-    np.sqrt(np.maximum(out, 0, out=out), out=out)
-    return out
+    for i in range(len(gram)):
+        for j in range(i + 1, len(gram)):
+            b = min(int(_approx_distance(gram, norms2, i, j) * scale), last)
+            if lo <= b <= hi:
+                out_i[at] = i
+                out_j[at] = j
+                at += 1
+    return out_i, out_j
 
 
-def pair_of(flat: NDArray[np.int64], n: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(i, j) of positions in the row-major list of pairs i < j."""
-    rows = np.arange(n, dtype=np.int64)
-    row_start = rows * n - rows * (rows + 1) // 2
-    i = np.searchsorted(row_start, flat, side="right") - 1
-    return i, i + 1 + (flat - row_start[i])
-
-
-def exact_quantile_distance(emb: NDArray[np.floating[Any]], q: float) -> float:
+def exact_quantile_distance(emb: NDArray[np.floating[Any]], q: float, gram: NDArray[np.float32] | None = None) -> float:
     """The paper's threshold over all ordered off-diagonal pairs with zero distances excluded (small N); 0.0 (the
-    walk then filters nothing) when every distance is zero.
+    walk then filters nothing) when every distance is zero. `gram`: `gram_matrix(emb)` when the caller has it.
 
-    Two passes keep it fast and exact: float32 BLAS distances locate the needed order statistics to within a
-    band; only the pairs inside the band (and near zero) are recomputed in float64 and rounded to float32.
+    Two passes keep it fast and exact: a histogram of float32 distances (from the inner products) locates the needed
+    order statistics to within a band; only the pairs inside the band (and near zero) are recomputed in float64 and
+    rounded to float32.
     """
     x32 = np.ascontiguousarray(emb, dtype=np.float32)
-    n = len(x32)
-    approx = upper_distances(x32)
+    gram = gram_matrix(x32) if gram is None else gram
+    norms2 = np.einsum("ij,ij->i", x32, x32, dtype=np.float64).astype(np.float32)
+    scale = (_HIST_BINS - 1) / (2 * math.sqrt(float(norms2.max())) + _ZERO_BAND)
+    counts = np.zeros(_HIST_BINS, dtype=np.int64)
+    _histogram(gram, norms2, scale, counts)
+    before = np.concatenate([[0], np.cumsum(counts)])  # before[b]: pairs in bins below b
 
-    def exact_in(low: float, high: float) -> NDArray[np.float32]:
-        i, j = pair_of(np.flatnonzero((approx >= low) & (approx <= high)), n)
+    def exact_in(lo: int, hi: int) -> NDArray[np.float32]:
+        size = int(before[hi + 1] - before[lo])
+        if size == 0:  # nothing there (as a rule, near zero): no pass over the pairs
+            return np.zeros(0, dtype=np.float32)
+        i, j = _pairs_in_bins(gram, norms2, scale, lo, hi, size)
         return exact_distances(x32, i, j)
 
-    n_zero = 0
-    if (approx <= _ZERO_BAND).any():
-        n_zero = int((exact_in(0.0, _ZERO_BAND) == 0).sum())
-    count = 2 * (approx.size - n_zero)  # ordered pairs: each unordered distance stands twice
+    n_zero = int((exact_in(0, int(_ZERO_BAND * scale)) == 0).sum())
+    count = 2 * (int(before[-1]) - n_zero)  # ordered pairs: each unordered distance stands twice
     if count == 0:  # all embeddings identical: no pair is closer than another, so nothing to filter
         return 0.0
     pos = q * (count - 1)
     lo = math.floor(pos)
     hi = min(lo + 1, count - 1)
-    ranks = sorted({lo // 2 + n_zero, hi // 2 + n_zero})  # ranks among the unordered distances, zeros first
-    picked = np.partition(approx, ranks)
-    low, high = float(picked[ranks[0]]) - _BAND, float(picked[ranks[-1]]) + _BAND
-    below = int((approx < low).sum())
-    band = np.sort(exact_in(low, high))
-    if below > ranks[0] or ranks[-1] - below >= band.size:
+    ranks = (lo // 2 + n_zero, hi // 2 + n_zero)  # ranks among the unordered distances, zeros first
+    band = math.ceil(_BAND * scale) + 1
+    low = max(int(np.searchsorted(before, ranks[0], side="right")) - 1 - band, 0)
+    high = min(int(np.searchsorted(before, ranks[1], side="right")) - 1 + band, _HIST_BINS - 1)
+    below = int(before[low])
+    exact = np.sort(exact_in(low, high))
+    if below > ranks[0] or ranks[1] - below >= exact.size:
         raise ConfigError("--threshold auto: float32 pre-pass out of its error band; report this input")
-    v_lo, v_hi = band[lo // 2 + n_zero - below], band[hi // 2 + n_zero - below]
+    v_lo, v_hi = exact[ranks[0] - below], exact[ranks[1] - below]
     return float(torch_lerp(v_lo, v_hi, pos - lo))
 
 
@@ -335,8 +357,10 @@ def resolve_threshold(
     quantile: float = OrderConfig.quantile,
     sample_pairs: int = OrderConfig.sample_pairs,
     seed: int = OrderConfig.seed,
+    gram: NDArray[np.float32] | None = None,
 ) -> Threshold:
-    """Turn the user's choice into a `Threshold` (computing the data quantile for 'auto')."""
+    """Turn the user's choice into a `Threshold` (computing the data quantile for 'auto'; `gram`: the rows'
+    `gram_matrix` when the caller has it, up to `EXACT_MAX_N` rows)."""
     if distance is not None:
         return from_distance(distance)
     if threshold == "none":
@@ -348,6 +372,6 @@ def resolve_threshold(
     if len(emb) < 2:  # one sample: no pair, nothing to filter
         return from_distance(0.0, mode="auto-exact", quantile=quantile)
     if len(emb) <= EXACT_MAX_N:
-        return from_distance(exact_quantile_distance(emb, quantile), mode="auto-exact", quantile=quantile)
+        return from_distance(exact_quantile_distance(emb, quantile, gram), mode="auto-exact", quantile=quantile)
     estimate, error = sampled_quantile_distance(emb, quantile, sample_pairs, seed)
     return from_distance(estimate, mode="auto-sampled", quantile=quantile, estimate_error=error)

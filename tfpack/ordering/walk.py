@@ -10,6 +10,11 @@ When the list runs out, a fallback picks the next sample:
   samples and of the current sample's first `hops` neighbours (two hops away), else among `n_random` random
   unvisited samples (seeded). On GSM8K this stays within 1% of the exact walk's mean adjacent similarity.
 
+The dense walk (`gram`, the float32 inner products of all pairs, with an empty graph: `tfpack order --exact` up to
+`threshold.EXACT_MAX_N` samples) needs no kNN graph: each step scans every unvisited sample through the matrix, and
+computes float64 distances only for candidates that could be nearer than the best valid one, or whose distance to a
+window sample lies within float32 error of the threshold; it takes the same steps as the exact walk.
+
 If no examined candidate passes the filter, the nearest examined unvisited sample is taken (a *forced* step: a
 threshold violation). Distances are computed in float64. The output is a permutation of the samples not marked
 `skip` (all of them by default).
@@ -76,9 +81,24 @@ def _repeats(avoid: Any, reach: int, path: Any, step: int, cand: int) -> bool:
 
 
 @numba.njit(cache=True)
+def _closer(emb: Any, norms2: Any, gram: Any, a: int, b: int, bound: float) -> bool:
+    """Whether `_d2(a, b) < bound`, read from `gram` (float32 inner products; 0 x 0 when absent) unless the float32
+    value lies within `_screen_margin` of the bound."""
+    if gram.shape[0] > 0:
+        approx = norms2[a] + norms2[b] - 2.0 * gram[a, b]
+        margin = _screen_margin(emb, norms2, a, b)
+        if approx < bound - margin:
+            return True
+        if approx > bound + margin:
+            return False
+    return _d2(emb, norms2, a, b) < bound
+
+
+@numba.njit(cache=True)
 def _passes(
     emb: Any,
     norms2: Any,
+    gram: Any,
     path: Any,
     step: int,
     rule: Any,
@@ -92,30 +112,35 @@ def _passes(
     if d2_cur < reject_d2:
         return False
     for p in range(step - 2, max(0, step - window) - 1, -1):  # noqa: SIM110 - numba: no generators
-        if _d2(emb, norms2, path[p], cand) < reject_d2:
+        if _closer(emb, norms2, gram, path[p], cand, reject_d2):
             return False
     return not _repeats(avoid, reach, path, step, cand)
 
 
 @numba.njit(cache=True)
 def _scan_unvisited(
-    emb: Any, norms2: Any, path: Any, step: int, rule: Any, candidates: Any, count: int
+    emb: Any, norms2: Any, gram: Any, path: Any, step: int, rule: Any, candidates: Any, count: int
 ) -> tuple[int, bool]:
     """Nearest valid sample among `candidates[:count]` (ties: lower id), else the nearest one; (id, valid).
 
-    Once a valid one is found, a float32 screen skips the candidates that cannot be nearer; the decision is the
-    float64 one."""
+    Once a valid one is found, a float32 screen (`gram` when given, else a float32 dot product) skips the candidates
+    that cannot be nearer; the decision is the float64 one."""
     cur = path[step - 1]
     best, best_d2 = -1, np.inf
     near, near_d2 = -1, np.inf
     for u in range(count):
         c = candidates[u]
-        if best >= 0 and _d2_screen(emb, norms2, cur, c) - _screen_margin(emb, norms2, cur, c) > best_d2:
-            continue  # surely farther than the best valid one found: the float64 distance cannot change that
+        if best >= 0:
+            if gram.shape[0] > 0:
+                screen = norms2[cur] + norms2[c] - 2.0 * gram[cur, c]
+            else:
+                screen = _d2_screen(emb, norms2, cur, c)
+            if screen - _screen_margin(emb, norms2, cur, c) > best_d2:
+                continue  # surely farther than the best valid one found: the float64 distance cannot change that
         d2 = _d2(emb, norms2, cur, c)
         if d2 < near_d2 or (d2 == near_d2 and c < near):
             near, near_d2 = c, d2
-        if (d2 < best_d2 or (d2 == best_d2 and c < best)) and _passes(emb, norms2, path, step, rule, c, d2):
+        if (d2 < best_d2 or (d2 == best_d2 and c < best)) and _passes(emb, norms2, gram, path, step, rule, c, d2):
             best, best_d2 = c, d2
     if best >= 0:
         return best, True
@@ -126,6 +151,7 @@ def _scan_unvisited(
 def walk_kernel(
     emb: Any,
     norms2: Any,
+    gram: Any,
     nbr_ids: Any,
     nbr_sims: Any,
     start: int,
@@ -140,7 +166,9 @@ def walk_kernel(
     reach: int,
 ) -> tuple[Any, int, int]:
     """The walk over the samples not in `skip`; returns (path int64, fallbacks, forced steps). `nbr_sims` is used
-    only when not exact."""
+    only when not exact. `gram`: float32 inner products [N, N] screening the float64 distances, or 0 x 0; with it
+    and an empty graph (k = 0) the exact walk scans every unvisited sample at each step (the dense walk, no
+    fallbacks counted)."""
     n, k = nbr_ids.shape
     hops = min(hops, k)
     rule = (window, reject_d2, avoid, reach)
@@ -176,15 +204,16 @@ def walk_kernel(
                 d2 = norms2[cur] + norms2[c] - 2.0 * nbr_sims[cur, j]
                 if abs(d2 - reject_d2) < _NEAR:
                     d2 = _d2(emb, norms2, cur, c)
-            if _passes(emb, norms2, path, step + 1, rule, c, d2):
+            if _passes(emb, norms2, gram, path, step + 1, rule, c, d2):
                 nxt = c
                 break
         if nxt >= 0:
             continue
-        fallbacks += 1
+        if k > 0:
+            fallbacks += 1
         valid = False
         if exact or n_left <= n_random:
-            nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, rule, unvisited, n_left)
+            nxt, valid = _scan_unvisited(emb, norms2, gram, path, step + 1, rule, unvisited, n_left)
         else:
             count = 0
             for h in range(min(window - 1, step) + hops):
@@ -197,14 +226,29 @@ def walk_kernel(
                         pool[count] = c
                         count += 1
             if count > 0:
-                nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, rule, pool, count)
+                nxt, valid = _scan_unvisited(emb, norms2, gram, path, step + 1, rule, pool, count)
             if not valid:
                 for u in range(n_random):
                     pool[u] = unvisited[np.random.randint(0, n_left)]
-                nxt, valid = _scan_unvisited(emb, norms2, path, step + 1, rule, pool, n_random)
+                nxt, valid = _scan_unvisited(emb, norms2, gram, path, step + 1, rule, pool, n_random)
         if not valid:
             forced += 1
     return path, fallbacks, forced
+
+
+@numba.njit(cache=True)
+def _lag_d2(emb: Any, norms2: Any, path: Any, lag: int) -> Any:
+    """`_d2(path[s], path[s - lag])` for s = lag..len(path)-1: the distances the walk's decisions compared."""
+    out = np.empty(max(len(path) - lag, 0), np.float64)
+    for s in range(lag, len(path)):
+        out[s - lag] = _d2(emb, norms2, path[s], path[s - lag])
+    return out
+
+
+def lag_distances(emb: NDArray[Any], norms2: NDArray[np.float64], path: NDArray[np.int64], lag: int) -> NDArray[Any]:
+    """Squared L2 distance of each path sample to the one `lag` steps earlier ([len(path) - lag] float64), computed
+    as the walk computes it, reading rows in place (`emb`: float32/float16 rows; `norms2`: `squared_norms(emb)`)."""
+    return _lag_d2(as_kernel_array(emb), norms2, np.ascontiguousarray(path, dtype=np.int64), lag)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -263,12 +307,14 @@ def walk(
     skip: NDArray[np.bool_] | None = None,
     avoid: NDArray[np.int64] | None = None,
     reach: int = 0,
+    gram: NDArray[np.float32] | None = None,
 ) -> WalkResult:
     """Validate inputs and run the walk over float32/float16 embeddings `[N, d]` and a kNN graph `[N, k]`.
 
     `skip` ([N] bool) leaves samples off the path; when `start` is one of them the path starts at the next sample
     that is not. `avoid` ([E, N] pack ids of earlier packings, -1 = none) with `reach` > 0 rejects candidates packed
-    before with one of the last `reach` path samples."""
+    before with one of the last `reach` path samples. `gram` ([N, N] float32, `threshold.gram_matrix(emb)`) screens
+    the float64 distances; with an exact walk over an empty graph (`k` = 0) it is the dense walk."""
     n = len(emb)
     if nbr_ids.shape[0] != n or nbr_sims.shape != nbr_ids.shape:
         raise ConfigError(f"walk: kNN graph {nbr_ids.shape} does not match {n} embeddings")
@@ -285,13 +331,16 @@ def walk(
         raise ConfigError(f"--window: must be >= 1, got {window}")
     if n_random < 1 or hops < 0:
         raise ConfigError(f"n_random must be >= 1 and hops >= 0, got {n_random} and {hops}")
+    gram = np.zeros((0, 0), dtype=np.float32) if gram is None else np.ascontiguousarray(gram, dtype=np.float32)
+    if gram.size and gram.shape != (n, n):
+        raise ConfigError(f"walk: gram must be [{n}, {n}] inner products, got {gram.shape}")
     data, norms2 = kernel_view(emb)
-    ids = np.ascontiguousarray(nbr_ids, dtype=np.int64)
-    if exact:
-        ids = rerank_exact(data, norms2, ids).astype(np.int64)
+    ids = np.ascontiguousarray(nbr_ids, dtype=np.int32)  # as built: no N x k int64 copy
+    if exact and ids.shape[1]:
+        ids = rerank_exact(data, norms2, ids)
     sims = np.ascontiguousarray(nbr_sims, dtype=np.float32)
     path, fallbacks, forced = walk_kernel(
-        data, norms2, ids, sims, start, window, reject_d2, exact, n_random, seed, hops, skip, avoid, reach
+        data, norms2, gram, ids, sims, start, window, reject_d2, exact, n_random, seed, hops, skip, avoid, reach
     )
     return WalkResult(path, int(fallbacks), int(forced))
 
