@@ -35,7 +35,7 @@ from tfpack.progress import NULL_PROGRESS, Progress
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-STATIC_BATCH = 1024  # texts per model2vec call: tokenizing dominates, larger batches only hold more memory
+STATIC_BATCH = 1024  # texts per tokenizer call: tokenizing dominates, larger batches only hold more memory
 
 
 class ExportedEncoder:

