@@ -13,6 +13,8 @@ from tests.conftest import qa_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.config import DEFAULT_MODEL
 from tfpack.embedding import models
+from tfpack.errors import NOTE_LISTENERS
+from tfpack.progress import Progress, Task
 from tfpack.workdir import EMBEDDINGS_FILE, MANIFEST
 
 
@@ -80,37 +82,42 @@ def tiny_source(path: Path) -> Path:
     return path
 
 
-def test_first_run_says_what_it_builds_and_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class Counted(Progress):
+    """A shown progress that counts what each task advanced."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, float] = {}
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        done = self.done
+        done[description] = 0
+
+        class Counter(Task):
+            def advance(self, amount: float = 1) -> None:
+                done[description] += amount
+
+        return Counter()
+
+
+def test_first_build_says_what_it_builds_and_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TFPACK_CACHE", str(tmp_path / "cache"))
-    source = tiny_source(tmp_path / "tiny")
+    source = str(tiny_source(tmp_path / "tiny"))
+    said: list[str] = []
+    NOTE_LISTENERS.append(said.append)
+    try:
+        built = models.static_model_dir(source, Counted())
+        assert said == [f"building the static model from {source} (once; cached in {built})"]
+        assert models.static_model_dir(source, Counted()) == built and len(said) == 1  # cached: nothing to say
+    finally:
+        NOTE_LISTENERS.remove(said.append)
     data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(12))
-    args = ["embed", str(data), "--model", f"static:{source}", "--overwrite"]
-    first = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "a")])
-    assert first.exit_code == 0, first.output
-    (built,) = (tmp_path / "cache" / "static").iterdir()
-    assert f"building the static model from {source}" in first.output and str(built) in first.output
-    again = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "b")])
-    assert again.exit_code == 0 and "building" not in again.output, again.output
-    assert np.array_equal(np.load(tmp_path / "a" / EMBEDDINGS_FILE), np.load(tmp_path / "b" / EMBEDDINGS_FILE))
+    args = ["embed", str(data), "--model", f"static:{source}", "-o", str(tmp_path / "run"), "-q"]
+    quiet = CliRunner().invoke(app, args)  # the cached model; a quiet run says nothing either way
+    assert quiet.exit_code == 0 and quiet.output == "", quiet.output
+    assert orjson.loads((tmp_path / "run" / MANIFEST).read_bytes())["model_path"] == str(built)
 
 
 def test_distillation_follows_progress_and_zeroes_special_tokens(tmp_path: Path) -> None:
-    from tfpack.progress import Progress, Task
-
-    class Counted(Progress):
-        def __init__(self) -> None:
-            self.done: dict[str, float] = {}
-
-        def task(self, description: str, total: float | None = None) -> Task:
-            progress = self
-
-            class Counter(Task):
-                def advance(self, amount: float = 1) -> None:
-                    progress.done[description] = progress.done.get(description, 0) + amount
-
-            self.done[description] = 0
-            return Counter()
-
     source = tiny_source(tmp_path / "tiny")
     out = tmp_path / "static"
     out.mkdir()

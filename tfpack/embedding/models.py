@@ -67,7 +67,8 @@ STATIC_BATCH_TOKENS = 512  # vocabulary tokens per forward pass while distilling
 
 def static_model_dir(source: str, progress: Progress = NULL_PROGRESS) -> Path:
     """Distil (once, cached) a static model from the sentence-transformers model `source`; its directory, holding
-    the token vectors and the tokenizer (`encoders.StaticEncoder` reads them).
+    the token vectors and the tokenizer (`encoders.StaticEncoder` reads them). A build follows `progress` and, when
+    that is shown, first says what it builds and where (a note).
 
     Written under a temporary name and renamed when complete, so concurrent runs never load a half-written model.
     """
@@ -76,7 +77,8 @@ def static_model_dir(source: str, progress: Progress = NULL_PROGRESS) -> Path:
     cache = cache_root() / "static" / key
     if (cache / STATIC_VECTORS).is_file():
         return cache
-    note(f"building the static model from {source} (once; cached in {cache})")
+    if progress is not NULL_PROGRESS:  # with the progress bar only: a quiet or piped run prints nothing
+        note(f"building the static model from {source} (once; cached in {cache})")
 
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True)
