@@ -9,14 +9,22 @@ For each dataset (the first --n samples of GSM8K train and GPTeacher codegen fro
   embeddings: mean pairwise cosine inside a pack, against random packs of the same sizes. The static path keeps
   `gain(static) / gain(full)` of TFP's gain over random packing.
 
+Cold start (`--cold-start`): the whole process `tfpack pack INPUT --model static` on the first --n GSM8K samples
+with an empty `TFPACK_CACHE`, so the static model is built first, for each checkout given (its `tfpack` imported
+through PYTHONPATH), the checkouts alternating over --rounds, all in one run:
+
     python scripts/bench_static.py --n 2000
+    python scripts/bench_static.py --cold-start . ../main --n 1500 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,11 +100,40 @@ def cpu_line() -> str:
     )
 
 
+def cold_start(checkouts: list[str], n: int, rounds: int) -> None:
+    """Seconds of a whole `tfpack pack INPUT --model static` process with an empty cache, per checkout and round: wall
+    clock, and CPU time (user + system, every thread), which a machine shared with other jobs inflates less."""
+    print(f"CPU: {cpu_line()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = first_records(DATASETS["gsm8k"], n, Path(tmp) / "input.jsonl")
+        for round_ in range(rounds):
+            for checkout in checkouts:
+                cache, out = Path(tmp) / f"cache-{round_}-{len(checkout)}", Path(tmp) / "out"
+                env = {**os.environ, "TFPACK_CACHE": str(cache), "PYTHONPATH": str(Path(checkout).resolve())}
+                command = [sys.executable, "-m", "tfpack", "pack", str(data), "-o", str(out), "--overwrite"]
+                command += ["--model", "static", "--tokenizer", "packaged-minilm", "--quiet"]
+                start, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+                status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+                print(
+                    f"round {round_ + 1}  {checkout:<30} {n:>6} samples  {seconds:7.1f}s whole process "
+                    f"({cpu:6.1f}s CPU, user + system)  {status}",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="samples per dataset (default 2000)")
     parser.add_argument("--max-len", type=int, default=2048)
+    parser.add_argument("--cold-start", nargs="+", metavar="CHECKOUT", help="time the first run of these checkouts")
+    parser.add_argument("--rounds", type=int, default=1, help="cold-start rounds, the checkouts alternating")
     args = parser.parse_args()
+    if args.cold_start:
+        cold_start(args.cold_start, args.n, args.rounds)
+        return
     from sentence_transformers import SentenceTransformer
 
     from tfpack.config import EmbedConfig

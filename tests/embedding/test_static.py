@@ -1,4 +1,4 @@
-"""`tfpack embed --model static`: a model2vec model distilled once from the packaged default, cached, unit rows."""
+"""`tfpack embed --model static`: a static model distilled once from the packaged default, cached, unit rows."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from tests.conftest import qa_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.config import DEFAULT_MODEL
 from tfpack.embedding import models
+from tfpack.errors import NOTE_LISTENERS
+from tfpack.progress import Progress, Task
 from tfpack.workdir import EMBEDDINGS_FILE, MANIFEST
-
-pytest.importorskip("model2vec")
 
 
 def test_static_embed_run(tmp_path: Path) -> None:
@@ -39,12 +39,11 @@ def test_static_embed_run(tmp_path: Path) -> None:
 def test_distilled_once_then_read_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     source = models.resolve_model(DEFAULT_MODEL)
     first = models.static_model_dir(source)
-    import model2vec.distill
 
     def no_second_distillation(*args: object, **kwargs: object) -> None:
         raise AssertionError("distilled again although the cache holds the model")
 
-    monkeypatch.setattr(model2vec.distill, "distill", no_second_distillation)
+    monkeypatch.setattr(models, "distil_static", no_second_distillation)
     assert models.static_model_dir(source) == first
     assert (first / models.STATIC_VECTORS).is_file() and not list(first.parent.glob("*.tmp-*"))
 
@@ -68,3 +67,81 @@ def test_auto_picks_static_on_cpu_for_large_inputs(tmp_path: Path, monkeypatch: 
     assert result.exit_code == 0, result.output
     manifest = orjson.loads((tmp_path / "run" / MANIFEST).read_bytes())
     assert (manifest["model_asked"], manifest["model"], manifest["backend"]) == ("auto", "static", "static")
+
+
+def tiny_source(path: Path) -> Path:
+    """A real BERT with the packaged model's tokenizer but one small layer: distilled in well under a second."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model(DEFAULT_MODEL))
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+class Counted(Progress):
+    """A shown progress that counts what each task advanced."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, float] = {}
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        done = self.done
+        done[description] = 0
+
+        class Counter(Task):
+            def advance(self, amount: float = 1) -> None:
+                done[description] += amount
+
+        return Counter()
+
+
+def test_first_build_says_what_it_builds_and_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TFPACK_CACHE", str(tmp_path / "cache"))
+    source = str(tiny_source(tmp_path / "tiny"))
+    said: list[str] = []
+    NOTE_LISTENERS.append(said.append)
+    try:
+        built = models.static_model_dir(source, Counted())
+        assert said == [f"building the static model from {source} (once; cached in {built})"]
+        assert models.static_model_dir(source, Counted()) == built and len(said) == 1  # cached: nothing to say
+    finally:
+        NOTE_LISTENERS.remove(said.append)
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(12))
+    args = ["embed", str(data), "--model", f"static:{source}", "-o", str(tmp_path / "run"), "-q"]
+    quiet = CliRunner().invoke(app, args)  # the cached model; a quiet run says nothing either way
+    assert quiet.exit_code == 0 and quiet.output == "", quiet.output
+    assert orjson.loads((tmp_path / "run" / MANIFEST).read_bytes())["model_path"] == str(built)
+
+
+def test_distillation_follows_progress_and_zeroes_special_tokens(tmp_path: Path) -> None:
+    source = tiny_source(tmp_path / "tiny")
+    out = tmp_path / "static"
+    out.mkdir()
+    counted = Counted()
+    models.distil_static(str(source), out, counted)
+    vectors = np.load(out / models.STATIC_VECTORS)
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(out / models.STATIC_TOKENIZER)).get_vocab()
+    zero = [t for t, i in vocab.items() if not vectors[i].any()]
+    assert sorted(t for t in zero if not t.startswith("[unused")) == ["[CLS]", "[MASK]", "[PAD]", "[SEP]"]
+    assert counted.done == {"distilling the static model": len(vocab) - len(zero)}
+    assert vectors.shape == (len(vocab), 32) and vectors[vocab["[UNK]"]].any()
+
+
+def test_static_vectors_are_centred_principal_components() -> None:
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(50, 8)).astype(np.float32) * np.arange(1, 9, dtype=np.float32) + 5
+    ids = np.arange(2, 50)
+    vectors = models.static_vectors(hidden, ids)
+    assert vectors.shape == (50, 8) and not vectors[:2].any()
+    centred = hidden[ids] - hidden[ids].mean(axis=0)
+    assert np.allclose(vectors[ids].mean(axis=0), 0, atol=1e-4)  # the direction every token shares is gone
+    gram = vectors[ids].T @ vectors[ids]
+    assert np.allclose(gram, np.diag(np.diag(gram)), atol=1e-2)  # uncorrelated axes ...
+    assert np.all(np.diff(np.diag(gram)) <= 1e-3)  # ... by decreasing variance
+    assert np.allclose(vectors[ids] @ vectors[ids].T, centred @ centred.T, atol=1e-2)  # all 8 kept: a rotation

@@ -30,11 +30,12 @@ from tfpack.embedding.models import (
 )
 from tfpack.errors import ConfigError, DependencyError, InputError
 from tfpack.ingest.formats import Turn, full_text, prompt_text
+from tfpack.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-STATIC_BATCH = 1024  # texts per model2vec call: tokenizing dominates, larger batches only hold more memory
+STATIC_BATCH = 1024  # texts per tokenizer call: tokenizing dominates, larger batches only hold more memory
 
 
 class ExportedEncoder:
@@ -153,9 +154,12 @@ def mean_rows(vectors: NDArray[np.float32], ids: list[list[int]]) -> NDArray[np.
 Encoder = Union["SentenceTransformer", ExportedEncoder, StaticEncoder]
 
 
-def load_static(cfg: EmbedConfig, source: str) -> tuple[StaticEncoder, dict[str, Any]]:
-    """The static model distilled from `source` (cached), and what was resolved (for the manifest)."""
-    model_dir = static_model_dir(source)
+def load_static(
+    cfg: EmbedConfig, source: str, progress: Progress = NULL_PROGRESS
+) -> tuple[StaticEncoder, dict[str, Any]]:
+    """The static model distilled from `source` (cached; `progress` follows a distillation), and what was resolved
+    (for the manifest)."""
+    model_dir = static_model_dir(source, progress)
     resolved = {
         "model": cfg.model,
         "model_path": str(model_dir),
@@ -170,11 +174,12 @@ def load_static(cfg: EmbedConfig, source: str) -> tuple[StaticEncoder, dict[str,
     return StaticEncoder(model_dir, cfg.max_seq_length), resolved
 
 
-def load_encoder(cfg: EmbedConfig) -> tuple[Encoder, dict[str, Any]]:
-    """Load the model for `cfg`; also return what was resolved (for the manifest)."""
+def load_encoder(cfg: EmbedConfig, progress: Progress = NULL_PROGRESS) -> tuple[Encoder, dict[str, Any]]:
+    """Load the model for `cfg`; also return what was resolved (for the manifest). `progress` follows the one-off
+    distillation of a static model."""
     source = static_source(cfg.model)
     if source is not None:
-        return load_static(cfg, source)
+        return load_static(cfg, source, progress)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:

@@ -55,9 +55,9 @@ _CHUNK = 1024
 VectorsFor = Callable[[int, list[tuple[Turn, ...]]], NDArray[np.float32]]
 
 
-def model_source(cfg: EmbedConfig) -> tuple[VectorsFor, int, dict[str, Any]]:
+def model_source(cfg: EmbedConfig, progress: Progress = NULL_PROGRESS) -> tuple[VectorsFor, int, dict[str, Any]]:
     """Embeddings from a sentence-transformers model: (vectors for rows from `row`, dim, manifest fields)."""
-    model, resolved = load_encoder(cfg)
+    model, resolved = load_encoder(cfg, progress)
     select = text_selector(cfg.embed_on)
 
     def vectors_for(row: int, turns: list[tuple[Turn, ...]]) -> NDArray[np.float32]:
@@ -339,7 +339,7 @@ def run_embed(
     elif isinstance(runner, RayEngine):
         batches, dim, resolved = ray_batches(run_dir / SAMPLES_FILE, cfg, runner)
     else:
-        vectors_for, dim, resolved = model_source(cfg)
+        vectors_for, dim, resolved = model_source(cfg, progress)
         batches = local_batches(run_dir / SAMPLES_FILE, vectors_for, rows_done, chunk_rows(resolved["batch_size"]))
     if route is not None:
         resolved = {**resolved, "backend_choice": route}
