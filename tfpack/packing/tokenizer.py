@@ -52,6 +52,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 PACKAGED_TOKENIZER = "packaged-minilm"
 _SENTINEL = "\ue000tfpack-turn\ue001"
 _PRIVATE = "\ue000"  # opens every sentinel: content holding it never takes the skeleton shortcut
+_GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 _REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
 
 
@@ -143,10 +144,30 @@ def load_template(spec: str) -> tuple[str, str]:
     return path.read_text(), (f"builtin:{spec}" if path.parent == TEMPLATES_DIR else str(path))
 
 
-def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
-    """Load a Hugging Face fast tokenizer (name or directory) and resolve its template, end-of-turn marker and EOS."""
+def hf_tokenizer(spec: str) -> Any:
+    """What `AutoTokenizer.from_pretrained(spec)` loads. A local directory whose tokenizer_config.json names the generic
+    fast class (`TokenizersBackend`, `PreTrainedTokenizerFast`), with no code of its own and no config.json (no model
+    type that could make AutoTokenizer pick a model's class), is loaded by that class directly: the same tokenizer,
+    without importing torch and the auto classes (seconds of a `pack` run)."""
+    path = Path(spec)
+    config = path / "tokenizer_config.json"
+    if config.is_file() and not (path / "config.json").exists():
+        try:
+            declared = orjson.loads(config.read_bytes())
+        except orjson.JSONDecodeError:
+            declared = None
+        generic = isinstance(declared, dict) and declared.get("tokenizer_class") in _GENERIC_CLASSES
+        if generic and "auto_map" not in declared:
+            from transformers import TokenizersBackend
+
+            return TokenizersBackend.from_pretrained(spec)
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(spec, use_fast=True)
+
+
+def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
+    """Load a Hugging Face fast tokenizer (name or directory) and resolve its template, end-of-turn marker and EOS."""
     if not name:
         raise ConfigError(
             "--tokenizer is required: the Hugging Face tokenizer (name or directory) of the model you "
@@ -154,7 +175,7 @@ def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
         )
     spec = tokenizer_path(name)
     try:
-        hf = AutoTokenizer.from_pretrained(spec, use_fast=True)
+        hf = hf_tokenizer(spec)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--tokenizer {spec}: cannot load a tokenizer: {str(e).strip().splitlines()[0]}") from e
     if not getattr(hf, "is_fast", False):
