@@ -88,3 +88,15 @@ def test_one_rendering_per_sample_of_a_known_shape(
         messages = [{**m, "content": f"{m['content']} ({k})"} for m in chat]
         assert isinstance(render(conversation_of(messages), tokenizer, "assistant"), Rendered)
     assert len(calls) == 3 + 1  # one per sample, plus the shape's skeleton
+
+
+def test_content_holding_a_sentinel_character_is_probed_by_rendering(family_dirs: dict[str, Path]) -> None:
+    """The slot is the probe's difference only when the content cannot extend it: such a sample takes no shortcut,
+    and its span is still the probe's."""
+    tokenizer = load_tokenizer(str(family_dirs[family_named("qwen2.5")]), None)
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\ue001 closes it"}]
+    assert skeleton_of(tokenizer, messages, None, None) is None
+    rendered = render(conversation_of(messages), tokenizer, "assistant")
+    assert isinstance(rendered, Rendered)
+    lo, hi = rendered.spans[0]
+    assert rendered.text[lo:hi].startswith("\ue001 closes it")

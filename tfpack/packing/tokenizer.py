@@ -51,7 +51,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 # demo and tests; nobody trains a chat model with it, so it is never chosen silently.
 PACKAGED_TOKENIZER = "packaged-minilm"
 _SENTINEL = "\ue000tfpack-turn\ue001"
-_PRIVATE = "\ue000"  # opens every sentinel: content holding it never takes the skeleton shortcut
 _GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 _REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
 
@@ -330,19 +329,21 @@ _SKELETON_CACHE = 4096  # conversation shapes kept per tokenizer (a dataset has 
 
 
 def _slot(j: int) -> str:
-    return f"{_PRIVATE}tfpack-slot-{j}\ue001"
+    return f"{_SENTINEL[0]}tfpack-slot-{j}{_SENTINEL[-1]}"
 
 
 def skeleton_of(
     tokenizer: Tokenizer, messages: list[dict[str, Any]], tools: list[Any] | None, tools_json: str | None
 ) -> Skeleton | None:
     """The skeleton of this conversation's shape (see the module docstring), rendered once per shape and cached; None
-    when the messages carry fields besides role and content or non-text content, when a content holds a sentinel
-    character, or when the template refuses the skeleton or repeats a content."""
+    when the messages carry fields besides role and content or non-text content, when a content holds a sentinel's
+    first or last character, or when the template refuses the skeleton or repeats a content."""
     shape: list[tuple[str, bool]] = []
     for m in messages:
         content = m.get("content")
-        if len(m) > 2 or not (content is None or isinstance(content, str)) or (content and _PRIVATE in content):
+        if len(m) > 2 or not (content is None or isinstance(content, str)):
+            return None
+        if content and (_SENTINEL[0] in content or _SENTINEL[-1] in content):
             return None
         shape.append((m["role"], bool(content)))
     key = orjson.dumps([shape, tools_json])
@@ -394,13 +395,13 @@ def _turn_span(
 ) -> tuple[int, int] | str:
     """[start, end) of assistant message i in `text`, located by difference (see the module docstring), or why not.
     `slot`: where the message's content lies in `text` by its verified skeleton (the probe is then not rendered)."""
-    if slot is not None:
-        probe_text = text[: slot[0]] + _SENTINEL + text[slot[1] :]
+    if slot is not None:  # the probe is the text with the sentinel in the slot: they differ exactly there
+        first, last = slot  # (no content holds a sentinel character, so the sentinel's ends differ from its ends)
     else:
         probe = [*messages[:i], {"role": "assistant", "content": _SENTINEL}, *messages[i + 1 :]]
         probe_text, _ = render_messages(tokenizer, probe, tools)
-    first = common_prefix(text, probe_text)
-    last = len(text) - common_suffix(text, probe_text, min(len(text), len(probe_text)) - first)
+        first = common_prefix(text, probe_text)
+        last = len(text) - common_suffix(text, probe_text, min(len(text), len(probe_text)) - first)
     others = [_squash(m.get("content") or "") for j, m in enumerate(messages) if j != i and m["role"] != "assistant"]
     others = [o for o in others if len(o) >= 8]
     reason = check_turn_text(text[first:last], messages[i], others)
