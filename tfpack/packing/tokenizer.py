@@ -385,6 +385,12 @@ def content_slots(skeleton: Skeleton, messages: list[dict[str, Any]], text: str)
     return slots if at == len(text) and "".join(parts) == text else None
 
 
+def _other_texts(messages: list[dict[str, Any]], i: int) -> list[str]:
+    """The squashed contents (8+ characters) of the messages other than i that are not the assistant's."""
+    others = [_squash(m.get("content") or "") for j, m in enumerate(messages) if j != i and m["role"] != "assistant"]
+    return [o for o in others if len(o) >= 8]
+
+
 def _turn_span(
     tokenizer: Tokenizer,
     messages: list[dict[str, Any]],
@@ -402,11 +408,11 @@ def _turn_span(
         probe_text, _ = render_messages(tokenizer, probe, tools)
         first = common_prefix(text, probe_text)
         last = len(text) - common_suffix(text, probe_text, min(len(text), len(probe_text)) - first)
-    others = [_squash(m.get("content") or "") for j, m in enumerate(messages) if j != i and m["role"] != "assistant"]
-    others = [o for o in others if len(o) >= 8]
-    reason = check_turn_text(text[first:last], messages[i], others)
-    if reason is not None:
-        return reason
+    # a slot holds the content verbatim, which check_turn_text accepts unless it is blank
+    if slot is None or not text[first:last].strip():
+        reason = check_turn_text(text[first:last], messages[i], _other_texts(messages, i))
+        if reason is not None:
+            return reason
     start = first
     prompt = tokenizer.generation_prompt
     if prompt and text.endswith(prompt, 0, first):  # the turn starts right after the generation prompt
@@ -421,7 +427,7 @@ def _turn_span(
             )
     if head is not None and len(head) <= first and text.startswith(head):
         lead = _squash(text[len(head) : first])
-        if not any(other in lead for other in others):
+        if not any(other in lead for other in _other_texts(messages, i)):
             start = len(head)
     eot = tokenizer.eot
     end = last + len(eot) if eot and text.startswith(eot, last) else last
@@ -544,9 +550,11 @@ def label_batch(
         if isinstance(sample, Refusal):
             out.append(sample)
             continue
-        ids = encoding.ids + [eos_id] if sample.append_eos else encoding.ids
+        ids = encoding.ids  # a new list on every access
+        n = len(ids)
+        if sample.append_eos:
+            ids.append(eos_id)
         ids_arr = np.asarray(ids, dtype=np.int32)
-        n = len(encoding.ids)
         labels = np.full(len(ids_arr), IGNORE_INDEX, dtype=np.int32)
         first_trained = len(ids_arr)
         refusal = None
