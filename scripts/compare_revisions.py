@@ -95,8 +95,8 @@ def strip(obj: object) -> object:
     return obj
 
 
-def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str]]:
-    """Every run of the matrix with the code in `tree`; digests per run name."""
+def run_all(tree: Path, data: list[Path], bench: Path, work: Path) -> dict[str, dict[str, str]]:
+    """Every run of the matrix with the code in `tree` (`bench`: the --decontaminate file); digests per run name."""
     results = {}
     embed_dir = work / "embed"
     imported = python_in(tree, "-c", "import tfpack; print(tfpack.__file__)", check=True).stdout.strip()
@@ -108,9 +108,6 @@ def run_all(tree: Path, data: list[Path], work: Path) -> dict[str, dict[str, str
         out = work / f"order-{name}.npy"
         tfpack(tree, "order", str(embed_dir), "-o", str(out), *flags)
         results[f"order {name}"] = {out.name: hashlib.sha256(out.read_bytes()).hexdigest()}
-    bench = work / "bench.jsonl"  # the first records of a JSONL input: decontamination has something to find
-    first_jsonl = next(p for p in data if p.suffix == ".jsonl")
-    bench.write_bytes(b"".join(first_jsonl.read_bytes().splitlines(keepends=True)[:10]))
     for name, flags in PACK_RUNS.items():
         out = work / f"pack-{name}"
         flags = [f.format(bench=bench, first=data[0].stem) for f in flags]
@@ -153,8 +150,11 @@ def main() -> None:
                     capture_output=True,
                 )
             data = sorted(data_dir.iterdir())
-            base = run_all(base_tree, data, work / "base")
-            head = run_all(ROOT, data, work / "head")
+            bench = work / "bench.jsonl"  # the first records of a JSONL input: decontamination has something to find
+            first_jsonl = next(p for p in data if p.suffix == ".jsonl")
+            bench.write_bytes(b"".join(first_jsonl.read_bytes().splitlines(keepends=True)[:10]))
+            base = run_all(base_tree, data, bench, work / "base")
+            head = run_all(ROOT, data, bench, work / "head")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=True)
     differing = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import doctest
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -17,9 +18,10 @@ import tfpack.parallel
 import tfpack.workdir
 from tests.conftest import chat_rows, write_jsonl
 from tfpack.cli import app
+from tfpack.config import EmbedConfig
 from tfpack.errors import ConfigError
 from tfpack.packing.tokenizer import PACKAGED_TOKENIZER
-from tfpack.workdir import shard_paths
+from tfpack.workdir import EMBED_RUN, MANIFEST, WORK_DIR, shard_paths
 
 DOCUMENTED = [tfpack.api, tfpack.arrays, tfpack.parallel, tfpack.workdir]
 
@@ -57,7 +59,8 @@ def test_api_writes_what_the_cli_writes(tmp_path: Path) -> None:
 
 def test_options_are_the_config_fields(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "chats.jsonl", chat_rows(10))
-    with pytest.raises(ConfigError, match="unknown option.*max_length"):
+    unknown = r"^pack\(\): unknown option max_length; did you mean max_seq_length or max_len\?$"
+    with pytest.raises(ConfigError, match=unknown):
         tfpack.pack(data, tmp_path / "out", tokenizer=PACKAGED_TOKENIZER, max_length=128)
     with pytest.raises(ConfigError, match="^window: must be >= 1, got 0$"):  # named as the keyword given
         tfpack.order(data, window=0)
@@ -66,6 +69,21 @@ def test_options_are_the_config_fields(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="unknown option.*tokenizer"):
         tfpack.embed(data, tmp_path / "run", tokenizer=PACKAGED_TOKENIZER)
+
+
+def test_pack_takes_the_embedding_keywords(tmp_path: Path) -> None:
+    """`pack` given input files takes embed's keywords (as `tfpack pack INPUT` takes its flags), or `embed_config`;
+    not both, and not with a run directory, which is embedded already: refused before anything is written."""
+    data = write_jsonl(tmp_path / "chats.jsonl", chat_rows(30))
+    result = tfpack.pack(data, tmp_path / "out", tokenizer=PACKAGED_TOKENIZER, model="static", batch_size=7)
+    embed_run = orjson.loads((tmp_path / "out" / WORK_DIR / EMBED_RUN / MANIFEST).read_bytes())
+    assert result.samples == 30 and embed_run["model"] == "static"
+    assert embed_run["config"]["embed"]["batch_size"] == 7
+    with pytest.raises(ConfigError, match="^pack\\(\\): model: give embed_config or embedding keywords, not both$"):
+        tfpack.pack(data, tmp_path / "o2", tokenizer=PACKAGED_TOKENIZER, model="static", embed_config=EmbedConfig())
+    with pytest.raises(ConfigError, match="^dtype: applies when pack reads and embeds input files; "):
+        tfpack.pack(tmp_path / "out", tmp_path / "o2", tokenizer=PACKAGED_TOKENIZER, dtype="float16")
+    assert not (tmp_path / "o2").exists()
 
 
 def test_pack_dataset_takes_a_dataset_and_a_loaded_tokenizer(tmp_path: Path) -> None:

@@ -77,7 +77,8 @@ def test_pack_inputs_take_the_embed_flags_and_flags_beat_the_file(tmp_path: Path
     config.write_text("embed:\n  dtype: float16\n  embed_on: full\n")
     out = tmp_path / "out"
     args = ["pack", str(data), "-o", str(out), *DEMO_TOKENIZER, "--config", str(config), "--quiet"]
-    result = CliRunner().invoke(app, [*args, "--model", "static", "--embed-on", "prompt", "--dtype", "float32"])
+    flags = ["--model", "static", "--embed-on", "prompt", "--dtype", "float32", "--batch-size", "7"]
+    result = CliRunner().invoke(app, [*args, *flags])
     assert result.exit_code == 0, result.stderr
     embed_manifest = orjson.loads((out / WORK_DIR / EMBED_RUN / MANIFEST).read_bytes())
     assert (embed_manifest["model"], embed_manifest["embed_on"], embed_manifest["dtype"]) == (
@@ -85,10 +86,27 @@ def test_pack_inputs_take_the_embed_flags_and_flags_beat_the_file(tmp_path: Path
         "prompt",
         "float32",
     )
+    assert embed_manifest["config"]["embed"]["batch_size"] == 7
     run = out / WORK_DIR / EMBED_RUN
     result = CliRunner().invoke(app, ["pack", str(run), "-o", str(tmp_path / "o2"), *DEMO_TOKENIZER, "--model", "x"])
-    assert result.exit_code == 2 and "--model: applies when pack embeds input files" in result.stderr
+    assert result.exit_code == 2 and "--model: applies when pack reads and embeds input files" in result.stderr
     assert not (tmp_path / "o2").exists()
+    fields = ["--prompt-field", "q", "--response-field", "a"]  # the run was read with its own fields
+    result = CliRunner().invoke(app, ["pack", str(run), "-o", str(tmp_path / "o2"), *DEMO_TOKENIZER, *fields])
+    assert result.exit_code == 2 and "--prompt-field: applies when pack reads and embeds" in result.stderr
+    assert not (tmp_path / "o2").exists()
+
+
+def test_a_repeatable_flag_not_given_keeps_the_files_list(tmp_path: Path) -> None:
+    """`--weights` and `--decontaminate` not given leave the config file's lists in force (typer passes an empty
+    tuple for them; that is not an empty list given)."""
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(5))
+    config = tmp_path / "cfg.yaml"
+    config.write_text("pack:\n  weights: [nope=2]\n")
+    args = ["pack", str(data), "-o", str(tmp_path / "o"), *DEMO_TOKENIZER, "--config", str(config)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--weights: no source named 'nope'" in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_unknown_embed_key_is_rejected(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import tfpack
 PACKAGE = Path(tfpack.__file__).parent
 STAGES = ["ingest", "embedding", "ordering", "filters", "packing", "report"]
 # Modules at the top that stages share; they import no stage (cli and the public API sit above every stage).
-SHARED = ["arrays", "config", "errors", "progress", "workdir", "parallel", "data", "export", "version"]
+SHARED = ["arrays", "config", "options", "errors", "progress", "workdir", "parallel", "data", "export", "version"]
 
 
 def module_name(path: Path) -> str:

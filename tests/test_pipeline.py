@@ -31,12 +31,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sweep_gets_the_filters_pack_gets(run_dir: Path, tmp_path: Path) -> None:
-    """A config asking for --dedup: sweep's row for a threshold is what pack writes at that threshold (before the
-    pipeline, sweep ordered every sample and reported a fill rate no pack would have)."""
+    """--dedup (a flag for sweep, a config key for pack): sweep's row for a threshold is what pack writes at that
+    threshold (before the pipeline, sweep ordered every sample and reported a fill rate no pack would have)."""
     config = tmp_path / "cfg.yaml"
     config.write_text("pack:\n  dedup: 0.9\n")
     swept = runner.invoke(
-        app, ["sweep", str(run_dir), "--thresholds", "auto", "--config", str(config), *DEMO_TOKENIZER, "--json"]
+        app, ["sweep", str(run_dir), "--thresholds", "auto", "--dedup", "0.9", *DEMO_TOKENIZER, "--json"]
     )
     assert swept.exit_code == 0, swept.stderr
     row = orjson.loads(swept.stdout.splitlines()[0])

@@ -1,7 +1,8 @@
 """The Python API: each command as a function, and `pack_dataset` for a training script that never runs the CLI.
 
-Paths are `str` or `os.PathLike`; options are keyword-only and are the fields of the config dataclasses
-(`tfpack.config`), whose defaults are the only defaults: an unknown option is a `ConfigError` naming it. Results are
+Paths are `str` or `os.PathLike`; options are keyword-only and named as in the table of tfpack/options.py (the
+flag without `--`, dashes as underscores), whose defaults are the config dataclasses': an unknown option is a
+`ConfigError` naming it and the nearest known name. Results are
 typed; each carries the full `summary` dict the CLI prints with `--json`. A call prints nothing, nor lets the
 libraries it loads print (bars such as "Loading weights", warnings, log lines), unless asked: `progress=True` draws
 tqdm bars on stderr and leaves other libraries as they are; a `tfpack.progress.Progress` object is reported to.
@@ -17,22 +18,24 @@ tqdm bars on stderr and leaves other libraries as they are; a `tfpack.progress.P
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import os
 import tempfile
+import textwrap
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from tfpack.config import EmbedConfig, OrderConfig, PackConfig, build
+from tfpack.config import EmbedConfig, OrderConfig, PackConfig
 from tfpack.errors import ConfigError, DependencyError
 from tfpack.ingest.formats import FormatOptions
+from tfpack.options import build, keyword_list, keywords, refuse_embed_options
 from tfpack.parallel import LOCAL
 from tfpack.progress import Progress, reporting
 from tfpack.workdir import DATA_DIR, DROPPED_FILE, ERRORS_FILE, atomic_path, output_path, shard_paths
@@ -80,27 +83,35 @@ def _paths(inputs: PathLike | Iterable[PathLike]) -> list[str]:
     return [os.fspath(inputs)] if isinstance(inputs, str | os.PathLike) else [os.fspath(p) for p in inputs]
 
 
-def _options(options: dict[str, Any], *targets: tuple[type, Mapping[str, str | None]]) -> list[dict[str, Any]]:
-    """Split keyword options among config dataclasses by field name. Each target pairs a class with renamings,
-    option -> field, or -> None where the class must not take an option it has a field for (`seed` is the ordering's
-    seed, `pack_seed` the packing's). An option no class takes is an error."""
-    taken: set[str] = set()
-    split = []
-    for cls, renames in targets:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        mine = {}
-        for key, value in options.items():
-            field = renames.get(key, key)
-            if field is not None and field in fields:
-                mine[field] = value
-                taken.add(key)
-        split.append(mine)
-    unknown = set(options) - taken
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
-    return split
+# The option sections each verb takes as keywords (tfpack/options.py): `pack` embeds input files, so it takes all.
+API_SECTIONS = {
+    "embed": ("embed", "format"),
+    "order": ("order",),
+    "pack": ("embed", "format", "order", "pack"),
+}
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _options(function: str, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The keywords of `function` by section; one it does not take is a ConfigError naming the nearest."""
+    return keywords(function, options, API_SECTIONS[function])
+
+
+def _documented(fn: F) -> F:
+    """Append to the verb's docstring the option keywords it takes, with their defaults (tfpack/options.py)."""
+    listed = textwrap.fill(
+        keyword_list(API_SECTIONS[fn.__name__], skip=set(inspect.signature(fn).parameters)),
+        116,
+        initial_indent="    ",
+        subsequent_indent="    ",
+    )
+    fn.__doc__ = (
+        f"{(fn.__doc__ or '').rstrip()}\n\n    Options (keyword-only; help in tfpack/options.py):\n\n{listed}\n"
+    )
+    return fn
+
+
+@_documented
 def embed(
     inputs: PathLike | Iterable[PathLike],
     out_dir: PathLike,
@@ -115,9 +126,7 @@ def embed(
 ) -> EmbedResult:
     """`tfpack embed`: read `inputs` (JSONL, JSON, Parquet, CSV/TSV; paths or globs) into the run directory
     `out_dir` and embed every sample. `progress`: True for bars, or a `tfpack.progress.Progress` to report to (quiet
-    by default). `options`: the fields of `EmbedConfig` (model, embed_on, device, backend, batch_size, dtype,
-    max_seq_length) and of `FormatOptions` (format, prompt_field, response_field, text_field, id_field; for table
-    rows label_field, columns, prompt_template, csv_columns).
+    by default). `options`: the embedding's and the input format's, listed below.
 
     >>> import tempfile, tfpack
     >>> out = tempfile.mkdtemp()
@@ -128,13 +137,13 @@ def embed(
     """
     from tfpack.embedding.stage import run_embed
 
-    cfg, fmt = _options(options, (EmbedConfig, {}), (FormatOptions, {}))
+    values = _options("embed", options)
     with reporting(progress) as reporter:
         summary = run_embed(
             _paths(inputs),
             output_path(out_dir, "out_dir"),
-            build(EmbedConfig, None, cfg, "embed", api=True),
-            FormatOptions(**fmt),
+            build(EmbedConfig, None, values["embed"], "embed", api=True),
+            FormatOptions(**values["format"]),
             on_error=on_error,
             overwrite=overwrite,
             progress=reporter,
@@ -145,6 +154,7 @@ def embed(
     return EmbedResult(Path(summary["run_dir"]), summary["n"], summary["dim"], summary)
 
 
+@_documented
 def order(
     source: PathLike,
     *,
@@ -154,8 +164,8 @@ def order(
     **options: Any,
 ) -> OrderResult:
     """`tfpack order`: the TFP path over an embed run directory (its kNN graph cached there) or an `[N, d]` `.npy`;
-    written to `out` (`.npy`; an existing `.npy` replaced only with `overwrite`) when given. `options`: the fields of
-    `OrderConfig` (threshold, window, k, knn, exact, start, seed, buckets, ...).
+    written to `out` (`.npy`; an existing `.npy` replaced only with `overwrite`) when given. `options`: the
+    ordering's, listed below.
 
     >>> import tempfile, numpy as np, tfpack
     >>> x = np.eye(6, dtype=np.float32)[[0, 1, 2, 3, 4, 5, 0, 1]] + np.float32(0.01)
@@ -166,8 +176,7 @@ def order(
     """
     from tfpack.ordering.stage import check_order_out, order_source, write_order
 
-    (fields,) = _options(options, (OrderConfig, {}))
-    cfg = build(OrderConfig, None, fields, "order", api=True)
+    cfg = build(OrderConfig, None, _options("order", options)["order"], "order", api=True)
     out_path = output_path(out, "out") if out is not None else None
     if out_path is not None:
         check_order_out(out_path, Path(source), overwrite)
@@ -179,6 +188,7 @@ def order(
     return OrderResult(result.path, result.threshold.cosine, summary)
 
 
+@_documented
 def pack(
     sources: PathLike | Iterable[PathLike],
     out_dir: PathLike,
@@ -192,25 +202,24 @@ def pack(
 ) -> PackResult:
     """`tfpack pack`: tokenize for `tokenizer` (a Hugging Face name or directory, or 'packaged-minilm') and write
     TFP-ordered packed shards to `out_dir`. `sources`: one embed run directory, or input files (embedded first with
-    `embed_config`, default settings when None). `options`: the fields of `PackConfig` (max_len, template, train_on,
-    attention, long, lookahead, shard_packs, workers, pack_filter, dedup, dedup_keep, dedup_on, epochs, weights (a
-    mapping {source: weight} or "name=weight" strings); its seed as
-    `pack_seed`), of `OrderConfig`
-    (threshold, window, k, knn, exact, buckets, seed, ...) and of `FormatOptions`; `engine` applies to both stages.
+    `embed_config`, or the embedding keywords, default settings when neither). `options`: the embedding's, the
+    input format's, the ordering's and the packing's, listed below; `weights` also takes a mapping {source: weight}.
     """
     from tfpack.pipeline import run_pack
 
-    pack_fields, order_fields, fmt = _options(
-        options, (PackConfig, {"pack_seed": "seed", "seed": None}), (OrderConfig, {}), (FormatOptions, {})
-    )
+    values = _options("pack", options)
+    paths = _paths(sources)
+    if values["embed"] and embed_config is not None:
+        raise ConfigError(f"pack(): {next(iter(values['embed']))}: give embed_config or embedding keywords, not both")
+    refuse_embed_options(paths, values, api=True)
     with reporting(progress) as reporter:
         summary = run_pack(
-            _paths(sources),
+            paths,
             output_path(out_dir, "out_dir"),
-            pack_cfg=build(PackConfig, None, {**pack_fields, "tokenizer": tokenizer}, "pack", api=True),
-            order_cfg=build(OrderConfig, None, order_fields, "order", api=True),
-            embed_cfg=embed_config,
-            formats=FormatOptions(**fmt),
+            pack_cfg=build(PackConfig, None, {**values["pack"], "tokenizer": tokenizer}, "pack", api=True),
+            order_cfg=build(OrderConfig, None, values["order"], "order", api=True),
+            embed_cfg=embed_config or build(EmbedConfig, None, values["embed"], "embed", api=True),
+            formats=FormatOptions(**values["format"]),
             on_error=on_error,
             overwrite=overwrite,
             progress=reporter,

