@@ -13,7 +13,12 @@ Trained spans (`--train-on assistant` every assistant turn, `completion` the las
 - otherwise each assistant turn is located by difference, without assuming that rendering a prefix of the
   conversation gives a prefix of the text (templates strip earlier reasoning, open the generation prompt with
   `<think>`, fold the system prompt into the last user turn): the conversation is rendered again with that turn's
-  message replaced by a sentinel, and the turn is where the two texts differ. The span starts at the end of the
+  message replaced by a sentinel, and the turn is where the two texts differ. That second rendering is skipped when
+  the text is its *skeleton* with the contents spliced in: the same conversation shape (roles, other fields, tools)
+  rendered once with a distinct sentinel for every non-empty content, cached per shape. When the text equals that
+  skeleton with each sentinel replaced by its message's content, the template laid every content out verbatim in a
+  slot of its own, and the probe is the text with the turn's slot holding the sentinel (a turn with fields besides
+  role and content, or any mismatch, is probed by rendering as above). The span starts at the end of the
   generation prompt when `render(messages[:i], add_generation_prompt=True)` is a prefix of the text (so a template's
   own lead-in such as `<think>\\n` is trained), else at the turn's first differing character, and ends after the
   template's end-of-turn marker when it follows the turn (`<|im_end|>`, `<|eot_id|>`, `</s>`, `<end_of_turn>`).
@@ -28,7 +33,7 @@ the end-of-turn marker. Plain-text samples are trained on in full.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +51,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 # demo and tests; nobody trains a chat model with it, so it is never chosen silently.
 PACKAGED_TOKENIZER = "packaged-minilm"
 _SENTINEL = "\ue000tfpack-turn\ue001"
+_GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 _REASONING_KEYS = ("reasoning_content", "thinking", "reasoning")
 
 
@@ -63,6 +69,7 @@ class Tokenizer:
     eot: str | None = None
     special: dict[str, Any] | None = None  # the tokenizer's special tokens as template variables (computed once)
     generation_prompt: str | None = None  # what add_generation_prompt appends, when it only appends
+    skeletons: dict[bytes, Skeleton | None] = field(default_factory=dict)  # per conversation shape (`skeleton_of`)
 
     @property
     def template_hash(self) -> str:
@@ -88,6 +95,14 @@ class Rendered(NamedTuple):
     spans: list[tuple[int, int]]
     append_eos: bool
     eos_trained: bool
+
+
+class Skeleton(NamedTuple):
+    """A conversation shape rendered with a sentinel per content: the text between the slots, and the message whose
+    content fills each slot, in text order (`len(pieces) == len(slots) + 1`)."""
+
+    pieces: list[str]
+    slots: list[int]
 
 
 class Refusal(NamedTuple):
@@ -128,10 +143,30 @@ def load_template(spec: str) -> tuple[str, str]:
     return path.read_text(), (f"builtin:{spec}" if path.parent == TEMPLATES_DIR else str(path))
 
 
-def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
-    """Load a Hugging Face fast tokenizer (name or directory) and resolve its template, end-of-turn marker and EOS."""
+def hf_tokenizer(spec: str) -> Any:
+    """What `AutoTokenizer.from_pretrained(spec)` loads. A local directory whose tokenizer_config.json names the generic
+    fast class (`TokenizersBackend`, `PreTrainedTokenizerFast`), with no code of its own and no config.json (no model
+    type that could make AutoTokenizer pick a model's class), is loaded by that class directly: the same tokenizer,
+    without importing torch and the auto classes (seconds of a `pack` run)."""
+    path = Path(spec)
+    config = path / "tokenizer_config.json"
+    if config.is_file() and not (path / "config.json").exists():
+        try:
+            declared = orjson.loads(config.read_bytes())
+        except orjson.JSONDecodeError:
+            declared = None
+        generic = isinstance(declared, dict) and declared.get("tokenizer_class") in _GENERIC_CLASSES
+        if generic and "auto_map" not in declared:
+            from transformers import TokenizersBackend
+
+            return TokenizersBackend.from_pretrained(spec)
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(spec, use_fast=True)
+
+
+def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
+    """Load a Hugging Face fast tokenizer (name or directory) and resolve its template, end-of-turn marker and EOS."""
     if not name:
         raise ConfigError(
             "--tokenizer is required: the Hugging Face tokenizer (name or directory) of the model you "
@@ -139,7 +174,7 @@ def load_tokenizer(name: str | None, template: str | None) -> Tokenizer:
         )
     spec = tokenizer_path(name)
     try:
-        hf = AutoTokenizer.from_pretrained(spec, use_fast=True)
+        hf = hf_tokenizer(spec)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--tokenizer {spec}: cannot load a tokenizer: {str(e).strip().splitlines()[0]}") from e
     if not getattr(hf, "is_fast", False):
@@ -290,19 +325,94 @@ def check_turn_text(region: str, message: dict[str, Any], others: list[str]) -> 
     return None
 
 
-def _turn_span(
-    tokenizer: Tokenizer, messages: list[dict[str, Any]], i: int, text: str, tools: list[Any] | None
-) -> tuple[int, int] | str:
-    """[start, end) of assistant message i in `text`, located by difference (see the module docstring), or why not."""
-    probe = [*messages[:i], {"role": "assistant", "content": _SENTINEL}, *messages[i + 1 :]]
-    probe_text, _ = render_messages(tokenizer, probe, tools)
-    first = common_prefix(text, probe_text)
-    last = len(text) - common_suffix(text, probe_text, min(len(text), len(probe_text)) - first)
+_SKELETON_CACHE = 4096  # conversation shapes kept per tokenizer (a dataset has a few dozen)
+
+
+def _slot(j: int) -> str:
+    return f"{_SENTINEL[0]}tfpack-slot-{j}{_SENTINEL[-1]}"
+
+
+def skeleton_of(
+    tokenizer: Tokenizer, messages: list[dict[str, Any]], tools: list[Any] | None, tools_json: str | None
+) -> Skeleton | None:
+    """The skeleton of this conversation's shape (see the module docstring), rendered once per shape and cached; None
+    when the messages carry fields besides role and content or non-text content, when a content holds a sentinel's
+    first or last character, or when the template refuses the skeleton or repeats a content."""
+    shape: list[tuple[str, bool]] = []
+    for m in messages:
+        content = m.get("content")
+        if len(m) > 2 or not (content is None or isinstance(content, str)):
+            return None
+        if content and (_SENTINEL[0] in content or _SENTINEL[-1] in content):
+            return None
+        shape.append((m["role"], bool(content)))
+    key = orjson.dumps([shape, tools_json])
+    if key in tokenizer.skeletons:
+        return tokenizer.skeletons[key]
+    if len(tokenizer.skeletons) >= _SKELETON_CACHE:
+        tokenizer.skeletons.clear()
+    filled = [j for j, (_, has) in enumerate(shape) if has]
+    probe = [{**m, "content": _slot(j)} if j in filled else m for j, m in enumerate(messages)]
+    skeleton = None
+    try:
+        text, _ = render_messages(tokenizer, probe, tools)
+    except Exception:  # user code refusing sentinel contents: these samples are probed turn by turn
+        text = None
+    if text is not None:
+        places = sorted((text.find(_slot(j)), j) for j in filled if _slot(j) in text)
+        if all(text.count(_slot(j)) <= 1 for j in filled):
+            cuts = [0]
+            for at, j in places:
+                cuts += [at, at + len(_slot(j))]
+            cuts.append(len(text))
+            pieces = [text[cuts[k] : cuts[k + 1]] for k in range(0, len(cuts), 2)]
+            skeleton = Skeleton(pieces, [j for _, j in places])
+    tokenizer.skeletons[key] = skeleton
+    return skeleton
+
+
+def content_slots(skeleton: Skeleton, messages: list[dict[str, Any]], text: str) -> dict[int, tuple[int, int]] | None:
+    """message index -> [start, end) of its content in `text`, when `text` is the skeleton with each slot holding its
+    message's content; else None."""
+    slots: dict[int, tuple[int, int]] = {}
+    parts = [skeleton.pieces[0]]
+    at = len(parts[0])
+    for j, piece in zip(skeleton.slots, skeleton.pieces[1:], strict=True):
+        content = messages[j]["content"]
+        slots[j] = (at, at + len(content))
+        parts += [content, piece]
+        at += len(content) + len(piece)
+    return slots if at == len(text) and "".join(parts) == text else None
+
+
+def _other_texts(messages: list[dict[str, Any]], i: int) -> list[str]:
+    """The squashed contents (8+ characters) of the messages other than i that are not the assistant's."""
     others = [_squash(m.get("content") or "") for j, m in enumerate(messages) if j != i and m["role"] != "assistant"]
-    others = [o for o in others if len(o) >= 8]
-    reason = check_turn_text(text[first:last], messages[i], others)
-    if reason is not None:
-        return reason
+    return [o for o in others if len(o) >= 8]
+
+
+def _turn_span(
+    tokenizer: Tokenizer,
+    messages: list[dict[str, Any]],
+    i: int,
+    text: str,
+    tools: list[Any] | None,
+    slot: tuple[int, int] | None = None,
+) -> tuple[int, int] | str:
+    """[start, end) of assistant message i in `text`, located by difference (see the module docstring), or why not.
+    `slot`: where the message's content lies in `text` by its verified skeleton (the probe is then not rendered)."""
+    if slot is not None:  # the probe is the text with the sentinel in the slot: they differ exactly there
+        first, last = slot  # (no content holds a sentinel character, so the sentinel's ends differ from its ends)
+    else:
+        probe = [*messages[:i], {"role": "assistant", "content": _SENTINEL}, *messages[i + 1 :]]
+        probe_text, _ = render_messages(tokenizer, probe, tools)
+        first = common_prefix(text, probe_text)
+        last = len(text) - common_suffix(text, probe_text, min(len(text), len(probe_text)) - first)
+    # a slot holds the content verbatim, which check_turn_text accepts unless it is blank
+    if slot is None or not text[first:last].strip():
+        reason = check_turn_text(text[first:last], messages[i], _other_texts(messages, i))
+        if reason is not None:
+            return reason
     start = first
     prompt = tokenizer.generation_prompt
     if prompt and text.endswith(prompt, 0, first):  # the turn starts right after the generation prompt
@@ -317,7 +427,7 @@ def _turn_span(
             )
     if head is not None and len(head) <= first and text.startswith(head):
         lead = _squash(text[len(head) : first])
-        if not any(other in lead for other in others):
+        if not any(other in lead for other in _other_texts(messages, i)):
             start = len(head)
     eot = tokenizer.eot
     end = last + len(eot) if eot and text.startswith(eot, last) else last
@@ -378,10 +488,12 @@ def render(conversation: Conversation, tokenizer: Tokenizer, train_on: str) -> R
         spans = [span for _, span in (pairs[-1:] if train_on == "completion" else pairs)]
     else:
         chosen = assistant[-1:] if train_on == "completion" else assistant
+        skeleton = skeleton_of(tokenizer, messages, tools, conversation.tools)
+        slots = content_slots(skeleton, messages, text) if skeleton is not None else None
         spans = []
         for i in chosen:
             try:
-                span = _turn_span(tokenizer, messages, i, text, tools)
+                span = _turn_span(tokenizer, messages, i, text, tools, (slots or {}).get(i))
             except Exception as e:
                 return Refusal(f"the chat template refused a probe of turn {i}: {type(e).__name__}: {e}")
             if isinstance(span, str):
@@ -438,9 +550,11 @@ def label_batch(
         if isinstance(sample, Refusal):
             out.append(sample)
             continue
-        ids = encoding.ids + [eos_id] if sample.append_eos else encoding.ids
+        ids = encoding.ids  # a new list on every access
+        n = len(ids)
+        if sample.append_eos:
+            ids.append(eos_id)
         ids_arr = np.asarray(ids, dtype=np.int32)
-        n = len(encoding.ids)
         labels = np.full(len(ids_arr), IGNORE_INDEX, dtype=np.int32)
         first_trained = len(ids_arr)
         refusal = None

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+FLUSH_TOKENS = 1 << 20  # tokens buffered between writes (8 MiB of ids and labels)
+
 
 class TokenStore:
     """Append samples in row order (`add`, or `skip` for a dropped one), then `close` and read them back."""
@@ -21,18 +23,31 @@ class TokenStore:
         directory.mkdir(parents=True, exist_ok=True)
         self.paths = (directory / "input_ids.i32", directory / "labels.i32")
         self.files: list[Any] | None = [open(p, "wb") for p in self.paths]  # noqa: SIM115 - closed in close()
+        self.pending: tuple[list[NDArray[np.int32]], list[NDArray[np.int32]]] = ([], [])  # added, not yet written
+        self.pending_size = 0
         self.ends: list[int] = []
         self.kept_rows: list[bool] = []
         self.size = 0
         self.arrays: tuple[NDArray[np.int32], NDArray[np.int32]] | None = None
 
     def add(self, ids: NDArray[np.int32], labels: NDArray[np.int32]) -> None:
-        assert self.files is not None
-        self.files[0].write(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
-        self.files[1].write(np.ascontiguousarray(labels, dtype=np.int32).tobytes())
+        self.pending[0].append(ids)
+        self.pending[1].append(labels)
+        self.pending_size += len(ids)
         self.size += len(ids)
         self.ends.append(self.size)
         self.kept_rows.append(True)
+        if self.pending_size >= FLUSH_TOKENS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the samples added since the last flush, one write per file."""
+        assert self.files is not None
+        for f, arrays in zip(self.files, self.pending, strict=True):
+            if arrays:
+                f.write(np.concatenate(arrays, dtype=np.int32).tobytes())
+            arrays.clear()
+        self.pending_size = 0
 
     def skip(self) -> None:
         self.ends.append(self.size)
@@ -40,6 +55,7 @@ class TokenStore:
 
     def close(self) -> None:
         """Finish writing; from here on rows are read through memory maps."""
+        self.flush()
         assert self.files is not None
         for f in self.files:
             f.close()

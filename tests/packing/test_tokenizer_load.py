@@ -1,0 +1,70 @@
+"""`hf_tokenizer` loads what `AutoTokenizer` loads, and a generic tokenizer directory without importing torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from transformers import AutoTokenizer
+
+from tests.packing.templates import QWEN25, build_bpe, with_template
+from tfpack.packing.tokenizer import hf_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bpe = build_bpe(tmp_path_factory.mktemp("bpe"))
+    return with_template(bpe, tmp_path_factory.mktemp("qwen"), QWEN25, "<|im_end|>", None)
+
+
+def declared_as(source: Path, target: Path, tokenizer_class: str, config: dict[str, str] | None = None) -> Path:
+    """A copy of the tokenizer directory `source` whose tokenizer_config.json names `tokenizer_class`."""
+    target.mkdir()
+    for f in source.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    declared = orjson.loads((target / "tokenizer_config.json").read_bytes())
+    (target / "tokenizer_config.json").write_bytes(orjson.dumps({**declared, "tokenizer_class": tokenizer_class}))
+    if config is not None:
+        (target / "config.json").write_bytes(orjson.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_class", "config"),
+    [
+        ("TokenizersBackend", None),
+        ("PreTrainedTokenizerFast", None),
+        ("TokenizersBackend", {"model_type": "qwen2"}),
+        ("Qwen2Tokenizer", None),
+    ],
+)
+def test_same_tokenizer_as_auto_tokenizer(
+    qwen_dir: Path, tmp_path: Path, tokenizer_class: str, config: dict[str, str] | None
+) -> None:
+    spec = str(declared_as(qwen_dir, tmp_path / "tok", tokenizer_class, config))
+    ours, auto = hf_tokenizer(spec), AutoTokenizer.from_pretrained(spec)
+    assert type(ours) is type(auto)
+    assert ours.backend_tokenizer.to_str() == auto.backend_tokenizer.to_str()
+    assert ours.chat_template == auto.chat_template
+    assert ours.special_tokens_map == auto.special_tokens_map
+    assert ours.all_special_tokens == auto.all_special_tokens
+    assert (ours.eos_token_id, ours.sep_token_id) == (auto.eos_token_id, auto.sep_token_id)
+
+
+def test_generic_tokenizer_loads_and_tokenizes_without_torch(qwen_dir: Path) -> None:
+    code = (
+        "import sys\n"
+        "from tfpack.ingest.formats import Conversation, Turn\n"
+        "from tfpack.packing.tokenizer import load_tokenizer, tokenize_batch\n"
+        f"tokenizer = load_tokenizer({str(qwen_dir)!r}, None)\n"
+        "chat = Conversation((Turn('user', 'What is 2 plus 2?'), Turn('assistant', 'It is 4.')))\n"
+        "(ids, labels, first), = tokenize_batch([chat], tokenizer, 'assistant')\n"
+        "print(len(ids) > first, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == ["True", "False"]
