@@ -508,7 +508,7 @@ def test_benchmarks_are_embedded_like_the_run(planted: dict[str, Any]) -> None:
 def test_planted_copies_and_paraphrases_are_found_and_nothing_else(planted: dict[str, Any]) -> None:
     items = planted["items"]
     hits = find_contamination(
-        sample_texts(planted["run"] / SAMPLES_FILE),
+        sample_texts(planted["run"] / SAMPLES_FILE, "full"),
         items,
         embedding_nearest(items, planted["train_emb"], planted["bench_emb"]),
         min_cos=TEST_THRESHOLD,
@@ -525,7 +525,7 @@ def test_planted_copies_and_paraphrases_are_found_and_nothing_else(planted: dict
 
 def test_exact_copies_share_13_grams_and_paraphrases_are_left_to_embeddings(planted: dict[str, Any]) -> None:
     items = planted["items"]
-    hits = find_contamination(sample_texts(planted["run"] / SAMPLES_FILE), items)  # n-grams only
+    hits = find_contamination(sample_texts(planted["run"] / SAMPLES_FILE, "full"), items)  # n-grams only
     found = {h.sample_id: h.item for h in hits}
     assert all(found.get(i) == i for i in range(N_ITEMS))
     assert not {row for row in found if row >= N_ITEMS}, "paraphrases, same-topic and unrelated samples pass"

@@ -525,11 +525,11 @@ class Contamination(NamedTuple):
     shared: str | None = None
 
 
-def sample_texts(samples_file: Path, embed_on: str = "full") -> Iterator[tuple[list[int], list[str]]]:
-    """(sample ids, texts) of a run's `samples.parquet`, batch by batch in row order: the full texts (what n-grams
-    are taken from in training samples: every turn, so a copied answer counts too), or the prompts
-    (`embed_on='prompt'`)."""
-    text = full_text if embed_on == "full" else prompt_text
+def sample_texts(samples_file: Path, side: str) -> Iterator[tuple[list[int], list[str]]]:
+    """(sample ids, texts) of a run's `samples.parquet`, batch by batch in row order: the full texts (`side`
+    'full': what n-grams are taken from in training samples, every turn, so a copied answer counts too), or the
+    prompts ('prompt')."""
+    text = full_text if side == "full" else prompt_text
     for ids, conversations in iter_sample_batches(samples_file, _BATCH):
         yield ids, [text(c.turns) for c in conversations]
 

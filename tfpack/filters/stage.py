@@ -87,7 +87,7 @@ def decontaminate(
                 "proposal_cutoff": round(threshold - CANDIDATE_MARGIN, 6),
                 "candidates": candidates,
             }
-    hits = find_contamination(sample_texts(run_dir / SAMPLES_FILE), benchmarks, nearest, min_cos=threshold)
+    hits = find_contamination(sample_texts(run_dir / SAMPLES_FILE, "full"), benchmarks, nearest, min_cos=threshold)
     rows = np.searchsorted(sample_ids, [hit.sample_id for hit in hits]).astype(np.int64)
     hits = [hit for hit, row in zip(hits, rows, strict=True) if kept[row]]
     rows = rows[kept[rows]]
