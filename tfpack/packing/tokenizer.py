@@ -155,11 +155,13 @@ def hf_tokenizer(spec: str) -> Any:
             declared = orjson.loads(config.read_bytes())
         except orjson.JSONDecodeError:
             declared = None
-        generic = isinstance(declared, dict) and declared.get("tokenizer_class") in _GENERIC_CLASSES
-        if generic and "auto_map" not in declared:
-            from transformers import TokenizersBackend
+        named = declared.get("tokenizer_class") if isinstance(declared, dict) else None
+        if named in _GENERIC_CLASSES and "auto_map" not in declared:
+            import transformers
 
-            return TokenizersBackend.from_pretrained(spec)
+            generic = getattr(transformers, named, None)  # transformers < 5 has no TokenizersBackend
+            if generic is not None:
+                return generic.from_pretrained(spec)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(spec, use_fast=True)
