@@ -16,6 +16,7 @@ Routes, each in the same run, so the ratios compare like with like on a shared m
            `completion_only_loss=True` (single) or the {% generation %} training template with
            `assistant_only_loss=True` (chats)
   input    `tfpack pack INPUT` with its defaults, one whole process (imports included)
+  input-static  `tfpack pack INPUT --model static`, one whole process
   static   `tfpack embed INPUT --model static` then `tfpack pack RUN`, two whole processes
 Per route: wall and CPU seconds (CPU time is the steadier figure on a shared machine), packs, fill (tokens /
 (packs × max-len)) and, for tfpack, the relatedness `tfpack stats` reports (mean cosine similarity inside packs, and
@@ -43,7 +44,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
 SETS = ("single", "chats")
-ROUTES = ("trl", "input", "static")
+ROUTES = ("trl", "input", "input-static", "static")
 
 
 def load_gallery() -> Any:
@@ -162,6 +163,10 @@ def tfpack_routes(routes: list[str], data: Path, tokenizer: Path, max_len: int, 
     if "input" in routes:
         seconds, cpu, out = tfpack_process(["pack", str(data), "-o", str(tmp / "input-out"), *pack_args])
         found["input"] = {"seconds": seconds, "cpu": cpu, **summary(out, tmp / "input-out")}
+    if "input-static" in routes:
+        out_dir = tmp / "input-static-out"
+        seconds, cpu, out = tfpack_process(["pack", str(data), "-o", str(out_dir), "--model", "static", *pack_args])
+        found["input-static"] = {"seconds": seconds, "cpu": cpu, **summary(out, out_dir)}
     if "static" in routes:
         embed_seconds, embed_cpu, _ = tfpack_process(["embed", str(data), "-o", str(tmp / "run"), "--model", "static"])
         seconds, cpu, out = tfpack_process(["pack", str(tmp / "run"), "-o", str(tmp / "static-out"), *pack_args])
@@ -220,6 +225,7 @@ def report(name: str, n: int, results: dict[str, Any], max_len: int) -> None:
     labels = {
         "trl": "TRL SFTTrainer preparation, in-process",
         "input": "tfpack pack INPUT (defaults), whole process",
+        "input-static": "tfpack pack INPUT --model static, one process",
         "static": "tfpack embed --model static + pack RUN",
     }
     print(f"\n{name}: {n} samples, max-len {max_len}")
