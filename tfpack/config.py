@@ -17,9 +17,10 @@ from typing import Any
 from tfpack.errors import ConfigError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# `--model auto`: the static model distilled from DEFAULT_MODEL on CPU from this many samples, else DEFAULT_MODEL.
-# On a 2-core AVX2 CPU the full model embeds ~100 prompts/s (200k: ~35 min) and the static one ~9,000/s, keeping
-# 85-90% of TFP's pack-similarity gain (scripts/bench_static.py).
+# `--model auto` on CPU: the static model distilled from DEFAULT_MODEL for single-turn samples, and for any samples
+# from this many on; else DEFAULT_MODEL. On a 2-core AVX2 CPU the full model embeds ~100 prompts/s (200k: ~35 min)
+# and the static one ~9,000/s, keeping 82-97% of TFP's pack-similarity gain on single-turn sets and ~60% on
+# multi-turn chats (scripts/bench_static.py).
 STATIC_FROM_SAMPLES = 200_000
 
 
@@ -108,7 +109,8 @@ class EmbedConfig:
     (embedding/routes.py: OpenVINO, ONNX Runtime or torch), OpenVINO before any measurement; scripts/bench_embed.py
     measures each against plain sentence-transformers with recall@10 of the kNN graph.
     `batch_size=0` picks 16 on CPU and 256 on CUDA.
-    `model='auto'` is DEFAULT_MODEL, or on CPU from STATIC_FROM_SAMPLES samples its static distillation ('static').
+    `model='auto'` is DEFAULT_MODEL on CUDA; on CPU its static distillation ('static') when no sample has two
+    assistant turns or from STATIC_FROM_SAMPLES samples, else DEFAULT_MODEL (embedding/stage.py `auto_model`).
     """
 
     model: str = "auto"

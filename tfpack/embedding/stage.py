@@ -28,7 +28,7 @@ from tfpack.embedding.routes import MEASURE_TEXTS, choose_backend
 from tfpack.errors import ConfigError, InputError, StaleArtifactError, note
 from tfpack.ingest.formats import FormatOptions, Turn
 from tfpack.ingest.readers import STDIN, expand_inputs
-from tfpack.ingest.samples import batch_conversations, count_samples, ingest, iter_sample_batches
+from tfpack.ingest.samples import batch_conversations, count_samples, has_multi_turn, ingest, iter_sample_batches
 from tfpack.parallel import RayEngine, engine_for
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.version import __version__
@@ -106,14 +106,35 @@ def precomputed_source(path: Path, n: int) -> tuple[VectorsFor, int, dict[str, A
 Batches = Iterator[tuple[list[int], NDArray[np.float32]]]
 
 
-def choose_model(cfg: EmbedConfig, n: int) -> str:
-    """The model `--model auto` means for `n` samples: the static distillation of the default model on CPU from
-    STATIC_FROM_SAMPLES samples (the full model would take hours there), else the default model; any other
-    `--model` as given."""
+def auto_model(device: str, n: int, multi_turn: bool) -> tuple[str, str]:
+    """The model `--model auto` means on resolved `device` for `n` samples, `multi_turn` when any has two or more
+    assistant turns, and why in a few words: the full model on a GPU; on CPU the static one for single-exchange
+    samples (it keeps 82-97% of the full model's TFP gain there, ~60% on multi-turn chats: docs/benchmarks.md) or from
+    STATIC_FROM_SAMPLES samples (the full model would take hours), else the full model.
+
+    >>> auto_model("cpu", 10, multi_turn=False)
+    ('static', 'CPU, single-turn samples')
+    >>> auto_model("cuda", 10**6, multi_turn=False)
+    ('sentence-transformers/all-MiniLM-L6-v2', 'GPU')
+    """
+    if device != "cpu":
+        return DEFAULT_MODEL, "GPU"
+    if not multi_turn:
+        return STATIC, "CPU, single-turn samples"
+    if n >= STATIC_FROM_SAMPLES:
+        return STATIC, f"CPU, {STATIC_FROM_SAMPLES:,}+ samples"
+    return DEFAULT_MODEL, "CPU, multi-turn samples"
+
+
+def choose_model(cfg: EmbedConfig, n: int, samples_file: Path) -> tuple[str, str | None]:
+    """The model to run for `n` samples stored in `samples_file` and, for `--model auto`, what it picked and why
+    (`auto_model`; the samples' turns are read only when the choice depends on them); any other `--model` as given."""
     if cfg.model != "auto":
-        return cfg.model
-    on_cpu = resolve_device(cfg.device) == "cpu"
-    return STATIC if on_cpu and n >= STATIC_FROM_SAMPLES else DEFAULT_MODEL
+        return cfg.model, None
+    device = resolve_device(cfg.device)
+    multi_turn = device == "cpu" and n < STATIC_FROM_SAMPLES and has_multi_turn(samples_file)
+    model, why = auto_model(device, n, multi_turn)
+    return model, f"auto: {model.rpartition('/')[2]} ({why})"
 
 
 def choose_route(cfg: EmbedConfig, n: int, samples_file: Path) -> tuple[EmbedConfig, dict[str, Any] | None]:
@@ -327,9 +348,10 @@ def run_embed(
         }
     n = count_samples(run_dir / SAMPLES_FILE)
     asked = cfg.model
-    route = None
+    route = choice = None
     if precomputed is None:
-        cfg = replace(cfg, model=choose_model(cfg, n))
+        model, choice = choose_model(cfg, n, run_dir / SAMPLES_FILE)
+        cfg = replace(cfg, model=model)
         cfg, route = choose_route(cfg, n, run_dir / SAMPLES_FILE)
     embed_started = time.perf_counter()
     rows_done = int(state.get("rows_done", 0)) if resume else 0
@@ -385,6 +407,7 @@ def run_embed(
             EMBEDDINGS_FILE: {"shape": [n, dim], "dtype": cfg.dtype},
         },
         "model_asked": asked,
+        **({"model_choice": choice} if choice else {}),
         "config": {"embed": vars(cfg)},
         "seconds": round(time.perf_counter() - started, 3),
         "embed_seconds": round(seconds, 3),
@@ -396,6 +419,7 @@ def run_embed(
         "n": n,
         "dim": dim,
         "model": resolved["model"],
+        **({"model_choice": choice} if choice else {}),
         "backend": resolved["backend"],
         "device": resolved["device"],
         "errors": state["ingest"]["n_errors"],

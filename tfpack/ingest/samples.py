@@ -301,6 +301,18 @@ def read_labels(samples_path: Path) -> dict[int, str] | None:
     return dict(zip(table.column("sample_id").to_pylist(), table.column("label").to_pylist(), strict=True))
 
 
+def has_multi_turn(samples_path: Path) -> bool:
+    """Whether any stored sample has two or more assistant turns (a multi-exchange chat), read from the roles alone."""
+    for batch in pq.ParquetFile(samples_path).iter_batches(batch_size=_BATCH, columns=["turns"]):
+        turns = batch.column("turns")
+        roles = pc.struct_field(pc.list_flatten(turns), "role")
+        assistant = pc.fill_null(pc.equal(roles, "assistant"), False).to_numpy(zero_copy_only=False)
+        owners = pc.list_parent_indices(turns).to_numpy()[assistant]
+        if np.bincount(owners).max(initial=0) > 1:
+            return True
+    return False
+
+
 def count_samples(samples_path: Path) -> int:
     """Number of samples stored, from the Parquet footer."""
     return int(pq.ParquetFile(samples_path).metadata.num_rows)
