@@ -23,15 +23,22 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 
 def test_embed_end_to_end_json(tmp_path: Path, qa_file: Path) -> None:
-    code, out, err = invoke("embed", str(qa_file), "-o", str(tmp_path / "run"), "--json")
+    """The default model on CPU for question/answer records: the static one, and the summary says why."""
+    code, out, err = invoke("embed", str(qa_file), "-o", str(tmp_path / "run"), "--device", "cpu", "--json")
     assert code == 0, err
     summary = orjson.loads(out)
-    assert (summary["n"], summary["dim"], summary["errors"]) == (24, 384, 0)
+    assert (summary["n"], summary["errors"], summary["model"]) == (24, 0, "static")
+    assert summary["model_choice"] == "auto: static (CPU, single-turn samples)"
     emb = np.load(tmp_path / "run" / "embeddings.npy", mmap_mode="r")
-    assert emb.shape == (24, 384) and emb.dtype == np.float32
+    assert emb.shape == (24, summary["dim"]) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     manifest = orjson.loads((tmp_path / "run" / "manifest.json").read_bytes())
     assert manifest["stage"] == "embed" and manifest["n"] == 24
+    assert (manifest["model_asked"], manifest["model"], manifest["model_choice"]) == (
+        "auto",
+        "static",
+        summary["model_choice"],
+    )
     assert manifest["inputs"][0]["field_map"] == {
         "format": "prompt-completion",
         "prompt": "question",
@@ -69,6 +76,8 @@ def test_embed_chat_formats_float16(tmp_path: Path) -> None:
         str(tmp_path / "run"),
         "--dtype",
         "float16",
+        "--model",
+        "all-MiniLM-L6-v2",
         "--backend",
         "torch",
         "-q",

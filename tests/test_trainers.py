@@ -100,14 +100,16 @@ def test_hf_trainer_with_packed_collator(packed: Path, tmp_path: Path) -> None:
     assert trainer.state.global_step == 2 and np.isfinite(result.training_loss)
 
 
-def test_load_dataset_reads_exactly_the_packs(packed_default: Path) -> None:
-    """Both ways `datasets` reads a directory give the packs and nothing else (not the card, the lists, .tfpack/)."""
+def test_load_dataset_reads_exactly_the_packs(packed_default: Path, tmp_path: Path) -> None:
+    """Both ways `datasets` reads a directory give the packs and nothing else (not the card, the lists, .tfpack/).
+    A fresh cache: `datasets` may otherwise return what an earlier session packed at the same temporary path."""
     datasets = pytest.importorskip("datasets")
     expected = rows(packed_default)
     assert (packed_default / ".tfpack" / "embed" / "samples.parquet").is_file()
+    cache = str(tmp_path / "hf-cache")
     for ds in (
-        datasets.load_dataset(str(packed_default), split="train"),
-        datasets.load_dataset("parquet", data_dir=str(packed_default), split="train"),
+        datasets.load_dataset(str(packed_default), split="train", cache_dir=cache),
+        datasets.load_dataset("parquet", data_dir=str(packed_default), split="train", cache_dir=cache),
     ):
         assert ds.num_rows == len(expected)
         assert ds["input_ids"] == [r["input_ids"] for r in expected]

@@ -131,9 +131,9 @@ def embed(
     >>> import tempfile, tfpack
     >>> out = tempfile.mkdtemp()
     >>> rows = [{"instruction": f"Name the number {i}.", "output": str(i)} for i in range(12)]
-    >>> run = tfpack.embed(tfpack.api.write_records(rows, out + "/rows.jsonl"), out + "/run", dtype="float16")
-    >>> run.n, run.dim
-    (12, 384)
+    >>> run = tfpack.embed(tfpack.api.write_records(rows, out + "/rows.jsonl"), out + "/run", device="cpu")
+    >>> run.n, run.summary["model_choice"]
+    (12, 'auto: static (CPU, single-turn samples)')
     """
     from tfpack.embedding.stage import run_embed
 

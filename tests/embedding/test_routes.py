@@ -49,7 +49,10 @@ def test_auto_backend_is_measured_on_the_run_then_cached_per_cpu(
 
 
 def test_explicit_backend_and_small_runs_are_not_measured(tmp_path: Path, qa_file: Path) -> None:
-    result = CliRunner().invoke(app, ["embed", str(qa_file), "-o", str(tmp_path / "run"), "--backend", "torch", "-q"])
+    result = CliRunner().invoke(
+        app,
+        ["embed", str(qa_file), "-o", str(tmp_path / "run"), "--model", "all-MiniLM-L6-v2", "--backend", "torch", "-q"],
+    )
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["backend"] == "torch" and "backend_choice" not in manifest

@@ -54,19 +54,66 @@ def test_static_names_their_source() -> None:
     assert models.static_source(DEFAULT_MODEL) is None
 
 
-def test_auto_picks_static_on_cpu_for_large_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tfpack.embedding.stage as stage
-    from tfpack.config import EmbedConfig
+def test_auto_model_rule() -> None:
+    """GPU: the full model; CPU: static for single-exchange samples or from STATIC_FROM_SAMPLES, else the full one."""
+    from tfpack.embedding.stage import STATIC_FROM_SAMPLES, auto_model
 
-    assert stage.choose_model(EmbedConfig(device="cpu"), 10) == DEFAULT_MODEL
-    assert stage.choose_model(EmbedConfig(device="cpu"), stage.STATIC_FROM_SAMPLES) == models.STATIC
-    assert stage.choose_model(EmbedConfig(model="my/model", device="cpu"), 10**9) == "my/model"
-    monkeypatch.setattr(stage, "STATIC_FROM_SAMPLES", 20)
-    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(25))
-    result = CliRunner().invoke(app, ["embed", str(data), "-o", str(tmp_path / "run"), "--device", "cpu"])
+    big = STATIC_FROM_SAMPLES
+    assert auto_model("cpu", 10, multi_turn=False) == (models.STATIC, "CPU, single-turn samples")
+    assert auto_model("cpu", 10, multi_turn=True) == (DEFAULT_MODEL, "CPU, multi-turn samples")
+    assert auto_model("cpu", big - 1, multi_turn=True)[0] == DEFAULT_MODEL
+    assert auto_model("cpu", big, multi_turn=True) == (models.STATIC, f"CPU, {big:,}+ samples")
+    assert auto_model("cpu", big, multi_turn=False) == (models.STATIC, f"CPU, {big:,}+ samples")
+    for n, multi_turn in ((10, False), (10, True), (big, False), (big, True)):
+        assert auto_model("cuda", n, multi_turn) == (DEFAULT_MODEL, "GPU")
+
+
+def test_choose_model_reads_the_samples_only_when_the_choice_depends_on_them(tmp_path: Path) -> None:
+    from tfpack.config import EmbedConfig
+    from tfpack.embedding.stage import STATIC_FROM_SAMPLES, choose_model
+
+    absent = tmp_path / "no-samples.parquet"
+    assert choose_model(EmbedConfig(model="my/model", device="cpu"), 10, absent) == ("my/model", None)
+    assert choose_model(EmbedConfig(device="cpu"), STATIC_FROM_SAMPLES, absent) == (
+        models.STATIC,
+        f"auto: static (CPU, {STATIC_FROM_SAMPLES:,}+ samples)",
+    )
+
+
+def chat(exchanges: int, i: int) -> dict[str, list[dict[str, str]]]:
+    turns = [{"role": "system", "content": "Be brief."}]
+    for k in range(exchanges):
+        turns += [{"role": "user", "content": f"Question {i}.{k}?"}, {"role": "assistant", "content": f"Answer {k}."}]
+    return {"messages": turns}
+
+
+def auto_run(tmp_path: Path, qa: int, chats: list) -> dict:
+    """`embed --device cpu` (model auto) of `qa` question/answer records and `chats`, one file each."""
+    files = [str(write_jsonl(tmp_path / "qa.jsonl", qa_rows(qa))), str(write_jsonl(tmp_path / "chats.jsonl", chats))]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["embed", *files, "-o", str(out), "--device", "cpu", "--overwrite", "-q"])
     assert result.exit_code == 0, result.output
-    manifest = orjson.loads((tmp_path / "run" / MANIFEST).read_bytes())
+    return orjson.loads((out / MANIFEST).read_bytes())
+
+
+def test_auto_on_cpu_picks_static_for_single_turn_samples(tmp_path: Path) -> None:
+    """QA records and one-exchange chats (a system turn does not count): static, and the manifest says why."""
+    manifest = auto_run(tmp_path, 6, [chat(1, i) for i in range(3)])
     assert (manifest["model_asked"], manifest["model"], manifest["backend"]) == ("auto", "static", "static")
+    assert manifest["model_choice"] == "auto: static (CPU, single-turn samples)"
+
+
+def test_auto_on_cpu_keeps_the_full_model_for_multi_turn_chats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sample with two assistant turns among single-turn ones: the full model, up to STATIC_FROM_SAMPLES."""
+    import tfpack.embedding.stage as stage
+
+    chats = [chat(1, 0), chat(2, 1)]
+    manifest = auto_run(tmp_path, 20, chats)
+    assert (manifest["model_asked"], manifest["model"]) == ("auto", DEFAULT_MODEL)
+    assert manifest["model_choice"] == "auto: all-MiniLM-L6-v2 (CPU, multi-turn samples)"
+    monkeypatch.setattr(stage, "STATIC_FROM_SAMPLES", 20)
+    manifest = auto_run(tmp_path, 20, chats)
+    assert (manifest["model"], manifest["model_choice"]) == ("static", "auto: static (CPU, 20+ samples)")
 
 
 def tiny_source(path: Path) -> Path:

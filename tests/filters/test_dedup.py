@@ -177,7 +177,7 @@ def message_row(prompt: str, answer: str) -> dict:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("dedup")
     data = write_jsonl(tmp / "chat.jsonl", near_copies())
-    result = runner.invoke(app, ["embed", str(data), "-o", str(tmp / "run"), "--quiet"])
+    result = runner.invoke(app, ["embed", str(data), "-o", str(tmp / "run"), "--model", "all-MiniLM-L6-v2", "--quiet"])
     assert result.exit_code == 0, result.stderr
     return tmp / "run"
 

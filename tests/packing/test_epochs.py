@@ -37,7 +37,21 @@ def epochs_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("epochs")
     rows = chat_rows(80) + chat_rows(10)  # the first 10 chats twice: exact duplicates for --dedup
     data = write_jsonl(tmp / "chat.jsonl", rows)
-    pack([str(data), "-o", str(tmp / "out"), "--max-len", "256", "--epochs", "3", "--dedup", "0.98"])
+    pack(
+        [
+            str(data),
+            "-o",
+            str(tmp / "out"),
+            "--max-len",
+            "256",
+            "--epochs",
+            "3",
+            "--dedup",
+            "0.98",
+            "--model",
+            "all-MiniLM-L6-v2",
+        ]
+    )
     return tmp / "out"
 
 

@@ -119,10 +119,10 @@ def auto_model(device: str, n: int, multi_turn: bool) -> tuple[str, str]:
     """
     if device != "cpu":
         return DEFAULT_MODEL, "GPU"
-    if not multi_turn:
-        return STATIC, "CPU, single-turn samples"
     if n >= STATIC_FROM_SAMPLES:
         return STATIC, f"CPU, {STATIC_FROM_SAMPLES:,}+ samples"
+    if not multi_turn:
+        return STATIC, "CPU, single-turn samples"
     return DEFAULT_MODEL, "CPU, multi-turn samples"
 
 
