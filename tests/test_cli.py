@@ -167,7 +167,7 @@ def test_every_command_has_help_and_is_documented(command: str) -> None:
 )
 def test_embed_shared_data(tmp_path: Path, name: str, n: int, fmt: str) -> None:
     path = shared_file(SHARED_DATA / name)
-    code, out, err = invoke("embed", str(path), "-o", str(tmp_path / "run"), "--json")
+    code, out, err = invoke("embed", str(path), "-o", str(tmp_path / "run"), "--model", "all-MiniLM-L6-v2", "--json")
     assert code == 0, err
     emb = np.load(tmp_path / "run" / "embeddings.npy", mmap_mode="r")
     assert emb.shape == (n, 384)

@@ -132,23 +132,26 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+FULL_ONNX = ("--model", "all-MiniLM-L6-v2", "--backend", "onnx")  # the full model: slow enough to kill mid-run
+
+
 @pytest.mark.slow  # a real process embedding, killed and resumed
 def test_killed_embed_resumes_to_the_same_result(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "big.jsonl", qa_rows(3000))
     run, ref = tmp_path / "run", tmp_path / "ref"
     progress = run / "embed.progress.json"
-    proc = tfpack("embed", str(data), "-o", str(run), "--quiet", "--backend", "onnx")
+    proc = tfpack("embed", str(data), "-o", str(run), "--quiet", *FULL_ONNX)
     wait_for(lambda: progress.is_file() and orjson.loads(progress.read_bytes())["rows_done"] > 0)
     kill(proc)
     done = orjson.loads(progress.read_bytes())["rows_done"]
     assert 0 < done < 3000 and not (run / "manifest.json").exists() and not (run / "embeddings.npy").exists()
-    code, err = invoke("embed", str(data), "-o", str(run))
+    code, err = invoke("embed", str(data), "-o", str(run), *FULL_ONNX)
     assert code == 2 and "incomplete run" in err and "--resume" in err
-    code, err = invoke("embed", str(data), "-o", str(run), "--resume", "--quiet", "--backend", "onnx")
+    code, err = invoke("embed", str(data), "-o", str(run), "--resume", "--quiet", *FULL_ONNX)
     assert code == 0, err
     manifest = orjson.loads((run / "manifest.json").read_bytes())
     assert manifest["resumed"] is True and not progress.exists()
-    assert invoke("embed", str(data), "-o", str(ref), "--quiet", "--backend", "onnx")[0] == 0
+    assert invoke("embed", str(data), "-o", str(ref), "--quiet", *FULL_ONNX)[0] == 0
     np.testing.assert_array_equal(np.load(run / "embeddings.npy"), np.load(ref / "embeddings.npy"))
 
 

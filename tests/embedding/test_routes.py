@@ -21,7 +21,10 @@ def test_auto_backend_is_measured_on_the_run_then_cached_per_cpu(
 ) -> None:
     monkeypatch.setattr(routes, "cache_root", lambda: tmp_path / "cache")  # choices only; exports stay shared
     monkeypatch.setattr(routes, "MEASURE_FROM_SAMPLES", 20)  # qa_file holds 24 samples
-    result = CliRunner().invoke(app, ["embed", str(qa_file), "-o", str(tmp_path / "run"), "--device", "cpu", "-q"])
+    result = CliRunner().invoke(
+        app,
+        ["embed", str(qa_file), "-o", str(tmp_path / "run"), "--model", "all-MiniLM-L6-v2", "--device", "cpu", "-q"],
+    )
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     choice = manifest["backend_choice"]
