@@ -190,7 +190,7 @@ class PackConfig:
     train_on: str = "assistant"
     attention: str = "pack"
     long: str = "truncate"
-    lookahead: int = 64
+    lookahead: int = 256
     shard_packs: int = 5000
     row_group_packs: int = 500
     seed: int = 0

@@ -276,7 +276,10 @@ _TABLE = [
     Option(
         "lookahead",
         ("pack.lookahead",),
-        "Samples further along the path tried to fill a pack's gap; 0 = next-fit.",
+        (
+            "Samples further along the path considered to fill a pack's gap when the next does not fit: the "
+            "longest that fits joins, until none does; 0 = next-fit (the path cut in order)."
+        ),
         ("pack", "sweep"),
     ),
     Option("shard_packs", ("pack.shard_packs",), "Packs per shard file.", PACK),

@@ -10,8 +10,37 @@ from tfpack.packing.packer import pack_path, separate_near_duplicates
 
 
 def test_docstring_example() -> None:
-    assert [p.tolist() for p in pack_path(np.array([5, 4, 3, 2]), 8, 2)] == [[0, 2], [1, 3]]
-    assert [p.tolist() for p in pack_path(np.array([5, 4, 3, 2]), 8, 0)] == [[0], [1, 2], [3]]
+    assert [p.tolist() for p in pack_path(np.array([5, 4, 2, 3]), 8, 2)] == [[0, 3], [1, 2]]
+    assert [p.tolist() for p in pack_path(np.array([5, 4, 2, 3]), 8, 0)] == [[0], [1, 2], [3]]
+
+
+def reference_packs(lengths: list[int], max_len: int, lookahead: int) -> list[list[int]]:
+    """The rule as the module docstring states it, written plainly: fill along the path; when the next sample does
+    not fit, repeatedly take the longest (nearest among equals) of the next `lookahead` unused samples that fits."""
+    unused = list(range(len(lengths)))
+    packs: list[list[int]] = []
+    while unused:
+        pack, room = [], max_len
+        while unused and lengths[unused[0]] <= room:
+            room -= lengths[unused[0]]
+            pack.append(unused.pop(0))
+        while True:
+            fitting = [i for i in unused[1 : lookahead + 1] if lengths[i] <= room]
+            if not fitting:
+                break
+            best = max(fitting, key=lambda i: (lengths[i], -i))
+            room -= lengths[best]
+            pack.append(best)
+            unused.remove(best)
+        packs.append(sorted(pack))
+    return packs
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=120), st.integers(50, 120), st.integers(0, 12))
+def test_packs_follow_the_stated_rule(lengths: list[int], max_len: int, lookahead: int) -> None:
+    packs = [p.tolist() for p in pack_path(np.asarray(lengths), max_len, lookahead)]
+    assert packs == reference_packs(lengths, max_len, lookahead)
 
 
 @settings(max_examples=200, deadline=None)

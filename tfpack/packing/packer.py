@@ -1,12 +1,14 @@
 """Cut the TFP path into packs of at most `max_len` tokens, never splitting a sample.
 
-Walking the path, samples join the open pack while they fit. When the next one does not, up to `lookahead`
-further unused samples along the path are tried, first fit first, to fill the gap; then the pack closes. With
-`lookahead=0` this is sequential next-fit (the paper's pipeline). Inside a pack, samples keep path order.
+Walking the path, samples join the open pack while they fit. When the next one does not, the gap is filled best fit
+first: among the next `lookahead` unused samples along the path, the longest that fits joins (the nearest on the
+path among equals), again until none fits; then the pack closes. With `lookahead=0` this is sequential next-fit (the
+paper's pipeline). Inside a pack, samples keep path order.
 
-Example: lengths along the path [5, 4, 3, 2], max_len 8, lookahead 2 → packs [[0, 2], [1, 3]] (positions on the
-path): sample 1 does not fit after 0, the lookahead finds 2 (length 3) for the gap of 3; next-fit
-(lookahead 0) gives [[0], [1, 2], [3]].
+Example: lengths along the path [5, 4, 2, 3], max_len 8, lookahead 2 → packs [[0, 3], [1, 2]] (positions on the
+path): sample 1 does not fit after 0, and of the next two unused samples 3 (length 3) fills the gap of 3 best; first
+fit would take 2 and leave a gap of 1. Next-fit (lookahead 0) gives [[0], [1, 2], [3]]. Best fit within 64 samples
+packs GSM8K and GPTeacher 0.4-0.6 point fuller than first fit, at the same pack relatedness (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tfpack.errors import ConfigError
+
+
+@numba.njit(cache=True)
+def _best_fit(lengths: Any, pack_of: Any, first: int, lookahead: int, gap: int) -> int:
+    """The longest of the next `lookahead` unused samples from path position `first` that fits `gap` (the nearest
+    among equals; it stops at an exact fit), or -1."""
+    best = -1
+    best_len = 0
+    tried = 0
+    j = first
+    while j < lengths.shape[0] and tried < lookahead:
+        if pack_of[j] < 0:
+            tried += 1
+            if best_len < lengths[j] <= gap:
+                best = j
+                best_len = lengths[j]
+                if best_len == gap:
+                    break
+        j += 1
+    return best
 
 
 @numba.njit(cache=True)
@@ -37,15 +59,12 @@ def _pack_kernel(lengths: Any, max_len: int, lookahead: int) -> tuple[Any, int]:
             i += 1
             continue
         gap = max_len - fill
-        j = i + 1
-        tried = 0
-        while j < n and tried < lookahead and gap > 0:
-            if pack_of[j] < 0:
-                tried += 1
-                if lengths[j] <= gap:
-                    pack_of[j] = pack
-                    gap -= lengths[j]
-            j += 1
+        while gap > 0:
+            best = _best_fit(lengths, pack_of, i + 1, lookahead, gap)
+            if best < 0:
+                break
+            pack_of[best] = pack
+            gap -= lengths[best]
         pack += 1
         fill = 0
     return pack_of, pack + (1 if fill > 0 else 0)
