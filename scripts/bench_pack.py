@@ -6,7 +6,7 @@ and the throughput of tfpack's tokenize + pack + write path against the raw batc
 
 Per dataset, in one run: embed (cached in --cache/<name>), order (default engine), tokenize every sample once, then
 for each max-len cut four packings of the same samples:
-  tfpack      lookahead first-fit along the TFP path (the default, --lookahead 64)
+  tfpack      next-fit along the TFP path, gaps filled best fit from the next --lookahead (256) unused samples
   next-fit    sequential next-fit along the same path (what the paper's pipeline does: cut the path in order)
   bfd         best-fit-decreasing on shuffled samples (TRL's `bfd`; the fill-rate ceiling, no locality)
   random      next-fit over a random order (plain random packing)
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -102,7 +103,8 @@ def bench(data: Path, max_lens: list[int], cache: Path, repeat: int) -> None:
     unit = to_float32(emb)
     unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
     sims = path_similarities(ordered.vectors, ordered.path)
-    print(f"\n{data.name}: {len(emb)} samples, threshold cos {ordered.summary['threshold']:.4f}")
+    model = json.loads((run / "manifest.json").read_text())["model"]
+    print(f"\n{data.name}: {len(emb)} samples embedded by {model}, threshold cos {ordered.summary['threshold']:.4f}")
     for max_len in max_lens:
         cfg = PackConfig(max_len=max_len, tokenizer="packaged-minilm")
         tokenizer = load_tokenizer(cfg.tokenizer, cfg.template)
