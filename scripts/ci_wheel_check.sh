@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the wheel, install it (not editable) with its CPU extra into a fresh venv, and run the whole job from a
-# directory outside the repository: embed (ONNX export into an empty cache) -> pack (built-in chatml template) ->
-# stats --verify. Proves the package is complete as installed (templates are package data), its declared
-# dependencies suffice (a full install from the wheel's metadata, not a venv sharing the test venv's packages, which
+# directory outside the repository: embed (the default, the static model distilled into an empty cache; and the
+# full model, exported to ONNX there) -> pack (built-in chatml template) -> stats --verify. Proves the package is
+# complete as installed (templates are package data), its declared dependencies suffice (a full install from the wheel's metadata, not a venv sharing the test venv's packages, which
 # would hide a missing one), and the console script works. Usage: ci_wheel_check.sh PYTHON
 set -euo pipefail
 python=${1:-python3}
@@ -37,7 +37,8 @@ with open("chats.jsonl", "w") as f:
                                          {"role": "assistant", "content": f"The answer is {i}."}]}) + "\n")
 PY
 tfpack=$work/venv/bin/tfpack
-"$tfpack" embed chats.jsonl -o run --quiet || fail "tfpack embed"
+"$tfpack" embed chats.jsonl -o run --quiet || fail "tfpack embed"  # auto on CPU, single-exchange: static
+"$tfpack" embed chats.jsonl -o run-full --model all-MiniLM-L6-v2 --quiet || fail "tfpack embed --model all-MiniLM-L6-v2"
 "$tfpack" pack run -o packed --tokenizer packaged-minilm --template chatml --max-len 256 --quiet || fail "tfpack pack"
 "$tfpack" stats packed --verify --json > stats.json || fail "tfpack stats --verify"
 "$work/venv/bin/python" - "$repo" <<'PY' || fail "installed package, templates or outputs (above)"
@@ -51,7 +52,10 @@ assert repo not in installed.parents and "site-packages" in installed.parts, f"t
 manifest = json.loads(pathlib.Path("packed/manifest.json").read_text())
 assert manifest["template_source"] == "builtin:chatml", manifest["template_source"]
 embedded = json.loads(pathlib.Path("run/manifest.json").read_text())
-assert embedded["backend"] == "openvino", embedded["backend"]
+assert embedded["model"] == "static", embedded["model"]
+assert any(pathlib.Path("cache/static").iterdir()), "no static model distilled into the empty cache"
+full = json.loads(pathlib.Path("run-full/manifest.json").read_text())
+assert full["backend"] == "openvino", full["backend"]
 assert any(pathlib.Path("cache/onnx").rglob("model.onnx")), "no ONNX export in the empty cache"
 stats = json.loads(pathlib.Path("stats.json").read_text())
 assert stats["verify"]["ok"] and stats["packs"] > 0, stats
