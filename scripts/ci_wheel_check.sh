@@ -2,8 +2,9 @@
 # Build the wheel, install it (not editable) with its CPU extra into a fresh venv, and run the whole job from a
 # directory outside the repository: embed (the default, the static model distilled into an empty cache; and the
 # full model, exported to ONNX there) -> pack (built-in chatml template) -> stats --verify. Proves the package is
-# complete as installed (templates are package data), its declared dependencies suffice (a full install from the wheel's metadata, not a venv sharing the test venv's packages, which
-# would hide a missing one), and the console script works. Usage: ci_wheel_check.sh PYTHON
+# complete as installed (templates are package data), its declared dependencies suffice (a full install from the
+# wheel's metadata, not a venv sharing the test venv's packages, which would hide a missing one), and the console
+# script works. Usage: ci_wheel_check.sh PYTHON
 set -euo pipefail
 python=${1:-python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
