@@ -1,4 +1,5 @@
-"""`hf_tokenizer` loads what `AutoTokenizer` loads, and a generic tokenizer directory without importing torch."""
+"""`hf_tokenizer` loads what `AutoTokenizer` loads, and a generic tokenizer directory without importing torch; so does
+`pack INPUT` with its defaults on CPU."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 import transformers
 from transformers import AutoTokenizer
 
+from tests.conftest import qa_rows, write_jsonl
 from tests.packing.templates import QWEN25, build_bpe, with_template
+from tfpack.embedding import models
 from tfpack.packing.tokenizer import hf_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +78,30 @@ def test_generic_tokenizer_loads_and_tokenizes_without_torch(qwen_dir: Path) -> 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.skipif(
+    not hasattr(transformers, "TokenizersBackend"),
+    reason="transformers < 5 imports torch with its tokenizer classes (PreTrainedTokenizerFast)",
+)
+@pytest.mark.skipif(models.cuda_driver_loads(), reason="a CUDA driver is here: --device auto asks torch")
+def test_pack_input_with_defaults_imports_no_torch_without_a_cuda_driver(qwen_dir: Path, tmp_path: Path) -> None:
+    """The one command on single-exchange data with every default (model auto: static on CPU; device auto) runs
+    without torch when no CUDA driver is present, so its 1-2 s import is not paid."""
+    data = write_jsonl(tmp_path / "qa.jsonl", qa_rows(12))
+    code = (
+        "import sys\n"
+        "from tfpack.cli import app\n"
+        f"app(['pack', {str(data)!r}, '-o', {str(tmp_path / 'out')!r}, '--tokenizer', {str(qwen_dir)!r}, '-q'],"
+        " standalone_mode=False)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == ["False"]
+    assert orjson.loads((tmp_path / "out" / "manifest.json").read_bytes())["embedding_model"] == "static"
+
+
+def test_device_auto_without_a_cuda_driver_is_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "cuda_driver_loads", lambda: False)
+    assert models.resolve_device("auto") == "cpu"
+    assert models.resolve_device("cpu") == "cpu"

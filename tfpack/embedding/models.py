@@ -11,9 +11,11 @@ token, averaged over a text's tokens, no transformer at run time. Exports and di
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from importlib import util as importlib_util
 from pathlib import Path
@@ -165,8 +167,24 @@ def static_vectors(hidden: NDArray[np.float32], ids: NDArray[np.int64]) -> NDArr
     return out
 
 
+def cuda_driver_loads() -> bool:
+    """Whether the NVIDIA driver library loads (Linux `libcuda.so.1`): without it torch sees no CUDA device, so
+    `--device auto` is 'cpu' without importing torch (1-2 s on a 2-core CPU, more than a static run's embedding).
+    Elsewhere than Linux it answers True and torch decides."""
+    if not sys.platform.startswith("linux"):
+        return True
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def resolve_device(device: str) -> str:
-    """'cuda' when asked for or (with 'auto') available, else 'cpu'."""
+    """'cuda' when asked for or (with 'auto') available to torch, else 'cpu'; torch is imported only when a CUDA
+    driver is there to ask about (`cuda_driver_loads`)."""
+    if device == "cpu" or (device == "auto" and not cuda_driver_loads()):
+        return "cpu"
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
