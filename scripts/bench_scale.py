@@ -191,6 +191,8 @@ def one_command(n: int, max_len: int) -> None:
             f"  fill {summary['fill_rate']:.4f}  samples {summary['samples']:,}  threshold {summary['threshold']:.4f}",
             flush=True,
         )
+        steps = summary.get("step_seconds", {})
+        print(f"  steps (s): {', '.join(f'{k} {v:.1f}' for k, v in steps.items())}", flush=True)
         manifest = orjson.loads((root / "out" / "manifest.json").read_bytes())
         order = manifest.get("order", {})
         print(f"  order: {', '.join(f'{k} {v}' for k, v in order.items())}", flush=True)
