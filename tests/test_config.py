@@ -63,10 +63,14 @@ def test_pack_inputs_honours_the_embed_section(tmp_path: Path) -> None:
     config = tmp_path / "cfg.yaml"
     config.write_text("embed:\n  dtype: float16\n  embed_on: full\norder:\n  k: 8\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["pack", str(data), "-o", str(out), *DEMO_TOKENIZER, "--config", str(config)])
+    args = ["pack", str(data), "-o", str(out), *DEMO_TOKENIZER, "--config", str(config), "--device", "cpu", "--json"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     embed_manifest = orjson.loads((out / WORK_DIR / EMBED_RUN / MANIFEST).read_bytes())
     assert embed_manifest["dtype"] == "float16" and embed_manifest["embed_on"] == "full"
+    summary = orjson.loads(result.stdout)  # the summary says which model auto picked, and why
+    choice = (summary["embedding_model"], summary["model_choice"])
+    assert choice == ("static", "auto: static (CPU, single-turn samples)")
 
 
 def test_pack_inputs_take_the_embed_flags_and_flags_beat_the_file(tmp_path: Path) -> None:

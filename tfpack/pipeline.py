@@ -510,6 +510,8 @@ def run_pack(
         summary["epochs"] = [{k: e[k] for k in ("dir", "packs", "fill_rate", "repeat_rate")} for e in epochs]
     return {
         **summary,
+        "embedding_model": run.manifest["model"],
+        **({"model_choice": run.manifest["model_choice"]} if "model_choice" in run.manifest else {}),
         "threshold": threshold,
         "dedup_seconds": 0.0 if filtered.dedup is None else filtered.dedup.summary["seconds"],
         "decontaminate_seconds": round(filtered.decontaminate_seconds, 3),
