@@ -25,15 +25,14 @@ threshold - 0.1), the scheme's recall and precision against the truth, and what 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
+from benchenv import cpu_line
 
 import tfpack
 from tfpack.filters.contamination import NGRAM, ngram_matches
@@ -51,11 +50,6 @@ def synthetic_texts(n: int, words: int = 120, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     vocab = np.array([f"w{i}" for i in range(20_000)])
     return [" ".join(vocab[rng.integers(0, len(vocab), words)]) for _ in range(n)]
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
 def ngrams(args: argparse.Namespace) -> None:
@@ -156,7 +150,7 @@ def main() -> None:
     scheme.add_argument("--cache", type=Path, default=Path("/tmp/bench_dedup"), help="embeddings cached here")
     args = parser.parse_args()
     print(f"tfpack {tfpack.__version__}, python {platform.python_version()}, numpy {np.__version__}")
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores")
+    print(f"CPU: {cpu_line()}")
     if args.command == "ngrams":
         ngrams(args)
     elif args.command == "cosines":

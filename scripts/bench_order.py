@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchenv import cpu_line
 
 from tfpack.config import OrderConfig
 from tfpack.ordering.stage import order_embeddings
@@ -100,7 +100,7 @@ def cli_process(source: Path, out: Path, *flags: str) -> dict:
 def anchor(repeat: int) -> None:
     """`tfpack order` as a user runs it (its command line, a fresh process per run) against the reference, side by
     side: N = 1024 (the golden rows' prefix), 4096 (golden) and 8192 (synthetic: the reference cannot run)."""
-    print(cpu())
+    print(f"CPU: {cpu_line()}")
     print(
         "tfpack order EMB.npy -o OUT --json [--exact]: threshold auto (2% quantile), window 4, start 0; a fresh "
         f"process per run, best of {repeat}, runs interleaved; reference = the authors' algorithm (torch, dense): its "
@@ -252,17 +252,6 @@ def buckets(source: str, counts: list[int], max_len: int = 2048, threshold: floa
         )
 
 
-def cpu() -> str:
-    """The CPU model (lscpu) and whether it has AVX-512 and bf16 instructions."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    model = fields.get("Model name", "?").strip()
-    flags = fields.get("Flags", "").split()
-    avx512 = any(f.startswith("avx512") for f in flags)
-    bf16 = any("bf16" in f for f in flags)
-    return f"{model}, {os.cpu_count()} cores, avx512: {'yes' if avx512 else 'no'}, bf16: {'yes' if bf16 else 'no'}"
-
-
 def memory_kib(*fields: str) -> list[int]:
     """Fields of /proc/self/status, in KiB (VmRSS, VmHWM, RssFile, ...)."""
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
@@ -313,7 +302,7 @@ def threshold_point(path: Path, kind: str) -> dict:
 
 def threshold(sizes: list[int]) -> None:
     """Time and memory of the sampled auto-threshold estimate at each N, each input kind in a fresh process."""
-    print(cpu())
+    print(f"CPU: {cpu_line()}")
     print(
         f"sampled --threshold auto ({OrderConfig.sample_pairs:,} pairs, quantile {OrderConfig.quantile}), "
         "synthetic clustered embeddings, d=384"

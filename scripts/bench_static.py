@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
+from benchenv import cpu_line
 
 import tfpack
 from tfpack.embedding.encoders import load_encoder, text_selector
@@ -88,16 +88,6 @@ def gain(full_unit: np.ndarray, groups: list[np.ndarray], seed: int = 0) -> tupl
     sizes = np.asarray([len(g) for g in groups])
     shuffled = random_packs(np.concatenate(groups), sizes, seed)
     return mean_pairwise_similarity(full_unit, groups), mean_pairwise_similarity(full_unit, shuffled)
-
-
-def cpu_line() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    marks = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni") if f in flags]
-    return (
-        f"{fields.get('Model name', platform.processor()).strip()}, {fields.get('CPU(s)', '?').strip()} CPUs, {marks}"
-    )
 
 
 def cold_start(checkouts: list[str], n: int, rounds: int) -> None:

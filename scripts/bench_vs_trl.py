@@ -29,7 +29,6 @@ the `tokenize` step of `pack` runs) and against the whole `pack RUN` process abo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import subprocess
@@ -40,31 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from benchenv import cpu_line, load_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
 SETS = ("single", "chats")
 ROUTES = ("trl", "input", "input-static", "static")
-
-
-def load_gallery() -> Any:
-    """tests/packing/templates.py of this checkout, by path."""
-    spec = importlib.util.spec_from_file_location("gallery", ROOT / "tests" / "packing" / "templates.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cpu_line() -> str:
-    """The CPU model, core count and whether it has native bf16 (lscpu)."""
-    info = dict(
-        line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    )
-    flags = set(info.get("Flags", "").split())
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    bf16 = "bf16" if {"avx512_bf16", "amx_bf16"} & flags else "no bf16"
-    return f"{info.get('Model name', '?').strip()}, {os.cpu_count()} cores, {' '.join(simd)} ({bf16})"
 
 
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:

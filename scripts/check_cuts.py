@@ -17,25 +17,15 @@ trained tokens the cuts removed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
+from benchenv import load_gallery
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_gallery() -> Any:
-    """tests/packing/templates.py of this checkout, by path (tfpack itself may come from another one)."""
-    spec = importlib.util.spec_from_file_location("gallery", ROOT / "tests" / "packing" / "templates.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"

@@ -13,14 +13,13 @@ For each dataset (../shared/data; embedded once with the default full model into
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
+from benchenv import cpu_line
 
 import tfpack
 from tfpack.ordering.plan import WalkPlan
@@ -35,14 +34,6 @@ SHARED = ROOT.parent / "shared" / "data"
 DATASETS = {"gsm8k": SHARED / "gsm8k_train.jsonl", "gpteacher-codegen": SHARED / "gpteacher_codegen.json"}
 PAIR_COS = 0.9  # "near-duplicates sharing a pack": same-pack pairs at cosine >= this
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def cpu() -> str:
-    info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "Model name" in line), "?")
-    flags = next((line for line in info.splitlines() if line.startswith("Flags")), "")
-    has = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    return f"{model} ({platform.machine()}, {' '.join(has) or 'no avx2'})"
 
 
 def embed_run(work: Path, name: str, source: Path) -> Path:
@@ -143,7 +134,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-len", type=int, default=2048)
     args = parser.parse_args()
-    print(f"CPU: {cpu()}; tfpack {tfpack.__version__}; embeddings {MODEL}")
+    print(f"CPU: {cpu_line()}; tfpack {tfpack.__version__}; embeddings {MODEL}")
     values = [None if v == "none" else float(v) for v in args.dedup.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     for name, source in DATASETS.items():
