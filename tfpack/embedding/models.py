@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
+from functools import cache
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,7 @@ def static_vectors(hidden: NDArray[np.float32], ids: NDArray[np.int64]) -> NDArr
     return out
 
 
+@cache  # asked by each of run_embed's choices (model, route, encoder): one load attempt per process
 def cuda_driver_loads() -> bool:
     """Whether the NVIDIA driver library loads (Linux `libcuda.so.1`): without it torch sees no CUDA device, so
     `--device auto` is 'cpu' without importing torch (1-2 s on a 2-core CPU, more than a static run's embedding).
