@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tfpack.cli import app
+from tfpack.progress import Progress, Task
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_DATA = SHARED / "data"
@@ -136,3 +137,22 @@ def tiny_llama(attn: str = "sdpa", vocab_size: int = 30522) -> Any:
         attn_implementation=attn,
     )
     return LlamaForCausalLM(config)
+
+
+class Counted(Progress):
+    """A shown progress that records each task's total and counts what it advanced."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, float] = {}
+        self.totals: dict[str, float | None] = {}
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        done = self.done
+        done[description] = 0
+        self.totals[description] = total
+
+        class Counter(Task):
+            def advance(self, amount: float = 1) -> None:
+                done[description] += amount
+
+        return Counter()

@@ -9,12 +9,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import qa_rows, write_jsonl
+from tests.conftest import Counted, qa_rows, write_jsonl
 from tfpack.cli import app
 from tfpack.config import DEFAULT_MODEL
 from tfpack.embedding import models
 from tfpack.errors import NOTE_LISTENERS
-from tfpack.progress import Progress, Task
 from tfpack.workdir import EMBEDDINGS_FILE, MANIFEST
 
 
@@ -127,23 +126,6 @@ def tiny_source(path: Path) -> Path:
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
-
-
-class Counted(Progress):
-    """A shown progress that counts what each task advanced."""
-
-    def __init__(self) -> None:
-        self.done: dict[str, float] = {}
-
-    def task(self, description: str, total: float | None = None) -> Task:
-        done = self.done
-        done[description] = 0
-
-        class Counter(Task):
-            def advance(self, amount: float = 1) -> None:
-                done[description] += amount
-
-        return Counter()
 
 
 def test_first_build_says_what_it_builds_and_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.conftest import DEMO_TOKENIZER, chat_rows, write_jsonl
+from tests.conftest import DEMO_TOKENIZER, Counted, chat_rows, write_jsonl
 from tfpack import api
 from tfpack.cli import app
 from tfpack.config import DEFAULT_MODEL, EmbedConfig
@@ -242,11 +242,14 @@ def test_precomputed_embeddings_are_compared_as_they_are(tmp_path: Path) -> None
 
 
 def test_the_deciding_model_is_a_static_runs_source_and_embeds_each_text_once() -> None:
-    decider = deciding_model(EmbedConfig(model="static"))
+    shown = Counted()
+    decider = deciding_model(EmbedConfig(model="static"), shown)
     assert decider.name == DEFAULT_MODEL
     assert deciding_model(EmbedConfig(model="all-MiniLM-L6-v2")).name == "all-MiniLM-L6-v2"
     texts = ["How far does the train travel in total?", "Name three primary colours.", "Name three primary colours."]
-    vectors = decider.encode(texts)
+    vectors = decider.encode(texts, "dedup candidates")
+    bar = f"embedding 2 dedup candidates with {DEFAULT_MODEL}"  # the slow part of a static run's filters, shown
+    assert shown.totals == {bar: 2} and shown.done == {bar: 2}
     model, resolved = load_encoder(EmbedConfig())
     np.testing.assert_allclose(vectors, encode_texts(model, texts[:2], resolved["batch_size"])[[0, 1, 1]], atol=1e-5)
     assert (vectors[1] == vectors[2]).all(), "an exact copy gets the same vector: cosine 1"

@@ -40,6 +40,7 @@ _SCAN_BLOCK = 65_536  # rows they are compared with per product
 # Candidates for the full model: rows whose nearest static neighbour is >= S - CANDIDATE_MARGIN. On GSM8K every
 # pair the full model puts >= S is >= S - 0.07 by the static model (prompts, S 0.95; docs/benchmarks.md "Dedup").
 CANDIDATE_MARGIN = 0.1
+_DECIDE_CHUNK = 1024  # texts per full-model call when deciding (one progress step)
 
 
 class Duplicates(NamedTuple):
@@ -239,33 +240,41 @@ def proposed_duplicates(
 
 class Decider(NamedTuple):
     """The full model that decides what a static run's model proposes, by name, and its encoder (loaded on first
-    use; unit float32 rows; each distinct text embedded once)."""
+    use; unit float32 rows; each distinct text embedded once; `what` names the texts on the progress bar)."""
 
     name: str
-    encode: Callable[[list[str]], NDArray[np.float32]]
+    encode: Callable[..., NDArray[np.float32]]  # (texts, what="texts") -> [len(texts), dim]
 
 
-def deciding_model(embed_cfg: EmbedConfig) -> Decider:
+def deciding_model(embed_cfg: EmbedConfig, progress: Progress = NULL_PROGRESS) -> Decider:
     """The full model a run's filters (dedup, decontamination) decide with: a `--model static[:SOURCE]` run's source
     model, which decides what the static model proposes, so a threshold means the same for every model; else the
-    run's own model."""
+    run's own model. Its embedding shows on `progress` ("embedding 980 dedup candidates with all-MiniLM-L6-v2"):
+    on a CPU it is the slow part of a static run's filters."""
     from tfpack.embedding.encoders import encode_texts, load_encoder
     from tfpack.embedding.models import static_source
 
     source = static_source(embed_cfg.model)
+    name = (embed_cfg.model.partition(":")[2] or DEFAULT_MODEL) if source else embed_cfg.model
 
     @functools.cache
     def loaded() -> tuple[Any, dict[str, Any]]:
         return load_encoder(EmbedConfig(**{**vars(embed_cfg), "model": source or embed_cfg.model}))
 
-    def encode(texts: list[str]) -> NDArray[np.float32]:
+    def encode(texts: list[str], what: str = "texts") -> NDArray[np.float32]:
         """Each distinct text is embedded once (exact copies get the same vector: cosine 1)."""
         model, resolved = loaded()
         first: dict[str, int] = {}
         copy_of = np.fromiter((first.setdefault(text, len(first)) for text in texts), np.int64, len(texts))
-        return encode_texts(model, list(first), resolved["batch_size"])[copy_of]
+        distinct = list(first)
+        parts = []
+        with progress.task(f"embedding {len(distinct):,} {what} with {name}", total=len(distinct)) as task:
+            for start in range(0, len(distinct), _DECIDE_CHUNK):
+                parts.append(encode_texts(model, distinct[start : start + _DECIDE_CHUNK], resolved["batch_size"]))
+                task.advance(len(parts[-1]))
+        return np.concatenate(parts)[copy_of] if parts else np.zeros((0, 0), dtype=np.float32)
 
-    return Decider((embed_cfg.model.partition(":")[2] or DEFAULT_MODEL) if source else embed_cfg.model, encode)
+    return Decider(name, encode)
 
 
 class DedupResult(NamedTuple):
@@ -337,7 +346,7 @@ def dedup_run(
             summary["note"] = f"precomputed embeddings of the {compared}: dedup compares those, not the {on}"
         return DedupResult(duplicates, summary | {"seconds": round(time.perf_counter() - started, 3)})
 
-    decider = deciding_model(embed_cfg)
+    decider = deciding_model(embed_cfg, progress)
     name = decider.name
     with progress.task("finding near-duplicates", total=None):
         if static_run and same_text:
@@ -350,7 +359,7 @@ def dedup_run(
             ids, sims, _ = build_knn(proposal, min(order_cfg.k, len(rows) - 1), method, seed=order_cfg.seed)
 
         def embed_rows(chosen: NDArray[np.int64]) -> NDArray[np.float32]:
-            return decider.encode([texts[r] for r in rows[chosen]])
+            return decider.encode([texts[r] for r in rows[chosen]], "dedup candidates")
 
         found, counts = proposed_duplicates(
             proposal, ids, sims, min_cos, rank[rows], embed_rows, skip[rows], order_cfg.k

@@ -51,6 +51,7 @@ def decontaminate(
     pack_cfg: PackConfig,
     sample_ids: NDArray[np.int64],
     kept: NDArray[np.bool_],
+    progress: Progress = NULL_PROGRESS,
 ) -> Decontamination:
     """The samples `kept` by tokenization that copy or paraphrase a benchmark item (see filters/contamination.py).
     The items are compared on the run's `embed_on` side by its full model; on a static run the static model
@@ -67,7 +68,7 @@ def decontaminate(
         bench_texts = benchmarks.texts_for(side)
         bench_emb = embed_texts(bench_texts, embed_manifest)
         embed_cfg = EmbedConfig(**embed_manifest["config"]["embed"])
-        decider = deciding_model(embed_cfg)
+        decider = deciding_model(embed_cfg, progress)
         if static_source(embed_cfg.model) is None:
             nearest = embedding_nearest(benchmarks, emb, bench_emb)
             decided = {"model": embed_manifest["model"]}
@@ -78,8 +79,8 @@ def decontaminate(
                 emb,
                 bench_emb,
                 threshold,
-                lambda rows: decider.encode([texts[r] for r in rows]),
-                decider.encode(bench_texts),
+                lambda rows: decider.encode([texts[r] for r in rows], "decontamination candidates"),
+                decider.encode(bench_texts, "benchmark items"),
             )
             decided = {
                 "model": decider.name,
@@ -179,7 +180,9 @@ def filter_samples(
     started = time.perf_counter()
     if benchmarks is not None:
         with progress.task("decontaminating", total=None):
-            contamination = decontaminate(benchmarks, run_dir, embed_manifest, emb, pack_cfg, sample_ids, kept)
+            contamination = decontaminate(
+                benchmarks, run_dir, embed_manifest, emb, pack_cfg, sample_ids, kept, progress
+            )
         if not pack_cfg.decontaminate_report:
             remove(contamination.rows, contamination.entries)
     decontaminate_seconds = time.perf_counter() - started
