@@ -1,15 +1,16 @@
 """Benchmark `--dedup` (tfpack.filters.dedup) against a float64 brute force and SemHash, given the same vectors.
 
 For each data set, model and S: seconds and peak traced memory of tfpack's rule (kNN graph k=64 + pairs + greedy
-keep), samples removed, recall/precision of its pairs >= S against every pair's float64 cosine, the removals of the
-old rule (connected components) whose kept sample is below S (chains), the new rule's (must be 0), and SemHash
-(`pip install 'tfpack[bench]'`; its default usearch index) on the same vectors: seconds, removed, Jaccard of the
-removed sets. On GSM8K and GPTeacher also static vs full model: removed by the static model's own cosine, and by
-tfpack's scheme (rows whose nearest static neighbour is >= S - margin are candidates, the full model decides among
-them), each against the full model alone (Jaccard); the share of the full model's pairs whose rows are both
-candidates and the number of candidates per margin; the fewest candidates any static cutoff could have without
-missing a pair (known only in hindsight); and the full model's measured samples/s with the seconds it needs for
-the candidates and for every sample (what SemHash given the full model embeds).
+keep) and of SemHash (`pip install 'tfpack[bench]'`; its default usearch index) on the same vectors, both warmed up
+once first and both timed with tracemalloc on; samples removed, recall/precision of tfpack's pairs >= S against
+every pair's float64 cosine, the removals of the old rule (connected components) whose kept sample is below S
+(chains), the new rule's (must be 0), and the Jaccard of tfpack's and SemHash's removed sets. On GSM8K and
+GPTeacher also static vs full model: removed by the static model's own cosine, and by tfpack's scheme (rows whose
+nearest static neighbour is >= S - margin are candidates, the full model decides among them), each against the
+full model alone (Jaccard); the share of the full model's pairs whose rows are both candidates and the number of
+candidates per margin; the fewest candidates any static cutoff could have without missing a pair (known only in
+hindsight); and the full model's measured samples/s with the seconds it needs for the candidates and for every
+sample (what SemHash given the full model embeds).
 
     python scripts/bench_dedup.py --gsm8k ../shared/data/gsm8k_train.jsonl \
         --gpteacher ../shared/data/gpteacher_codegen.json --synthetic 20000 --cache /tmp/dd
@@ -118,8 +119,9 @@ def tfpack_rule(x: np.ndarray, min_cos: float) -> tuple[Duplicates, np.ndarray]:
     return found, np.sort(a * len(x) + b)
 
 
-def semhash_removed(x: np.ndarray, min_cos: float) -> tuple[set[int], float] | None:
-    """SemHash's removed rows on vectors `x` (its encoder returns them), or None when it is not installed."""
+def semhash_removed(x: np.ndarray, min_cos: float) -> tuple[set[int], float, float] | None:
+    """SemHash's removed rows on vectors `x` (its encoder returns them), its seconds and peak traced memory (timed
+    as tfpack's rule is), or None when it is not installed."""
     try:
         from semhash import SemHash
     except ImportError:
@@ -130,11 +132,18 @@ def semhash_removed(x: np.ndarray, min_cos: float) -> tuple[set[int], float] | N
             return x[[int(t) for t in inputs]]
 
     records = [str(i) for i in range(len(x))]
-    started = time.perf_counter()
-    result = SemHash.from_records(records, model=Given()).self_deduplicate(threshold=min_cos)
-    seconds = time.perf_counter() - started
-    removed = {int(item.record) for item in result.filtered}
-    return removed, round(seconds, 3)
+    result, seconds, peak = timed(
+        lambda: SemHash.from_records(records, model=Given()).self_deduplicate(threshold=min_cos)
+    )
+    return {int(item.record) for item in result.filtered}, seconds, peak
+
+
+def warm_up() -> None:
+    """Both tools once on a small set, so no row pays a process's first-call costs (numba's and faiss's loading,
+    usearch's) that a `pack` run has paid before its filters."""
+    x = synthetic(2048)
+    tfpack_rule(x, 0.9)
+    semhash_removed(x, 0.9)
 
 
 def jaccard(a: set[int], b: set[int]) -> float:
@@ -166,6 +175,7 @@ def bench(name: str, x: np.ndarray, min_cos: float) -> dict[str, Any]:
     if semhash is not None:
         row |= {
             "semhash_seconds": semhash[1],
+            "semhash_peak_mib": semhash[2],
             "semhash_removed": len(semhash[0]),
             "jaccard": jaccard(removed, semhash[0]),
         }
@@ -314,6 +324,7 @@ def main() -> None:
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    warm_up()
     for path, static_at in ((args.gsm8k, {"prompt": (0.9, 0.85), "full": (0.95, 0.9)}), (args.gpteacher, {})):
         if path is None:
             continue

@@ -16,7 +16,8 @@ from tfpack import api
 from tfpack.cli import app
 from tfpack.config import DEFAULT_MODEL, EmbedConfig
 from tfpack.embedding.encoders import encode_texts, load_encoder
-from tfpack.filters.dedup import deciding_model, keep_rank, near_duplicates
+from tfpack.filters import dedup
+from tfpack.filters.dedup import close_pairs, deciding_model, keep_rank, near_duplicates
 from tfpack.ordering.knn import build_knn
 from tfpack.ordering.walk import walk
 
@@ -104,6 +105,23 @@ def test_groups_larger_than_k_equal_brute_force(
     n_groups: int, size: int, seed: int, spread: float, min_cos: float, keep: str
 ) -> None:
     check_against_judge(copies(n_groups, size, 8, seed, spread), 3, min_cos, keep, seed)
+
+
+def test_a_float16_memmap_in_small_blocks_equals_brute_force(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `pack` reads (a float16 `embeddings.npy`, memory-mapped), with the scan's blocks and the re-check's
+    chunks far smaller than N, so every block boundary is crossed."""
+    for name, size in (("_SCAN_ROWS", 7), ("_SCAN_BLOCK", 11), ("_PAIR_CHUNK", 13)):
+        monkeypatch.setattr(dedup, name, size)
+    np.save(tmp_path / "emb.npy", copies(3, 25, 8, 0, 0.1).astype(np.float16))
+    vectors = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    check_against_judge(vectors, 3, 0.9, "longest", 0)
+    ids, sims, _ = build_knn(vectors, 3, "exact")
+    a, b, cos = close_pairs(vectors, ids, sims, 0.9, np.zeros(len(vectors), dtype=np.bool_))
+    x = vectors.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.argwhere(np.triu(x @ x.T >= 0.9, 1))
+    assert np.column_stack([a, b]).tolist() == truth.tolist()
+    np.testing.assert_allclose(cos, (x[a] * x[b]).sum(1), rtol=1e-12)
 
 
 def test_a_group_larger_than_k_is_found_whole() -> None:

@@ -26,17 +26,18 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from tfpack.arrays import pair_cosines
+from tfpack.arrays import gather_float32
 from tfpack.config import DEFAULT_MODEL, EmbedConfig, OrderConfig
 from tfpack.ingest.formats import full_text, prompt_text
 from tfpack.ingest.samples import iter_sample_batches
-from tfpack.ordering.knn import build_knn, cached_knn
+from tfpack.ordering.knn import build_knn, cached_knn, import_faiss
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import KNN_DIR, SAMPLES_FILE
 
 _SLACK = 1e-3  # float32 similarities this far below S are re-checked too
-_SCAN_ROWS = 1024  # rows scanned against every row per matrix product
-_SCAN_BLOCK = 65_536  # rows they are compared with per product
+_SCAN_ROWS = 2048  # rows scanned per range search (its hits: at most 2048 x _SCAN_BLOCK, as the numpy scan had)
+_SCAN_BLOCK = 32_768  # rows of `vectors` per flat index searched
+_PAIR_CHUNK = 16_384  # pairs per float64 re-check (its rows gathered at once)
 # Candidates for the full model: rows whose nearest static neighbour is >= S - CANDIDATE_MARGIN. On GSM8K every
 # pair the full model puts >= S is >= S - 0.07 by the static model (prompts, S 0.95; docs/benchmarks.md "Dedup").
 CANDIDATE_MARGIN = 0.1
@@ -59,17 +60,36 @@ class Duplicates(NamedTuple):
         return counts[counts > 0] + 1
 
 
-def exact_cosines(
-    vectors: NDArray[Any], a: NDArray[np.int64], b: NDArray[np.int64], chunk: int = 16_384
-) -> NDArray[np.float64]:
-    """`pair_cosines` of rows converted to float64, a chunk of pairs at a time (bounded memory for many pairs)."""
+def exact_cosines(vectors: NDArray[Any], a: NDArray[np.int64], b: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Float64 cosine of rows `a[i]` and `b[i]` (as stored: float32 or float16), a chunk of pairs at a time: the
+    chunk's rows are gathered once and the float64 dot products and norms taken in a kernel, without a copy per
+    pair (millions of pairs on templated data)."""
     out = np.empty(len(a), dtype=np.float64)
+    chunk = _PAIR_CHUNK
+    used = np.zeros(len(vectors), dtype=np.bool_)  # the chunk's rows, found without sorting its ids
+    local = np.zeros(len(vectors), dtype=np.int64)
     for start in range(0, len(a), chunk):
-        ids = np.concatenate([a[start : start + chunk], b[start : start + chunk]])
-        rows, inverse = np.unique(ids, return_inverse=True)
-        block = np.asarray(vectors[rows], dtype=np.float64)
-        half = len(ids) // 2
-        out[start : start + half] = pair_cosines(block, inverse[:half], inverse[half:])
+        ca, cb = a[start : start + chunk], b[start : start + chunk]
+        used[:] = False
+        used[ca] = used[cb] = True
+        rows = np.flatnonzero(used)
+        local[rows] = np.arange(len(rows))
+        block = gather_float32(vectors, rows)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+        out[start : start + len(ca)] = _cosines64(block, norms, local[ca], local[cb])
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _cosines64(rows: Any, norms: Any, a: Any, b: Any) -> Any:  # pragma: no cover - compiled
+    """Per pair i: the float64 dot product of `rows[a[i]]` and `rows[b[i]]` over their float64 `norms`."""
+    out = np.empty(len(a), dtype=np.float64)
+    for i in numba.prange(len(a)):
+        x, y = rows[a[i]], rows[b[i]]
+        dot = 0.0
+        for t in range(len(x)):
+            dot += np.float64(x[t]) * np.float64(y[t])
+        out[i] = dot / (norms[a[i]] * norms[b[i]])
     return out
 
 
@@ -83,15 +103,18 @@ def scan_rows(
     vectors: NDArray[Any], rows: NDArray[np.int64], min_cos: float
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Every pair (row, other) with float32 inner product >= `min_cos` - slack, other != row: an exact scan of all
-    rows of `vectors` (unit rows, possibly memory-mapped) for each of `rows`."""
+    rows of `vectors` (unit rows, possibly memory-mapped) for each of `rows`, a block of rows at a time (faiss's
+    range search over a flat index: BLAS products, hits collected in its threads)."""
+    faiss = import_faiss()
     found_a, found_b = [], []
-    for start in range(0, len(rows), _SCAN_ROWS):
-        queries = rows[start : start + _SCAN_ROWS]
-        q = np.asarray(vectors[queries], dtype=np.float32)
-        for first in range(0, len(vectors), _SCAN_BLOCK):
-            block = np.asarray(vectors[first : first + _SCAN_BLOCK], dtype=np.float32)
-            qi, bi = np.nonzero(q @ block.T >= min_cos - _SLACK)
-            other = bi.astype(np.int64) + first
+    for first in range(0, len(vectors), _SCAN_BLOCK):
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors[first : first + _SCAN_BLOCK], dtype=np.float32))
+        for start in range(0, len(rows), _SCAN_ROWS):
+            queries = rows[start : start + _SCAN_ROWS]
+            lims, _, hits = index.range_search(gather_float32(vectors, queries), min_cos - _SLACK)
+            qi = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
+            other = hits.astype(np.int64) + first
             own = other != queries[qi]
             found_a.append(queries[qi][own])
             found_b.append(other[own])
