@@ -30,7 +30,7 @@ from tfpack.arrays import gather_float32
 from tfpack.config import DEFAULT_MODEL, EmbedConfig, OrderConfig
 from tfpack.ingest.formats import full_text, prompt_text
 from tfpack.ingest.samples import iter_sample_batches
-from tfpack.ordering.knn import build_knn, cached_knn, import_faiss
+from tfpack.ordering.knn import as_float32, build_knn, cached_knn, import_faiss
 from tfpack.progress import NULL_PROGRESS, Progress
 from tfpack.workdir import KNN_DIR, SAMPLES_FILE
 
@@ -41,7 +41,6 @@ _PAIR_CHUNK = 16_384  # pairs per float64 re-check (its rows gathered at once)
 # Candidates for the full model: rows whose nearest static neighbour is >= S - CANDIDATE_MARGIN. On GSM8K every
 # pair the full model puts >= S is >= S - 0.07 by the static model (prompts, S 0.95; docs/benchmarks.md "Dedup").
 CANDIDATE_MARGIN = 0.1
-_DECIDE_CHUNK = 1024  # texts per full-model call when deciding (one progress step)
 
 
 class Duplicates(NamedTuple):
@@ -109,7 +108,7 @@ def scan_rows(
     found_a, found_b = [], []
     for first in range(0, len(vectors), _SCAN_BLOCK):
         index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(np.ascontiguousarray(vectors[first : first + _SCAN_BLOCK], dtype=np.float32))
+        index.add(as_float32(vectors[first : first + _SCAN_BLOCK]))
         for start in range(0, len(rows), _SCAN_ROWS):
             queries = rows[start : start + _SCAN_ROWS]
             lims, _, hits = index.range_search(gather_float32(vectors, queries), min_cos - _SLACK)
@@ -276,6 +275,7 @@ def deciding_model(embed_cfg: EmbedConfig, progress: Progress = NULL_PROGRESS) -
     on a CPU it is the slow part of a static run's filters."""
     from tfpack.embedding.encoders import encode_texts, load_encoder
     from tfpack.embedding.models import static_source
+    from tfpack.embedding.stage import chunk_rows
 
     source = static_source(embed_cfg.model)
     name = (embed_cfg.model.partition(":")[2] or DEFAULT_MODEL) if source else embed_cfg.model
@@ -291,9 +291,10 @@ def deciding_model(embed_cfg: EmbedConfig, progress: Progress = NULL_PROGRESS) -
         copy_of = np.fromiter((first.setdefault(text, len(first)) for text in texts), np.int64, len(texts))
         distinct = list(first)
         parts = []
+        chunk = chunk_rows(resolved["batch_size"])  # as `embed` chunks its model calls and progress
         with progress.task(f"embedding {len(distinct):,} {what} with {name}", total=len(distinct)) as task:
-            for start in range(0, len(distinct), _DECIDE_CHUNK):
-                parts.append(encode_texts(model, distinct[start : start + _DECIDE_CHUNK], resolved["batch_size"]))
+            for start in range(0, len(distinct), chunk):
+                parts.append(encode_texts(model, distinct[start : start + chunk], resolved["batch_size"]))
                 task.advance(len(parts[-1]))
         return np.concatenate(parts)[copy_of] if parts else np.zeros((0, 0), dtype=np.float32)
 
